@@ -1,0 +1,158 @@
+"""Every catalog query, per flavour, in one place, so each can be parsed by a test and checked on a real cluster.
+
+PostgreSQL 10+, Greenplum 7 and Cloudberry have `relispartition` and access methods; Greenplum 6 (PostgreSQL 9.4)
+has neither, but `relstorage` and the legacy `pg_partition*` catalogs. The queries use only what their flavour has.
+Parameters are psycopg2's `%(name)s` placeholders; no value is ever formatted into this text.
+"""
+
+# Relations: oid, schema, name, relkind, estimated rows, storage, distribution key, partition root, foreign server.
+_RELATION_COLUMNS = """
+SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.reltuples::float8,
+       {storage} AS storage,
+       {distribution} AS distributed_by,
+       {partition_root} AS partition_root,
+       (SELECT s.srvname::text FROM pg_catalog.pg_foreign_table ft
+          JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver WHERE ft.ftrelid = c.oid) AS foreign_server
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+{joins}
+WHERE c.relkind IN ({relkinds})
+  AND n.nspname <> ALL (%(system_schemas)s)
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+  AND {hide_leaves}
+ORDER BY n.nspname, c.relname
+"""
+
+RELATIONS_POSTGRES = _RELATION_COLUMNS.format(
+    storage="COALESCE(am.amname::text, 'heap')",
+    distribution="NULL::text",
+    partition_root="c.relkind = 'p'",
+    joins="LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam",
+    relkinds="'r', 'p', 'v', 'm', 'f'",
+    hide_leaves="NOT c.relispartition",
+)
+
+# PostgreSQL before 10: no declarative partitions, no relispartition.
+RELATIONS_POSTGRES_LEGACY = _RELATION_COLUMNS.format(
+    storage="'heap'::text",
+    distribution="NULL::text",
+    partition_root="false",
+    joins="",
+    relkinds="'r', 'v', 'm', 'f'",
+    hide_leaves="true",
+)
+
+RELATIONS_GREENPLUM7 = _RELATION_COLUMNS.format(
+    storage="COALESCE(am.amname::text, 'heap')",
+    distribution="CASE WHEN c.relkind IN ('r', 'p', 'm') THEN pg_catalog.pg_get_table_distributedby(c.oid) END",
+    partition_root="c.relkind = 'p'",
+    joins="LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam",
+    relkinds="'r', 'p', 'v', 'm', 'f'",
+    hide_leaves="NOT c.relispartition",
+)
+
+# Greenplum 6: partition leaves (and middle levels) are children in pg_partition_rule; a root has a pg_partition row.
+RELATIONS_GREENPLUM6 = _RELATION_COLUMNS.format(
+    storage="""CASE c.relstorage WHEN 'h' THEN 'heap' WHEN 'a' THEN 'ao_row' WHEN 'c' THEN 'ao_column'
+                WHEN 'x' THEN 'external' WHEN 'v' THEN 'virtual' WHEN 'f' THEN 'foreign' ELSE c.relstorage::text END""",
+    distribution="""CASE WHEN c.relkind = 'r' AND c.relstorage <> 'x'
+                     THEN pg_catalog.pg_get_table_distributedby(c.oid) END""",
+    partition_root="EXISTS (SELECT 1 FROM pg_catalog.pg_partition p WHERE p.parrelid = c.oid)",
+    joins="",
+    relkinds="'r', 'v', 'm', 'f'",
+    hide_leaves="c.oid NOT IN (SELECT r.parchildrelid FROM pg_catalog.pg_partition_rule r)",
+)
+
+# External tables hiding as leaves of a partitioned root would be read through the root: list them per root.
+EXTERNAL_LEAVES_GREENPLUM6 = """
+SELECT p.parrelid, r.parchildrelid::regclass::text
+FROM pg_catalog.pg_partition p
+JOIN pg_catalog.pg_partition_rule r ON r.paroid = p.oid
+JOIN pg_catalog.pg_class c ON c.oid = r.parchildrelid
+WHERE p.parrelid = ANY (%(oids)s::oid[]) AND c.relstorage = 'x'
+"""
+
+EXTERNAL_LEAVES_GREENPLUM7 = """
+WITH RECURSIVE tree(root, relid) AS (
+    SELECT c.oid, c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY (%(oids)s::oid[])
+    UNION ALL
+    SELECT tree.root, i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
+)
+SELECT tree.root, c.oid::regclass::text
+FROM tree
+JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
+JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
+WHERE s.srvname = 'gp_exttable_server'
+"""
+
+# Estimated rows of partitioned roots: the sum over every descendant (a root's own reltuples is 0 or -1).
+PARTITION_ROW_ESTIMATES = """
+WITH RECURSIVE tree(root, relid) AS (
+    SELECT c.oid, c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY (%(oids)s::oid[])
+    UNION ALL
+    SELECT tree.root, i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
+)
+SELECT tree.root, sum(GREATEST(c.reltuples, 0))::float8
+FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+GROUP BY tree.root
+"""
+
+COLUMNS = """
+SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod, a.attnotnull,
+       pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = ANY (%(oids)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+# The types of the given oids, and every domain (a domain may sit on another domain).
+TYPES = """
+SELECT t.oid, t.typname, t.typtype::text, t.typcategory::text, t.typbasetype, t.typtypmod
+FROM pg_catalog.pg_type t
+WHERE t.oid = ANY (%(oids)s::oid[]) OR t.typtype = 'd'
+"""
+
+# Primary keys and unique indexes usable as keys: no predicate, no expression, valid.
+KEYS = """
+SELECT i.indrelid, i.indisprimary, ic.relname,
+       ARRAY(SELECT a.attname::text
+             FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             ORDER BY k.position) AS columns,
+       NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[]) AND NOT a.attnotnull)
+         AS all_not_null
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = ANY (%(oids)s::oid[])
+  AND (i.indisprimary OR i.indisunique)
+  AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indisvalid
+"""
+
+# Whether a column leads some index, so an incremental read on it is not a full scan.
+INDEXED_LEADING_COLUMNS = """
+SELECT i.indrelid, a.attname::text
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid = ANY (%(oids)s::oid[])
+"""
+
+# Greenplum's primary segments: a keyless table is read one segment at a time, each part resumable on its own.
+PRIMARY_SEGMENTS = """
+SELECT content FROM pg_catalog.gp_segment_configuration WHERE role = 'p' AND content >= 0 ORDER BY content
+"""
+
+COLUMN_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = %(relation)s::regclass AND attname = %(column)s AND NOT attisdropped)
+"""
+
+GREENPLUM_ONLY = (
+    RELATIONS_GREENPLUM6,
+    RELATIONS_GREENPLUM7,
+    EXTERNAL_LEAVES_GREENPLUM6,
+    EXTERNAL_LEAVES_GREENPLUM7,
+    PRIMARY_SEGMENTS,
+)

@@ -1,0 +1,225 @@
+"""The connector's configuration: validated once, before any connection, into a frozen `Settings`.
+
+Every value arrives as a string (the SDK refuses anything else), so numbers, lists and JSON are parsed here, and each
+mistake is reported as one `ConfigurationError` naming the key. The password is kept out of every repr.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUIRED_KEYS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_BATCH_SIZE = 5000
+DEFAULT_CHECKPOINT_ROWS = 25000
+DEFAULT_LOOKBACK_SECONDS = 300
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10
+DEFAULT_RETRY_SECONDS = 300
+
+
+class ConfigurationError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TablePattern:
+    """A `schema.table` shell glob from TABLES or EXCLUDE_TABLES (matching is case-sensitive, like the catalog)."""
+
+    schema: str
+    table: str
+
+    def matches(self, schema: str, table: str) -> bool:
+        return fnmatch.fnmatchcase(schema, self.schema) and fnmatch.fnmatchcase(table, self.table)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class ColumnPattern:
+    """A `schema.table.column` shell glob from EXCLUDE_COLUMNS."""
+
+    table: TablePattern
+    column: str
+
+    def matches(self, schema: str, table: str, column: str) -> bool:
+        return self.table.matches(schema, table) and fnmatch.fnmatchcase(column, self.column)
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
+class CustomQuery:
+    """A table defined by a SELECT, synced incrementally on its declared cursor column."""
+
+    table: str
+    query: str
+    primary_key: tuple[str, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the connector reads from its configuration, typed."""
+
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str = field(repr=False)
+    schemas: tuple[str, ...] = ()
+    tables: tuple[TablePattern, ...] = ()
+    exclude_tables: tuple[TablePattern, ...] = ()
+    exclude_columns: tuple[ColumnPattern, ...] = ()
+    cursor_columns: dict[tuple[str, str], str] = field(default_factory=dict)
+    sslmode: str = "prefer"
+    sslrootcert: str | None = field(default=None, repr=False)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
+    lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS
+    connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    retry_seconds: int = DEFAULT_RETRY_SECONDS
+    queries: tuple[CustomQuery, ...] = ()
+
+    def table_selected(self, schema: str, table: str) -> bool:
+        """TABLES (default: all) minus EXCLUDE_TABLES; SCHEMAS is applied by discovery."""
+        if self.tables and not any(p.matches(schema, table) for p in self.tables):
+            return False
+        return not any(p.matches(schema, table) for p in self.exclude_tables)
+
+    def column_excluded(self, schema: str, table: str, column: str) -> bool:
+        return any(p.matches(schema, table, column) for p in self.exclude_columns)
+
+
+def parse_settings(configuration: dict[str, Any]) -> Settings:
+    """Validates the SDK's configuration dict; raises ConfigurationError naming the first wrong key.
+
+    Missing required keys are all listed at once, since a user fixing a new configuration wants them together.
+    """
+    if not isinstance(configuration, dict):
+        raise ConfigurationError("The configuration must be a JSON object of string values.")
+    for key, value in configuration.items():
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{key}: every configuration value must be a string, got {type(value).__name__}.")
+    missing = [key for key in REQUIRED_KEYS if not configuration.get(key, "").strip()]
+    if missing:
+        raise ConfigurationError(f"Missing required configuration value(s): {', '.join(missing)}.")
+
+    sslmode = _text(configuration, "SSLMODE") or "prefer"
+    if sslmode not in SSL_MODES:
+        raise ConfigurationError(f"SSLMODE: '{sslmode}' is not one of {', '.join(SSL_MODES)}.")
+    sslrootcert = _text(configuration, "SSLROOTCERT") or None
+    if sslmode in ("verify-ca", "verify-full") and not sslrootcert:
+        raise ConfigurationError(f"SSLROOTCERT: SSLMODE {sslmode} needs the CA certificate (PEM text).")
+    if sslrootcert and "-----BEGIN CERTIFICATE-----" not in sslrootcert:
+        raise ConfigurationError("SSLROOTCERT: expected PEM text starting with -----BEGIN CERTIFICATE-----.")
+
+    return Settings(
+        host=configuration["HOST"].strip(),
+        port=_integer(configuration, "PORT", None, low=1, high=65535),
+        database=configuration["DATABASE"].strip(),
+        username=configuration["USERNAME"].strip(),
+        password=configuration["PASSWORD"],
+        schemas=tuple(_list(configuration, "SCHEMAS")),
+        tables=tuple(_table_pattern("TABLES", p) for p in _list(configuration, "TABLES")),
+        exclude_tables=tuple(_table_pattern("EXCLUDE_TABLES", p) for p in _list(configuration, "EXCLUDE_TABLES")),
+        exclude_columns=tuple(_column_pattern(p) for p in _list(configuration, "EXCLUDE_COLUMNS")),
+        cursor_columns=_cursor_columns(configuration),
+        sslmode=sslmode,
+        sslrootcert=sslrootcert,
+        batch_size=_integer(configuration, "BATCH_SIZE", DEFAULT_BATCH_SIZE, low=1, high=1_000_000),
+        checkpoint_rows=_integer(configuration, "CHECKPOINT_ROWS", DEFAULT_CHECKPOINT_ROWS, low=1, high=10_000_000),
+        lookback_seconds=_integer(configuration, "LOOKBACK_SECONDS", DEFAULT_LOOKBACK_SECONDS, low=0, high=10**9),
+        connect_timeout_seconds=_integer(
+            configuration, "CONNECT_TIMEOUT_SECONDS", DEFAULT_CONNECT_TIMEOUT_SECONDS, low=1, high=3600
+        ),
+        retry_seconds=_integer(configuration, "RETRY_SECONDS", DEFAULT_RETRY_SECONDS, low=0, high=86400),
+        queries=_queries(configuration),
+    )
+
+
+def _text(configuration: dict[str, Any], key: str) -> str:
+    return configuration.get(key, "").strip()
+
+
+def _list(configuration: dict[str, Any], key: str) -> list[str]:
+    return [item.strip() for item in _text(configuration, key).split(",") if item.strip()]
+
+
+def _integer(configuration: dict[str, Any], key: str, default: int | None, *, low: int, high: int) -> int:
+    raw = _text(configuration, key)
+    if not raw and default is not None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{key}: '{raw}' is not a whole number.") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{key}: {value} is outside the allowed range {low} to {high}.")
+    return value
+
+
+def _table_pattern(key: str, text: str) -> TablePattern:
+    schema, dot, table = text.partition(".")
+    if not dot or not schema or not table:
+        raise ConfigurationError(f"{key}: '{text}' is not of the form schema.table (globs allowed, e.g. sales.*).")
+    return TablePattern(schema, table)
+
+
+def _column_pattern(text: str) -> ColumnPattern:
+    parts = text.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigurationError(f"EXCLUDE_COLUMNS: '{text}' is not of the form schema.table.column.")
+    return ColumnPattern(TablePattern(parts[0], parts[1]), parts[2])
+
+
+def _cursor_columns(configuration: dict[str, Any]) -> dict[tuple[str, str], str]:
+    overrides: dict[tuple[str, str], str] = {}
+    for item in _list(configuration, "CURSOR_COLUMNS"):
+        table, colon, column = item.partition(":")
+        schema, dot, name = table.partition(".")
+        if not (colon and dot and schema and name and column):
+            raise ConfigurationError(f"CURSOR_COLUMNS: '{item}' is not of the form schema.table:column.")
+        overrides[(schema, name)] = column
+    return overrides
+
+
+def _queries(configuration: dict[str, Any]) -> tuple[CustomQuery, ...]:
+    raw = _text(configuration, "QUERIES")
+    if not raw:
+        return ()
+    try:
+        entries = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"QUERIES: not valid JSON ({error.msg} at position {error.pos}).") from None
+    if not isinstance(entries, list):
+        raise ConfigurationError("QUERIES: expected a JSON array of objects.")
+    queries = []
+    for index, entry in enumerate(entries):
+        where = f"QUERIES[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{where}: expected an object with table, query, primary_key and cursor.")
+        unknown = set(entry) - {"table", "query", "primary_key", "cursor"}
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}.")
+        table, query = entry.get("table"), entry.get("query")
+        if not isinstance(table, str) or not table.strip():
+            raise ConfigurationError(f"{where}: 'table' must be a non-empty string.")
+        if not isinstance(query, str) or not query.strip():
+            raise ConfigurationError(f"{where}: 'query' must be a non-empty SELECT statement.")
+        primary_key = entry.get("primary_key", [])
+        if not isinstance(primary_key, list) or not all(isinstance(c, str) and c for c in primary_key):
+            raise ConfigurationError(f"{where}: 'primary_key' must be a list of column names.")
+        cursor = entry.get("cursor")
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ConfigurationError(f"{where}: 'cursor' must be a column name.")
+        queries.append(CustomQuery(table.strip(), query.strip().rstrip(";"), tuple(primary_key), cursor))
+    names = [q.table for q in queries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"QUERIES: table name(s) used twice: {', '.join(duplicates)}.")
+    return tuple(queries)

@@ -1,0 +1,225 @@
+"""`GreenplumClient`: one read-only connection to Greenplum or PostgreSQL, and rows streamed from named cursors.
+
+Session settings are all made right after connecting, before any cursor is declared (Greenplum refuses a SET inside
+a transaction after a DECLARE). Connection failures are retried with exponential backoff within a bounded total, and
+are reported as one `SourceConnectionError` line that names the cause and never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from configuration import Settings
+from values import register_typecasters
+
+APPLICATION_NAME = "fivetran_greenplum_connector"
+SESSION_SETTINGS = (
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("default_transaction_read_only", "on"),
+)
+# SQLSTATE classes and codes that a new connection can cure: server shutting down, admin kill, network trouble.
+_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+
+
+class SourceConnectionError(RuntimeError):
+    """The database could not be reached or refused us; the message says why in one line."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """Whether the error is a broken or killed connection, after which reconnecting and resuming is right."""
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if isinstance(error, psycopg2.OperationalError):
+        code = getattr(error, "pgcode", None)
+        return code is None or code in _TRANSIENT_SQLSTATES or code.startswith("08")
+    return False
+
+
+class GreenplumClient:
+    """A connection with the connector's session settings; reconnects on demand after a lost connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._connection: psycopg2.extensions.connection | None = None
+        self._cursor_names = itertools.count(1)
+        self._ca_file: str | None = None
+
+    def __enter__(self) -> GreenplumClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> psycopg2.extensions.connection:
+        """The open connection, connecting (with retries) when there is none or it was lost."""
+        if self._connection is None or self._connection.closed:
+            self._connection = self._connect_with_retries()
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None and not self._connection.closed:
+            self._connection.close()
+        self._connection = None
+        if self._ca_file is not None:
+            os.unlink(self._ca_file)
+            self._ca_file = None
+
+    def discard_connection(self) -> None:
+        """Drops a connection known to be broken, so that the next use reconnects."""
+        if self._connection is not None:
+            with contextlib.suppress(psycopg2.Error):  # already broken: closing is best effort
+                self._connection.close()
+        self._connection = None
+
+    def query(self, statement: str | sql.Composable, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        """All rows of a small query (catalog, counts), in its own read-only transaction."""
+        connection = self.connection
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.rollback()
+
+    def describe(self, statement: str | sql.Composable) -> list[Any]:
+        """The result columns of a query without running it to completion (for custom queries)."""
+        wrapped = sql.SQL("SELECT * FROM ({}) AS described LIMIT 0").format(
+            statement if isinstance(statement, sql.Composable) else sql.SQL(statement)
+        )
+        connection = self.connection
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(wrapped)
+                return list(cursor.description)
+        finally:
+            connection.rollback()
+
+    def stream(self, statement: sql.Composable, params: Mapping[str, Any] | None = None) -> Iterator[list[tuple]]:
+        """Batches of rows from a named server-side cursor, BATCH_SIZE rows a round trip.
+
+        The transaction is closed when the iterator is exhausted or closed, so an abandoned read holds no
+        resource-queue slot on Greenplum.
+        """
+        connection = self.connection
+        cursor = connection.cursor(name=f"fivetran_read_{next(self._cursor_names)}")
+        batch_size = self._settings.batch_size
+        try:
+            cursor.execute(statement, params)
+            while True:
+                batch = cursor.fetchmany(batch_size)
+                if not batch:
+                    return
+                yield batch
+        finally:
+            if not connection.closed:
+                try:
+                    cursor.close()
+                    connection.rollback()
+                except psycopg2.Error:
+                    self.discard_connection()
+
+    def _connect_with_retries(self) -> psycopg2.extensions.connection:
+        deadline = time.monotonic() + self._settings.retry_seconds
+        for attempt in itertools.count():
+            try:
+                return self._connect_once()
+            except SourceConnectionError as error:
+                delay = min(2.0**attempt, 30.0) * (0.5 + random.random() / 2)
+                if not error.retryable or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _connect_once(self) -> psycopg2.extensions.connection:
+        settings = self._settings
+        try:
+            connection = psycopg2.connect(
+                host=settings.host,
+                port=settings.port,
+                dbname=settings.database,
+                user=settings.username,
+                password=settings.password,
+                sslmode=settings.sslmode,
+                sslrootcert=self._ca_path(),
+                connect_timeout=settings.connect_timeout_seconds,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=5,
+                application_name=APPLICATION_NAME,
+            )
+        except psycopg2.OperationalError as error:
+            raise _explain_connect_failure(error, settings) from None
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                for name, value in SESSION_SETTINGS:
+                    cursor.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+            connection.autocommit = False
+            register_typecasters(connection)
+        except psycopg2.Error:
+            connection.close()
+            raise
+        return connection
+
+    def _ca_path(self) -> str | None:
+        """libpq reads the CA from a file; the configuration holds PEM text, written once to a private file."""
+        if not self._settings.sslrootcert:
+            return None
+        if self._ca_file is None:
+            descriptor, path = tempfile.mkstemp(prefix="greenplum-ca-", suffix=".pem")
+            with os.fdopen(descriptor, "w") as file:
+                file.write(self._settings.sslrootcert)
+            self._ca_file = path
+        return self._ca_file
+
+
+def _explain_connect_failure(error: psycopg2.OperationalError, settings: Settings) -> SourceConnectionError:
+    """One line naming the cause; libpq's text never contains the password, but it is scrubbed all the same."""
+    detail = " ".join(str(error).split())
+    if settings.password:
+        detail = detail.replace(settings.password, "***")
+    lowered = detail.lower()
+    where = f"{settings.host}:{settings.port}"
+    retryable = False
+    if "password authentication failed" in lowered or "authentication failed" in lowered:
+        message = f"Authentication failed for USERNAME '{settings.username}' (check USERNAME and PASSWORD): {detail}"
+    elif "does not exist" in lowered and "database" in lowered:
+        message = f"DATABASE '{settings.database}' does not exist on {where}: {detail}"
+    elif "timeout expired" in lowered:
+        message = f"Connecting to {where} timed out after {settings.connect_timeout_seconds}s (check HOST and PORT)"
+        retryable = True
+    elif "ssl" in lowered:
+        message = f"SSL connection to {where} failed with SSLMODE {settings.sslmode}: {detail}"
+    elif "could not translate host name" in lowered:
+        message = f"HOST '{settings.host}' cannot be resolved: {detail}"
+    elif "connection refused" in lowered or "could not connect" in lowered:
+        message = f"Cannot reach {where} (check HOST and PORT, and that the server is running): {detail}"
+        retryable = True
+    elif "too many connections" in lowered or "starting up" in lowered or "shutting down" in lowered:
+        message = f"The server at {where} is not accepting connections now: {detail}"
+        retryable = True
+    else:
+        message = f"Cannot connect to {where}: {detail}"
+        retryable = True
+    return SourceConnectionError(message, retryable=retryable)

@@ -1,0 +1,233 @@
+"""One `TablePlan` per destination table, built from discovery and the settings, feeding both schema() and update().
+
+The plan decides everything about a table before a row is read: its destination name, declared columns and types,
+key, cursor column and strategy. Configuration that names something that does not exist fails here, naming the key.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+from catalog import Discovery, RelationKind, RowLocator, SourceTable, TypeResolver
+from configuration import ConfigurationError, CustomQuery, Settings
+from greenplum_client import GreenplumClient
+from type_mapping import FivetranType, ReadAs, SourceType, cursor_kind, fivetran_type
+
+CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updated", "updated")
+ROW_ID_COLUMN = "_source_row_id"  # tells identical rows of a keyless table apart (the SDK hashes the row's values)
+_STORED_AS_NULL_WHEN_OUT_OF_RANGE = ("DECIMAL", "NAIVE_DATE", "NAIVE_DATETIME", "UTC_DATETIME")
+
+
+class Strategy(enum.Enum):
+    INCREMENTAL = "incremental"
+    FULL_WITH_KEY = "full with key"
+    FULL_WITHOUT_KEY = "full without key"
+
+
+@dataclass(frozen=True)
+class PlannedColumn:
+    name: str
+    fivetran: FivetranType
+
+    def select_expression(self) -> sql.Composable:
+        column = sql.Identifier(self.name)
+        read_as = self.fivetran.read_as
+        if read_as is ReadAs.TEXT:
+            return sql.SQL("{}::text").format(column)
+        if read_as is ReadAs.JSON:
+            return sql.SQL("to_json({})").format(column)
+        if read_as is ReadAs.NUMERIC_TEXT:
+            return sql.SQL("{}::numeric::text").format(column)
+        return column
+
+
+@dataclass(frozen=True)
+class CursorColumn:
+    name: str
+    kind: str  # "timestamp", "date" or "integer": how the lookback is subtracted
+    nullable: bool
+    indexed: bool
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    state_key: str
+    destination_schema: str | None  # None: the connection's default schema (custom queries)
+    destination_table: str
+    relation: sql.Composable  # what follows FROM
+    columns: tuple[PlannedColumn, ...]
+    primary_key: tuple[str, ...]
+    cursor: CursorColumn | None
+    strategy: Strategy
+    row_locator: RowLocator
+    estimated_rows: int
+    description: str  # kind, storage, distribution and key origin, for the log
+
+    def declaration(self) -> dict[str, object]:
+        """The table as schema() declares it."""
+        columns = {column.name: column.fivetran.declaration() for column in self.columns}
+        if self.strategy is Strategy.FULL_WITHOUT_KEY:
+            columns[ROW_ID_COLUMN] = "STRING"
+        table: dict[str, object] = {"table": self.destination_table, "columns": columns}
+        if self.primary_key:
+            table["primary_key"] = list(self.primary_key)
+        if self.destination_schema is not None:
+            table["schema"] = self.destination_schema
+        return table
+
+    @property
+    def nullable_out_of_range_columns(self) -> tuple[int, ...]:
+        """Indexes of columns whose type can meet a value the destination cannot hold."""
+        return tuple(
+            index
+            for index, column in enumerate(self.columns)
+            if column.fivetran.name in _STORED_AS_NULL_WHEN_OUT_OF_RANGE
+        )
+
+
+def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClient) -> list[TablePlan]:
+    """Plans for the selected tables and the custom queries; raises ConfigurationError for names that match nothing."""
+    selected = [t for t in discovery.tables if _wanted(settings, t)]
+    _check_patterns_match(settings, discovery)
+    plans = [_plan_table(settings, table) for table in selected]
+    plans.extend(_plan_query(settings, query, client) for query in settings.queries)
+    return plans
+
+
+def _wanted(settings: Settings, table: SourceTable) -> bool:
+    if table.kind in (RelationKind.VIEW, RelationKind.MATERIALIZED_VIEW):
+        # Views are re-read in full on every sync: only when the user names one exactly.
+        return any(p.schema == table.schema and p.table == table.name for p in settings.tables) and not any(
+            p.matches(table.schema, table.name) for p in settings.exclude_tables
+        )
+    return settings.table_selected(table.schema, table.name)
+
+
+def _check_patterns_match(settings: Settings, discovery: Discovery) -> None:
+    names = [(t.schema, t.name) for t in discovery.tables]
+    for key, patterns in (("TABLES", settings.tables), ("EXCLUDE_TABLES", settings.exclude_tables)):
+        for pattern in patterns:
+            if not any(pattern.matches(schema, name) for schema, name in names):
+                raise ConfigurationError(f"{key}: '{pattern}' matches no table the user can see.")
+    for schema in settings.schemas:
+        if not any(t.schema == schema for t in discovery.tables):
+            raise ConfigurationError(f"SCHEMAS: schema '{schema}' has no table the user can see (or does not exist).")
+    for pattern in settings.exclude_columns:
+        if not any(pattern.matches(t.schema, t.name, c.name) for t in discovery.tables for c in t.columns):
+            raise ConfigurationError(f"EXCLUDE_COLUMNS: '{pattern}' matches no column.")
+    tables = {(t.schema, t.name): t for t in discovery.tables}
+    for (schema, name), column in settings.cursor_columns.items():
+        table = tables.get((schema, name))
+        if table is None:
+            raise ConfigurationError(f"CURSOR_COLUMNS: table '{schema}.{name}' does not exist or is not readable.")
+        if column not in {c.name for c in table.columns}:
+            raise ConfigurationError(f"CURSOR_COLUMNS: '{schema}.{name}' has no column '{column}'.")
+
+
+def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
+    columns = []
+    for column in table.columns:
+        if not column.readable or settings.column_excluded(table.schema, table.name, column.name):
+            continue
+        columns.append(PlannedColumn(column.name, fivetran_type(column.source_type)))
+    names = {c.name for c in columns}
+    missing_key = [k for k in table.primary_key if k not in names]
+    if missing_key:
+        raise ConfigurationError(
+            f"EXCLUDE_COLUMNS: key column(s) {', '.join(missing_key)} of {table.qualified_name} cannot be excluded "
+            "(or are not readable by the user)."
+        )
+    cursor = _cursor_column(settings, table, names)
+    strategy = _strategy(table.primary_key, cursor)
+    relation = sql.SQL("ONLY {}" if table.read_only_self else "{}").format(sql.Identifier(table.schema, table.name))
+    details = [table.kind.value, f"storage {table.storage}"]
+    if table.distributed_by:
+        details.append(table.distributed_by)
+    details.append(f"key from {table.key_origin}" if table.primary_key else "no key")
+    return TablePlan(
+        state_key=table.qualified_name,
+        destination_schema=table.schema,
+        destination_table=table.name,
+        relation=relation,
+        columns=tuple(columns),
+        primary_key=table.primary_key,
+        cursor=cursor if strategy is Strategy.INCREMENTAL else None,
+        strategy=strategy,
+        row_locator=table.row_locator,
+        estimated_rows=table.estimated_rows,
+        description=", ".join(details),
+    )
+
+
+def _cursor_column(settings: Settings, table: SourceTable, names: set[str]) -> CursorColumn | None:
+    by_name = {c.name: c for c in table.columns if c.name in names}
+    override = settings.cursor_columns.get((table.schema, table.name))
+    if override is not None:
+        column = by_name.get(override)
+        kind = cursor_kind(column.source_type) if column else None
+        if kind is None:
+            raise ConfigurationError(
+                f"CURSOR_COLUMNS: {table.qualified_name}.{override} must be a readable timestamp, date or integer "
+                "column."
+            )
+        return CursorColumn(override, kind, not column.not_null, override in table.indexed_columns)
+    lowered = {name.lower(): column for name, column in by_name.items()}
+    for candidate in CURSOR_COLUMN_NAMES:
+        column = lowered.get(candidate)
+        if column is not None and cursor_kind(column.source_type):
+            return CursorColumn(
+                column.name, cursor_kind(column.source_type), not column.not_null, column.name in table.indexed_columns
+            )
+    return None
+
+
+def _strategy(primary_key: tuple[str, ...], cursor: CursorColumn | None) -> Strategy:
+    if primary_key and cursor is not None:
+        return Strategy.INCREMENTAL
+    return Strategy.FULL_WITH_KEY if primary_key else Strategy.FULL_WITHOUT_KEY
+
+
+def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient) -> TablePlan:
+    where = f"QUERIES table '{query.table}'"
+    description = client.describe(query.query)
+    resolver = TypeResolver(client, {column.type_code for column in description})
+    columns = []
+    kinds = {}
+    for column in description:
+        source = resolver.resolve(column.type_code, -1)
+        if source.name == "numeric":
+            source = SourceType("numeric", source.category, column.precision, column.scale)
+        columns.append(PlannedColumn(column.name, fivetran_type(source)))
+        kinds[column.name] = cursor_kind(source)
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{where}: the query returns a column name twice; give each column its own alias.")
+    for key in query.primary_key:
+        if key not in names:
+            raise ConfigurationError(f"{where}: primary_key column '{key}' is not among the query's columns.")
+    cursor = None
+    if query.cursor is not None:
+        if query.cursor not in names:
+            raise ConfigurationError(f"{where}: cursor column '{query.cursor}' is not among the query's columns.")
+        if kinds[query.cursor] is None:
+            raise ConfigurationError(f"{where}: cursor column '{query.cursor}' must be a timestamp, date or integer.")
+        cursor = CursorColumn(query.cursor, kinds[query.cursor], nullable=True, indexed=True)
+    strategy = _strategy(query.primary_key, cursor)
+    if cursor is not None and strategy is not Strategy.INCREMENTAL:
+        raise ConfigurationError(f"{where}: a cursor needs a primary_key, so that re-read rows replace themselves.")
+    return TablePlan(
+        state_key=f"query:{query.table}",
+        destination_schema=None,
+        destination_table=query.table,
+        relation=sql.SQL("({}) AS custom_query").format(sql.SQL(query.query)),
+        columns=tuple(columns),
+        primary_key=query.primary_key,
+        cursor=cursor,
+        strategy=strategy,
+        row_locator=RowLocator.NONE,
+        estimated_rows=0,
+        description="custom query",
+    )

@@ -1,0 +1,186 @@
+"""Test fixtures: a real database server, a schema per test, and syncs through the SDK's own runner.
+
+The server is a throwaway local PostgreSQL (system binaries, or the embedded PostgreSQL 12 with
+GREENPLUM_TEST_PG=embedded) unless GREENPLUM_TEST_DSN names an existing Greenplum or PostgreSQL database; then each
+test creates and drops its own schema there and touches nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fivetran_connector_sdk import Logging  # noqa: E402
+from fivetran_connector_sdk_cli import core_adapter  # noqa: E402
+
+import fivetran_connector_sdk_core.runner as sdk_runner  # noqa: E402
+from tools import local_postgres  # noqa: E402
+
+Logging.LOG_LEVEL = Logging.Level.INFO  # the SDK's log.info raises TypeError while the level is unset
+sdk_runner.check_newer_version = lambda *args, **kwargs: None  # no network: skip the 7-second version check
+TEST_DATABASE = "connector_test"
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the tests' tables live, and how to connect as the role that creates them."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str = field(repr=False)
+    version: str = ""
+    is_local: bool = False  # a throwaway server of our own: tests may create roles, restart it, and so on
+    server: local_postgres.LocalServer | None = None
+
+    def connect(self, **overrides: Any) -> psycopg2.extensions.connection:
+        params = {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user}
+        params.update(overrides)
+        connection = psycopg2.connect(password=self.password, **params)
+        connection.autocommit = True
+        return connection
+
+    def configuration(self, **keys: str) -> dict[str, str]:
+        """A connector configuration for this database; keyword arguments add or override keys."""
+        configuration = {
+            "HOST": self.host,
+            "PORT": str(self.port),
+            "DATABASE": self.dbname,
+            "USERNAME": self.user,
+            "PASSWORD": self.password,
+            "RETRY_SECONDS": "20",
+        }
+        configuration.update(keys)
+        return configuration
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {os.environ.get('GREENPLUM_TEST_DSN') and 'GREENPLUM_TEST_DSN' or _server_choice()}"
+
+
+def _server_choice() -> str:
+    return os.environ.get("GREENPLUM_TEST_PG", "system")
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[Database]:
+    dsn = os.environ.get("GREENPLUM_TEST_DSN")
+    if dsn:
+        params = psycopg2.extensions.parse_dsn(dsn)
+        connection = psycopg2.connect(dsn)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT version()")
+            (version,) = cursor.fetchone()
+        connection.close()
+        yield Database(
+            host=params.get("host", "localhost"),
+            port=int(params.get("port", 5432)),
+            dbname=params["dbname"],
+            user=params["user"],
+            password=params.get("password", ""),
+            version=version,
+            is_local=False,
+            server=None,
+        )
+        return
+    choice = _server_choice()
+    if choice.startswith("embedded"):
+        _, _, version = choice.partition(":")
+        bin_dir = local_postgres.fetch_embedded(version or local_postgres.DEFAULT_EMBEDDED_VERSION)
+    else:
+        bin_dir = local_postgres.find_bin_dir()
+    server = local_postgres.start_server(bin_dir, extra_settings={"TimeZone": "America/New_York"})
+    try:
+        admin = psycopg2.connect(**server.connect_kwargs())
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {TEST_DATABASE}")
+        admin.close()
+        print(f"\n{server.version}", file=sys.stderr)
+        yield Database(
+            server.host, server.port, TEST_DATABASE, server.user, server.password, server.version, True, server
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def schema(database: Database, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A schema of the test's own, dropped afterwards."""
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + secrets.token_hex(3)
+    connection = database.connect()
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA "{name}" CASCADE')
+        connection.close()
+
+
+@pytest.fixture
+def source(database: Database) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit connection to the test database, for setting up and changing source data."""
+    connection = database.connect()
+    yield connection
+    connection.close()
+
+
+class Destination:
+    """Syncs through the SDK's runner into one project directory and reads what landed in its DuckDB file."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.state: dict[str, Any] = {}
+
+    def sync(self, configuration: dict[str, str], state: dict[str, Any] | None = None) -> dict[str, int]:
+        """One sync; the state saved by the previous one is used unless another is given."""
+        import connector  # the project's connector module, imported as the SDK does
+
+        counts = core_adapter.run(connector.connector, str(self.project), configuration, state or self.state)
+        self.state = self.saved_state()
+        return counts
+
+    def saved_state(self) -> dict[str, Any]:
+        path = self.project / "files" / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def query(self, statement: str, params: list[Any] | None = None) -> list[tuple]:
+        connection = duckdb.connect(str(self.project / "files" / "warehouse.db"), read_only=True)
+        try:
+            return connection.execute(statement, params or []).fetchall()
+        finally:
+            connection.close()
+
+    def rows(self, schema: str, table: str, columns: str = "*", live_only: bool = True) -> list[tuple]:
+        where = " WHERE NOT _fivetran_deleted" if live_only else ""
+        return self.query(f'SELECT {columns} FROM "tester_{schema}"."{table}"{where} ORDER BY ALL')
+
+    def column_types(self, schema: str, table: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [f"tester_{schema}", table],
+        )
+        return dict(rows)
+
+
+@pytest.fixture
+def destination(tmp_path: Path) -> Destination:
+    return Destination(tmp_path)
