@@ -260,8 +260,9 @@ class TableSync:
         if self._state.position is not None:
             conditions.append(sql.SQL("ctid > %s::tid"))
             params.append(self._state.position[0])
-        # The ctid comes last, after the columns sent: zip() with the column names leaves it out of the row.
-        statement = self._select(sql.SQL("ctid::text"))
+        # The ctid comes last, after the columns sent: zip() with the column names leaves it out of the row. Its
+        # alias must not be "ctid", or ORDER BY ctid would sort by this text instead of the row's position.
+        statement = self._select(sql.SQL("ctid::text AS read_position"))
         if conditions:
             statement = sql.SQL("{} WHERE {}").format(statement, sql.SQL(" AND ").join(conditions))
         return Read(sql.SQL("{} ORDER BY ctid").format(statement), params, (len(self._names),))
