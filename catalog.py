@@ -47,11 +47,18 @@ class RelationKind(enum.Enum):
 
 
 class RowLocator(enum.Enum):
-    """How rows of a keyless relation are told apart and a full read is resumed."""
+    """The physical columns that tell rows of a keyless relation apart and order a resumable read of it.
 
-    CTID = "ctid"  # PostgreSQL: ctid is unique within the table
-    SEGMENT_CTID = "segment_ctid"  # Greenplum: ctid is unique within a segment; read one segment at a time
-    NONE = "none"  # views: no physical position, a read restarts from the beginning
+    They are unique within one segment, so on Greenplum a keyless table is also read one segment at a time.
+    """
+
+    CTID = ("ctid",)
+    TABLEOID_CTID = ("tableoid", "ctid")  # a partitioned root: the same ctid appears in several partitions
+    NONE = ()  # a view has no physical position: its read restarts from the beginning
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class SourceTable:
     distributed_by: str | None
     read_only_self: bool  # FROM ONLY: an INHERITS parent must not return its children's rows again
     row_locator: RowLocator
+    split_by_segment: bool  # Greenplum: read a keyless relation segment by segment, each part resumable
     indexed_columns: frozenset[str]
 
     @property
@@ -188,18 +196,18 @@ def discover(client: GreenplumClient, info: ServerInfo, schemas: tuple[str, ...]
                 storage=storage,
                 distributed_by=distributed_by or None,
                 read_only_self=kind is RelationKind.TABLE,
-                row_locator=_row_locator(info, kind),
+                row_locator=_row_locator(kind),
+                split_by_segment=info.flavour.is_greenplum and kind is not RelationKind.VIEW,
                 indexed_columns=frozenset(indexed.get(oid, ())),
             )
         )
     return Discovery(tuple(tables), tuple(skipped))
 
 
-def _row_locator(info: ServerInfo, kind: RelationKind) -> RowLocator:
-    if kind in (RelationKind.VIEW, RelationKind.PARTITIONED):
-        # A view has no ctid and a partitioned root's ctid repeats across partitions: read whole, restart on failure.
+def _row_locator(kind: RelationKind) -> RowLocator:
+    if kind is RelationKind.VIEW:
         return RowLocator.NONE
-    return RowLocator.SEGMENT_CTID if info.flavour.is_greenplum else RowLocator.CTID
+    return RowLocator.TABLEOID_CTID if kind is RelationKind.PARTITIONED else RowLocator.CTID
 
 
 def _external_leaves(client: GreenplumClient, info: ServerInfo, partitioned: list[int]) -> dict[int, list[str]]:

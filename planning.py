@@ -63,6 +63,7 @@ class TablePlan:
     cursor: CursorColumn | None
     strategy: Strategy
     row_locator: RowLocator
+    split_by_segment: bool
     estimated_rows: int
     description: str  # kind, storage, distribution and key origin, for the log
 
@@ -157,6 +158,7 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
         cursor=cursor if strategy is Strategy.INCREMENTAL else None,
         strategy=strategy,
         row_locator=table.row_locator,
+        split_by_segment=table.split_by_segment,
         estimated_rows=table.estimated_rows,
         description=", ".join(details),
     )
@@ -228,6 +230,7 @@ def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient)
         cursor=cursor,
         strategy=strategy,
         row_locator=RowLocator.NONE,
+        split_by_segment=False,
         estimated_rows=0,
         description="custom query",
     )

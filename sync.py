@@ -118,16 +118,15 @@ class TableSync:
             state.in_pass, state.position, state.segment = True, None, None
         if plan.strategy is Strategy.FULL_WITH_KEY:
             self._read_all(lambda: self._keyed_read(None))
-        elif plan.row_locator is RowLocator.SEGMENT_CTID:
-            start = self._segments.index(state.segment) if state.segment in self._segments else 0
-            for segment in self._segments[start:]:
+        elif plan.row_locator is RowLocator.NONE:
+            self._read_all(self._unordered_read, resumable=False)
+        else:
+            segments = self._segments if plan.split_by_segment else [None]
+            start = segments.index(state.segment) if state.segment in segments else 0
+            for segment in segments[start:]:
                 if state.segment != segment:
                     state.segment, state.position = segment, None
-                self._read_all(lambda segment=segment: self._ctid_read(segment))
-        elif plan.row_locator is RowLocator.CTID:
-            self._read_all(lambda: self._ctid_read(None))
-        else:
-            self._read_all(self._unordered_read, resumable=False)
+                self._read_all(lambda segment=segment: self._physical_read(segment))
         state.in_pass, state.position, state.segment = False, None, None
 
     def _read_all(self, build: Callable[[], Read], resumable: bool = True) -> list[str] | None:
@@ -215,7 +214,7 @@ class TableSync:
         plan = self._plan
         expressions = [column.select_expression() for column in plan.columns]
         if plan.strategy is Strategy.FULL_WITHOUT_KEY:
-            row_id = _row_id_expression(plan.row_locator)
+            row_id = _row_id_expression(plan.row_locator, plan.split_by_segment)
             expressions.append(sql.SQL("{} AS {}").format(row_id, sql.Identifier(ROW_ID_COLUMN)))
         expressions.extend(extra)
         return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), plan.relation)
@@ -251,32 +250,38 @@ class TableSync:
         statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(plan.primary_key))
         return Read(statement, params, tuple(self._index_of(name) for name in plan.primary_key))
 
-    def _ctid_read(self, segment: int | None) -> Read:
-        """Keyless tables in physical order; on Greenplum one segment at a time, as ctid is unique per segment."""
+    def _physical_read(self, segment: int | None) -> Read:
+        """A keyless relation in physical order; on Greenplum one segment at a time, as ctid is unique per segment."""
+        locator = self._plan.row_locator.columns
         conditions, params = [], []
         if segment is not None:
             conditions.append(sql.SQL("gp_segment_id = %s"))
             params.append(segment)
         if self._state.position is not None:
-            conditions.append(sql.SQL("ctid > %s::tid"))
-            params.append(self._state.position[0])
-        # The ctid comes last, after the columns sent: zip() with the column names leaves it out of the row. Its
-        # alias must not be "ctid", or ORDER BY ctid would sort by this text instead of the row's position.
-        statement = self._select(sql.SQL("ctid::text AS read_position"))
+            condition, position = _after(locator, self._state.position)
+            conditions.append(condition)
+            params.extend(position)
+        # The position columns come last, after the columns sent: zip() with the column names leaves them out of the
+        # row. Their aliases must differ from the system columns', or ORDER BY ctid would sort by this text.
+        positions = [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"read_{c}")) for c in locator]
+        statement = self._select(*positions)
         if conditions:
             statement = sql.SQL("{} WHERE {}").format(statement, sql.SQL(" AND ").join(conditions))
-        return Read(sql.SQL("{} ORDER BY ctid").format(statement), params, (len(self._names),))
+        statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(locator))
+        first = len(self._names)
+        return Read(statement, params, tuple(range(first, first + len(locator))))
 
     def _unordered_read(self) -> Read:
         return Read(self._select(), [], ())
 
 
-def _row_id_expression(locator: RowLocator) -> sql.Composable:
-    if locator is RowLocator.SEGMENT_CTID:
-        return sql.SQL("gp_segment_id::text || ':' || ctid::text")
-    if locator is RowLocator.CTID:
-        return sql.SQL("ctid::text")
-    return sql.SQL("(row_number() OVER ())::text")
+def _row_id_expression(locator: RowLocator, split_by_segment: bool) -> sql.Composable:
+    """Text unique to each row of a keyless relation (segment, partition, ctid), or its ordinal in a view's read."""
+    if locator is RowLocator.NONE:
+        return sql.SQL("(row_number() OVER ())::text")
+    columns = ("gp_segment_id", *locator.columns) if split_by_segment else locator.columns
+    parts = [sql.SQL("{}::text").format(sql.Identifier(column)) for column in columns]
+    return sql.SQL(" || ':' || ").join(parts)
 
 
 def _identifiers(names: tuple[str, ...] | list[str]) -> sql.Composable:
