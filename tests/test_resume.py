@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from conftest import Database
 
 import sync
-from conftest import Database
 
 ROWS = 20_000
 TABLES = {
-    "incremental": "id bigint PRIMARY KEY, payload text, updated_at timestamp NOT NULL",
-    "full with key": "id bigint PRIMARY KEY, payload text",
-    "full without key": "id bigint, payload text",
+    "incremental": "CREATE TABLE {s}.big (id bigint PRIMARY KEY, payload text, updated_at timestamp NOT NULL)",
+    "full with key": "CREATE TABLE {s}.big (id bigint PRIMARY KEY, payload text)",
+    "full without key": "CREATE TABLE {s}.big (id bigint, payload text)",
+    # Keyless and partitioned: ctid repeats across partitions, so the read resumes on (tableoid, ctid).
+    "partitioned without key": """
+        CREATE TABLE {s}.big (id bigint, payload text) PARTITION BY RANGE (id);
+        CREATE TABLE {s}.big_low PARTITION OF {s}.big FOR VALUES FROM (0) TO (300);
+        CREATE TABLE {s}.big_high PARTITION OF {s}.big FOR VALUES FROM (300) TO (700);
+        CREATE TABLE {s}.big_rest PARTITION OF {s}.big DEFAULT""",
 }
 INSERTS = {
     "incremental": "SELECT i, md5(i::text), timestamp '2024-01-01' + (i / 7) * interval '1 second'",
     "full with key": "SELECT i, md5(i::text)",
     "full without key": "SELECT i % 1000, md5((i % 3)::text)",  # many identical rows
+    "partitioned without key": "SELECT i % 1000, md5((i % 3)::text)",
 }
 
 
@@ -24,13 +31,13 @@ class InjectedCrash(RuntimeError):
     """Stands for the process dying right after a checkpoint was saved."""
 
 
-@pytest.mark.parametrize("strategy", list(TABLES))
+@pytest.mark.parametrize("case", list(TABLES))
 def test_crash_after_first_checkpoint_resumes(
-    strategy: str, database: Database, schema: str, source, destination, monkeypatch: pytest.MonkeyPatch
+    case: str, database: Database, schema: str, source, destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with source.cursor() as cursor:
-        cursor.execute(f"CREATE TABLE {schema}.big ({TABLES[strategy]})")
-        cursor.execute(f"INSERT INTO {schema}.big {INSERTS[strategy]} FROM generate_series(1, {ROWS}) AS i")
+        cursor.execute(TABLES[case].format(s=schema))
+        cursor.execute(f"INSERT INTO {schema}.big {INSERTS[case]} FROM generate_series(1, {ROWS}) AS i")
         cursor.execute(f"ANALYZE {schema}.big")
     configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="1000", CHECKPOINT_ROWS="5000")
 
@@ -46,7 +53,7 @@ def test_crash_after_first_checkpoint_resumes(
         destination.sync(configuration)
     assert "InjectedCrash" in str(raised.value)
     saved = destination.saved_state()["tables"][f"{schema}.big"]
-    assert saved["strategy"] == strategy and saved["position"] is not None
+    assert saved["strategy"] == case.replace("partitioned ", "full ") and saved["position"] is not None
     monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
 
     counts = destination.sync(configuration, state=destination.saved_state())

@@ -6,7 +6,6 @@ import json
 from decimal import Decimal
 
 import pytest
-
 from conftest import Database, Destination
 
 SETUP = """
@@ -69,7 +68,7 @@ def test_first_sync_lands_every_table_exactly(database: Database, populated: str
     assert destination.rows(schema, "events", "kind, amount, happened_on") == _source_rows(
         source, f"SELECT kind, amount, happened_on FROM {schema}.events"
     )
-    rich = destination.query('SELECT id, balance FROM tester.rich_accounts WHERE NOT _fivetran_deleted ORDER BY id')
+    rich = destination.query("SELECT id, balance FROM tester.rich_accounts WHERE NOT _fivetran_deleted ORDER BY id")
     assert rich == _source_rows(source, f"SELECT id, balance FROM {schema}.accounts WHERE balance > 500")
     assert counts["Upserts"] == 500 + 3 + 40 + len(rich)
     types = destination.column_types(schema, "accounts")
@@ -136,7 +135,7 @@ def test_custom_query_reproduces_the_original_example(database: Database, destin
     queries = json.loads(example["QUERIES"])
     assert queries[0]["table"] == "sample_table" and queries[0]["cursor"] == "query_start"
     configuration = database.configuration(QUERIES=example["QUERIES"], TABLES="nothing_here.*")
-    with pytest.raises(Exception, match="TABLES: 'nothing_here.\\*' matches no table"):
+    with pytest.raises(Exception, match=r"TABLES: 'nothing_here\.\*' matches no table"):
         destination.sync(configuration)
     configuration = database.configuration(QUERIES=example["QUERIES"], SCHEMAS="pg_catalog_is_not_listed")
     with pytest.raises(Exception, match="SCHEMAS: schema 'pg_catalog_is_not_listed'"):

@@ -1,0 +1,216 @@
+"""Discovery across flavours: partitions read through their root only, inheritance, views, foreign tables.
+
+The Greenplum-only catalog SQL cannot run on PostgreSQL: it is parsed here with PostgreSQL's own parser (pglast),
+and run for real when GREENPLUM_TEST_DSN points at a Greenplum cluster.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pglast
+import pytest
+from conftest import Database
+
+import catalog_sql
+from catalog import Flavour, detect_flavour
+
+PARTITIONED = """
+CREATE TABLE {s}.sales (id bigint, region text NOT NULL, sold_on date NOT NULL, amount numeric(10, 2),
+                        PRIMARY KEY (id, sold_on, region))
+    PARTITION BY RANGE (sold_on);
+CREATE TABLE {s}.sales_2024h1 PARTITION OF {s}.sales FOR VALUES FROM ('2024-01-01') TO ('2024-07-01')
+    PARTITION BY LIST (region);
+CREATE TABLE {s}.sales_2024h1_eu PARTITION OF {s}.sales_2024h1 FOR VALUES IN ('eu');
+CREATE TABLE {s}.sales_2024h1_other PARTITION OF {s}.sales_2024h1 DEFAULT;
+CREATE TABLE {s}.sales_2024h2 PARTITION OF {s}.sales FOR VALUES FROM ('2024-07-01') TO ('2025-01-01');
+CREATE TABLE {s}.sales_rest PARTITION OF {s}.sales DEFAULT;
+INSERT INTO {s}.sales
+SELECT i, (ARRAY['eu', 'us', 'ap'])[1 + i % 3], date '2023-12-01' + (i % 500), i * 0.5 FROM generate_series(1, 3000) i;
+
+CREATE TABLE {s}.clicks (page text, clicked_on date NOT NULL) PARTITION BY LIST (page);
+CREATE TABLE {s}.clicks_home PARTITION OF {s}.clicks FOR VALUES IN ('/');
+CREATE TABLE {s}.clicks_other PARTITION OF {s}.clicks DEFAULT;
+INSERT INTO {s}.clicks SELECT CASE WHEN i % 4 = 0 THEN '/' ELSE '/p' || i % 3 END, date '2024-01-01' + i % 9
+FROM generate_series(1, 2000) i;
+
+CREATE TABLE {s}.animals (id int PRIMARY KEY, name text);
+CREATE TABLE {s}.dogs (breed text) INHERITS ({s}.animals);
+INSERT INTO {s}.animals VALUES (1, 'generic');
+INSERT INTO {s}.dogs VALUES (2, 'rex', 'collie'), (3, 'fido', 'pug');
+
+CREATE VIEW {s}.eu_sales AS SELECT id, amount FROM {s}.sales WHERE region = 'eu';
+CREATE MATERIALIZED VIEW {s}.daily AS SELECT sold_on, sum(amount) AS total FROM {s}.sales GROUP BY sold_on;
+"""
+
+
+@pytest.fixture
+def relations(database: Database, schema: str, source) -> str:
+    with source.cursor() as cursor:
+        cursor.execute(PARTITIONED.format(s=schema))
+    return schema
+
+
+def _count(source, statement: str) -> int:
+    with source.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.fetchone()[0]
+
+
+def _landed_tables(destination, schema: str) -> set[str]:
+    rows = destination.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [f"tester_{schema}"]
+    )
+    return {name for (name,) in rows}
+
+
+def test_partitions_are_read_through_their_root_only(database: Database, relations: str, source, destination) -> None:
+    schema = relations
+    destination.sync(database.configuration(SCHEMAS=schema))
+
+    assert _landed_tables(destination, schema) == {"sales", "clicks", "animals", "dogs"}
+    # Every row exactly once: the keyed root by key, the keyless root by its rows' values.
+    sales = destination.rows(schema, "sales", "id, region, sold_on, amount")
+    with source.cursor() as cursor:
+        cursor.execute(f"SELECT id, region, sold_on, amount FROM {schema}.sales")
+        assert sales == sorted(cursor.fetchall())
+        cursor.execute(f"SELECT page, clicked_on FROM {schema}.clicks")
+        assert destination.rows(schema, "clicks", "page, clicked_on") == sorted(cursor.fetchall())
+    # An INHERITS parent holds only its own rows (FROM ONLY); the child lands on its own.
+    assert destination.rows(schema, "animals", "id, name") == [(1, "generic")]
+    assert destination.rows(schema, "dogs", "id, name, breed") == [(2, "rex", "collie"), (3, "fido", "pug")]
+
+
+def test_views_and_materialized_views_only_when_named(database: Database, relations: str, source, destination) -> None:
+    schema = relations
+    destination.sync(database.configuration(SCHEMAS=schema, TABLES=f"{schema}.eu_sales,{schema}.daily"))
+    assert _landed_tables(destination, schema) == {"eu_sales", "daily"}
+    assert len(destination.rows(schema, "eu_sales", "id")) == _count(
+        source, f"SELECT count(*) FROM {schema}.sales WHERE region = 'eu'"
+    )
+    assert len(destination.rows(schema, "daily", "sold_on")) == _count(source, f"SELECT count(*) FROM {schema}.daily")
+
+
+def test_foreign_tables_are_skipped_with_a_log_line(
+    database: Database, schema: str, source, destination, capfd: pytest.CaptureFixture
+) -> None:
+    with source.cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS file_fdw")
+        cursor.execute("CREATE SERVER IF NOT EXISTS connector_test_files FOREIGN DATA WRAPPER file_fdw")
+        cursor.execute(
+            f"CREATE FOREIGN TABLE {schema}.outside (line text) SERVER connector_test_files "
+            "OPTIONS (filename '/nonexistent/never-read.csv')"
+        )
+        cursor.execute(f"CREATE TABLE {schema}.inside (id int PRIMARY KEY)")
+    destination.sync(database.configuration(SCHEMAS=schema))
+    assert _landed_tables(destination, schema) == {"inside"}
+    assert f"Skipping {schema}.outside: foreign table (server connector_test_files)" in capfd.readouterr().out
+
+
+def test_distribution_and_storage_are_logged(database: Database, schema: str, source, destination, capfd) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.plain (id int PRIMARY KEY, note text)")
+    destination.sync(database.configuration(SCHEMAS=schema))
+    output = capfd.readouterr().out
+    flavour = detect_flavour(database.version)
+    expected = "table, storage heap" + (", DISTRIBUTED BY (id)" if flavour.is_greenplum else "")
+    assert f"{schema}.plain: full with key sync ({expected}, key from primary key)" in output
+    assert f"Source is {flavour.value}" in output
+
+
+@pytest.mark.parametrize(
+    ("version", "flavour"),
+    [
+        ("PostgreSQL 15.18 (Debian 15.18-0+deb12u1) on x86_64-pc-linux-gnu", Flavour.POSTGRES),
+        ("PostgreSQL 8.3.23 (Greenplum Database 5.29.8 build commit:abc) on x86_64", Flavour.GREENPLUM5),
+        ("PostgreSQL 9.4.26 (Greenplum Database 6.24.3 build commit:abc) on x86_64", Flavour.GREENPLUM6),
+        ("PostgreSQL 12.12 (Greenplum Database 7.1.0 build commit:abc) on x86_64", Flavour.GREENPLUM7),
+        ("PostgreSQL 14.4 (Cloudberry Database 1.6.0 build 1) on x86_64", Flavour.CLOUDBERRY),
+        ("PostgreSQL 14.4 (Apache Cloudberry 2.1.0-incubating build 1) on x86_64", Flavour.CLOUDBERRY),
+    ],
+)
+def test_flavour_from_version(version: str, flavour: Flavour) -> None:
+    assert detect_flavour(version) is flavour
+
+
+def _statements() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in vars(catalog_sql).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_statements()))
+def test_catalog_sql_parses(name: str) -> None:
+    """Every catalog query is valid PostgreSQL syntax, Greenplum-only ones included (a typo fails here)."""
+    text = re.sub(r"%\((\w+)\)s", "NULL", _statements()[name])
+    (statement,) = pglast.parse_sql(text)
+    assert statement.stmt is not None
+
+
+def test_postgres_catalog_sql_runs(database: Database, relations: str, source) -> None:
+    """The PostgreSQL-family queries run on this server; the Greenplum ones when it is Greenplum."""
+    flavour = detect_flavour(database.version)
+    if flavour is Flavour.POSTGRES:
+        runnable = [catalog_sql.RELATIONS_POSTGRES, catalog_sql.RELATIONS_POSTGRES_LEGACY]
+    elif flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6):
+        runnable = [
+            catalog_sql.RELATIONS_GREENPLUM6,
+            catalog_sql.EXTERNAL_LEAVES_GREENPLUM6,
+            catalog_sql.PRIMARY_SEGMENTS,
+        ]
+    else:
+        runnable = [
+            catalog_sql.RELATIONS_GREENPLUM7,
+            catalog_sql.EXTERNAL_LEAVES_GREENPLUM7,
+            catalog_sql.PRIMARY_SEGMENTS,
+        ]
+    params = {"system_schemas": ["pg_catalog"], "oids": [], "relation": "pg_catalog.pg_class", "column": "relname"}
+    with source.cursor() as cursor:
+        for statement in [
+            *runnable,
+            catalog_sql.COLUMNS,
+            catalog_sql.TYPES,
+            catalog_sql.KEYS,
+            catalog_sql.INDEXED_LEADING_COLUMNS,
+            catalog_sql.PARTITION_ROW_ESTIMATES,
+            catalog_sql.COLUMN_EXISTS,
+        ]:
+            cursor.execute(statement, params)
+            cursor.fetchall()
+
+
+GREENPLUM_RELATIONS = """
+CREATE TABLE {s}.ao_row (id int PRIMARY KEY, note text) WITH (appendonly=true) DISTRIBUTED BY (id);
+CREATE TABLE {s}.ao_column (id int, note text) WITH (appendonly=true, orientation=column) DISTRIBUTED RANDOMLY;
+CREATE TABLE {s}.legacy_parts (id int, happened date) DISTRIBUTED BY (id)
+    PARTITION BY RANGE (happened) (START (date '2024-01-01') END (date '2024-04-01') EVERY (interval '1 month'),
+                                   DEFAULT PARTITION other);
+CREATE TABLE {s}.random_rows (note text) DISTRIBUTED RANDOMLY;
+INSERT INTO {s}.ao_row SELECT i, 'row ' || i FROM generate_series(1, 500) i;
+INSERT INTO {s}.ao_column SELECT i % 10, 'same' FROM generate_series(1, 500) i;
+INSERT INTO {s}.legacy_parts SELECT i, date '2023-12-15' + i % 120 FROM generate_series(1, 600) i;
+INSERT INTO {s}.random_rows SELECT 'dup' FROM generate_series(1, 900) i;
+CREATE EXTERNAL WEB TABLE {s}.outside (line text) EXECUTE 'echo never-read' FORMAT 'TEXT';
+"""
+
+
+def test_greenplum_storage_kinds_partitions_and_segments(database: Database, schema: str, source, destination) -> None:
+    """Append-optimized tables read like heap tables, legacy partitions through their root, keyless per segment."""
+    flavour = detect_flavour(database.version)
+    if not flavour.is_greenplum:
+        pytest.skip("needs a Greenplum cluster: set GREENPLUM_TEST_DSN")
+    with source.cursor() as cursor:
+        cursor.execute(GREENPLUM_RELATIONS.format(s=schema))
+    destination.sync(database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100", BATCH_SIZE="50"))
+
+    assert _landed_tables(destination, schema) == {"ao_row", "ao_column", "legacy_parts", "random_rows"}
+    for table, columns in (("ao_row", "id, note"), ("ao_column", "id, note"), ("legacy_parts", "id, happened"),
+                           ("random_rows", "note")):
+        with source.cursor() as cursor:
+            cursor.execute(f"SELECT {columns} FROM {schema}.{table}")
+            assert destination.rows(schema, table, columns) == sorted(cursor.fetchall()), table
+    row_ids = destination.query(f'SELECT _source_row_id FROM "tester_{schema}".random_rows')
+    assert all(re.fullmatch(r"\d+:\(\d+,\d+\)", row_id) for (row_id,) in row_ids), "segment:ctid"
+    assert len({row_id.split(":")[0] for (row_id,) in row_ids}) > 1, "rows came from several segments"
