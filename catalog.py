@@ -136,7 +136,7 @@ def server_info(client: GreenplumClient) -> ServerInfo:
 
 def relations_query(info: ServerInfo) -> str:
     """The relation listing that is valid on this server's catalog."""
-    if info.flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6):
+    if _is_legacy_greenplum(info):
         return catalog_sql.RELATIONS_GREENPLUM6
     if info.flavour.is_greenplum:
         return catalog_sql.RELATIONS_GREENPLUM7
@@ -169,7 +169,7 @@ def discover(client: GreenplumClient, info: ServerInfo, schemas: tuple[str, ...]
     oids = [row[0] for row in candidates]
     partitioned = [row[0] for row in candidates if row[3] is RelationKind.PARTITIONED]
     external_leaves = _external_leaves(client, info, partitioned)
-    estimates = dict(client.query(catalog_sql.PARTITION_ROW_ESTIMATES, {"oids": partitioned})) if partitioned else {}
+    estimates = dict(client.query(_partition_estimates_query(info), {"oids": partitioned})) if partitioned else {}
     columns = _columns(client, oids)
     keys = _keys(client, oids)
     indexed: dict[int, set[str]] = {}
@@ -204,6 +204,16 @@ def discover(client: GreenplumClient, info: ServerInfo, schemas: tuple[str, ...]
     return Discovery(tuple(tables), tuple(skipped))
 
 
+def _is_legacy_greenplum(info: ServerInfo) -> bool:
+    return info.flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
+
+
+def _partition_estimates_query(info: ServerInfo) -> str:
+    if _is_legacy_greenplum(info):
+        return catalog_sql.PARTITION_ROW_ESTIMATES_GREENPLUM6
+    return catalog_sql.PARTITION_ROW_ESTIMATES
+
+
 def _row_locator(kind: RelationKind) -> RowLocator:
     if kind is RelationKind.VIEW:
         return RowLocator.NONE
@@ -214,9 +224,7 @@ def _external_leaves(client: GreenplumClient, info: ServerInfo, partitioned: lis
     if not partitioned or not info.flavour.is_greenplum:
         return {}
     statement = (
-        catalog_sql.EXTERNAL_LEAVES_GREENPLUM6
-        if info.flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
-        else catalog_sql.EXTERNAL_LEAVES_GREENPLUM7
+        catalog_sql.EXTERNAL_LEAVES_GREENPLUM6 if _is_legacy_greenplum(info) else catalog_sql.EXTERNAL_LEAVES_GREENPLUM7
     )
     leaves: dict[int, list[str]] = {}
     for root, leaf in client.query(statement, {"oids": partitioned}):

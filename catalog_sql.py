@@ -99,6 +99,17 @@ FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid
 GROUP BY tree.root
 """
 
+# Greenplum 6 without a recursive query (gp_recursive_cte may be off): every level of a legacy partition tree names
+# the root in pg_partition.parrelid, and middle levels hold no rows.
+PARTITION_ROW_ESTIMATES_GREENPLUM6 = """
+SELECT p.parrelid, sum(GREATEST(c.reltuples, 0))::float8
+FROM pg_catalog.pg_partition p
+JOIN pg_catalog.pg_partition_rule r ON r.paroid = p.oid
+JOIN pg_catalog.pg_class c ON c.oid = r.parchildrelid
+WHERE p.parrelid = ANY (%(oids)s::oid[])
+GROUP BY p.parrelid
+"""
+
 COLUMNS = """
 SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod, a.attnotnull,
        pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT')
@@ -154,5 +165,6 @@ GREENPLUM_ONLY = (
     RELATIONS_GREENPLUM7,
     EXTERNAL_LEAVES_GREENPLUM6,
     EXTERNAL_LEAVES_GREENPLUM7,
+    PARTITION_ROW_ESTIMATES_GREENPLUM6,
     PRIMARY_SEGMENTS,
 )

@@ -158,6 +158,7 @@ def test_postgres_catalog_sql_runs(database: Database, relations: str, source) -
         runnable = [
             catalog_sql.RELATIONS_GREENPLUM6,
             catalog_sql.EXTERNAL_LEAVES_GREENPLUM6,
+            catalog_sql.PARTITION_ROW_ESTIMATES_GREENPLUM6,
             catalog_sql.PRIMARY_SEGMENTS,
         ]
     else:
@@ -206,8 +207,12 @@ def test_greenplum_storage_kinds_partitions_and_segments(database: Database, sch
     destination.sync(database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100", BATCH_SIZE="50"))
 
     assert _landed_tables(destination, schema) == {"ao_row", "ao_column", "legacy_parts", "random_rows"}
-    for table, columns in (("ao_row", "id, note"), ("ao_column", "id, note"), ("legacy_parts", "id, happened"),
-                           ("random_rows", "note")):
+    for table, columns in (
+        ("ao_row", "id, note"),
+        ("ao_column", "id, note"),
+        ("legacy_parts", "id, happened"),
+        ("random_rows", "note"),
+    ):
         with source.cursor() as cursor:
             cursor.execute(f"SELECT {columns} FROM {schema}.{table}")
             assert destination.rows(schema, table, columns) == sorted(cursor.fetchall()), table
