@@ -25,10 +25,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import fivetran_connector_sdk_core.runner as sdk_runner  # noqa: E402
 from fivetran_connector_sdk import Logging  # noqa: E402
 from fivetran_connector_sdk_cli import core_adapter  # noqa: E402
 
-import fivetran_connector_sdk_core.runner as sdk_runner  # noqa: E402
 from tools import local_postgres  # noqa: E402
 
 Logging.LOG_LEVEL = Logging.Level.INFO  # the SDK's log.info raises TypeError while the level is unset
@@ -71,7 +71,7 @@ class Database:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"database: {os.environ.get('GREENPLUM_TEST_DSN') and 'GREENPLUM_TEST_DSN' or _server_choice()}"
+    return f"database: {(os.environ.get('GREENPLUM_TEST_DSN') and 'GREENPLUM_TEST_DSN') or _server_choice()}"
 
 
 def _server_choice() -> str:
