@@ -37,6 +37,8 @@ _FORM_FIELDS = (
     ("BATCH_SIZE", "Batch size", False, "Rows fetched per round trip; default 5000."),
     ("CHECKPOINT_ROWS", "Checkpoint rows", False, "Rows between checkpoints within a table; default 25000."),
     ("LOOKBACK_SECONDS", "Lookback seconds", False, "Re-read window before the saved cursor; default 300."),
+    ("CONNECT_TIMEOUT_SECONDS", "Connect timeout", False, "Seconds to wait for each connection attempt; default 10."),
+    ("RETRY_SECONDS", "Retry for", False, "Seconds to keep retrying a failed connection; default 300."),
     ("QUERIES", "Custom queries", False, 'JSON array of {"table", "query", "primary_key", "cursor"}.'),
 )
 

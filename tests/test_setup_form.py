@@ -1,0 +1,34 @@
+"""The Fivetran dashboard's setup form: a field for every configuration key, and a connection test."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Database
+
+import connector
+
+
+def test_form_has_a_field_for_every_key_and_masks_the_password() -> None:
+    with open("configuration.json.example") as file:
+        keys = set(json.load(file))
+    fields = {field.name: field for field in connector.configuration_form().to_response().fields}
+    assert set(fields) == keys
+    assert fields["PASSWORD"].text_field == 1  # the SDK's password kind: masked in the dashboard
+    assert all(fields[key].required for key in ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD"))
+    assert not fields["QUERIES"].required
+
+
+def test_connection_test_counts_tables_and_explains_failures(database: Database, schema: str, source, capfd) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.one (id int PRIMARY KEY); CREATE TABLE {schema}.two (note text)")
+    result = connector.connection_test(database.configuration(SCHEMAS=schema))
+    assert result.success is True
+    assert "2 table(s) would be synced" in capfd.readouterr().out
+
+    failure = connector.connection_test(
+        database.configuration(PASSWORD="wrong-" + database.password, RETRY_SECONDS="0")
+    )
+    assert failure.success is None and "Authentication failed for USERNAME" in failure.failure
+    assert database.password not in failure.failure
+    assert "BATCH_SIZE" in connector.connection_test(database.configuration(BATCH_SIZE="many")).failure
