@@ -6,6 +6,7 @@ import pytest
 from conftest import Database
 
 import sync
+from catalog import Flavour, detect_flavour
 
 ROWS = 20_000
 TABLES = {
@@ -18,6 +19,11 @@ TABLES = {
         CREATE TABLE {s}.big_low PARTITION OF {s}.big FOR VALUES FROM (0) TO (300);
         CREATE TABLE {s}.big_high PARTITION OF {s}.big FOR VALUES FROM (300) TO (700);
         CREATE TABLE {s}.big_rest PARTITION OF {s}.big DEFAULT""",
+}
+LEGACY_GREENPLUM_TABLES = {
+    "partitioned without key": """
+        CREATE TABLE {s}.big (id bigint, payload text) DISTRIBUTED RANDOMLY
+        PARTITION BY RANGE (id) (START (0) END (700) EVERY (300), DEFAULT PARTITION rest)""",
 }
 INSERTS = {
     "incremental": "SELECT i, md5(i::text), timestamp '2024-01-01' + (i / 7) * interval '1 second'",
@@ -36,7 +42,9 @@ def test_crash_after_first_checkpoint_resumes(
     case: str, database: Database, schema: str, source, destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with source.cursor() as cursor:
-        cursor.execute(TABLES[case].format(s=schema))
+        legacy = detect_flavour(database.version) in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
+        ddl = LEGACY_GREENPLUM_TABLES.get(case, TABLES[case]) if legacy else TABLES[case]
+        cursor.execute(ddl.format(s=schema))
         cursor.execute(f"INSERT INTO {schema}.big {INSERTS[case]} FROM generate_series(1, {ROWS}) AS i")
         cursor.execute(f"ANALYZE {schema}.big")
     configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="1000", CHECKPOINT_ROWS="5000")
