@@ -17,7 +17,7 @@ from catalog import ServerInfo, discover, server_info
 from catalog_sql import PRIMARY_SEGMENTS
 from configuration import Settings, parse_settings
 from greenplum_client import GreenplumClient
-from planning import TablePlan, plan_tables
+from planning import TablePlan, plan_tables, unreadable_tables
 from state import load_state
 from sync import TABLE_ERRORS, TableSync
 
@@ -43,18 +43,22 @@ _FORM_FIELDS = (
 )
 
 
-def _plans(settings: Settings, client: GreenplumClient, info: ServerInfo) -> list[TablePlan]:
+def _plans(settings: Settings, client: GreenplumClient, info: ServerInfo) -> tuple[list[TablePlan], dict[str, str]]:
+    """The plans of the tables to sync, and the selected tables the user may not read (name -> why)."""
     discovery = discover(client, info, settings.schemas)
     for skipped in discovery.skipped:
         log.info(f"Skipping {skipped.schema}.{skipped.name}: {skipped.reason}")
-    return plan_tables(settings, discovery, client)
+    return plan_tables(settings, discovery, client), unreadable_tables(settings, discovery)
 
 
 def schema(configuration: dict[str, Any]) -> list[dict[str, object]]:
     """Validates the configuration (before connecting) and declares every table that update() will sync."""
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
-        return [plan.declaration() for plan in _plans(settings, client, server_info(client))]
+        plans, unreadable = _plans(settings, client, server_info(client))
+        for name, reason in unreadable.items():
+            log.warning(f"{name} is not declared: {reason}")
+        return [plan.declaration() for plan in plans]
 
 
 def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
@@ -64,14 +68,18 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
     with GreenplumClient(settings) as client:
         info = server_info(client)
         log.info(f"Source is {info.flavour.value}: {info.version}")
-        plans = _plans(settings, client, info)
+        plans, unreadable = _plans(settings, client, info)
         segments = [row[0] for row in client.query(PRIMARY_SEGMENTS)] if info.flavour.is_greenplum else []
         skipped = []
+        for name, reason in unreadable.items():
+            op.warning(f"Skipped {name}: {reason}")
+            skipped.append(name)
         for plan in plans:
             try:
                 TableSync(client, settings, plan, sync_state, segments).run()
             except TABLE_ERRORS as error:
-                reason = " ".join(str(error).split())
+                diagnostics = getattr(error, "diag", None)  # the server's message, without the statement
+                reason = " ".join(((diagnostics and diagnostics.message_primary) or str(error)).split())
                 op.warning(f"Skipped {plan.state_key}: {reason}")
                 skipped.append(plan.state_key)
         op.checkpoint(sync_state.as_json())
@@ -87,7 +95,7 @@ def connection_test(configuration: dict[str, Any]) -> Any:
         settings = parse_settings(configuration)
         with GreenplumClient(settings) as client:
             info = server_info(client)
-            plans = _plans(settings, client, info)
+            plans, _ = _plans(settings, client, info)
     except Exception as error:  # the setup form shows the message; every failure is an answer here
         return Test.failure(" ".join(str(error).split()))
     log.info(f"Connected to {info.flavour.value}; {len(plans)} table(s) would be synced")

@@ -13,11 +13,12 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 from configuration import Settings
@@ -32,8 +33,23 @@ SESSION_SETTINGS = (
     ("bytea_output", "hex"),
     ("default_transaction_read_only", "on"),
 )
-# SQLSTATE classes and codes that a new connection can cure: server shutting down, admin kill, network trouble.
-_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
+# SQLSTATE classes and codes that a new connection can cure: server shutting down, admin kill, network trouble, and
+# the admin's idle-in-transaction, transaction and idle-session timeouts (which end the session).
+_TRANSIENT_SQLSTATES = {
+    "57P01",
+    "57P02",
+    "57P03",
+    "57P05",
+    "25P03",
+    "25P04",
+    "08000",
+    "08001",
+    "08003",
+    "08004",
+    "08006",
+}
+_QUERY_CANCELED = "57014"  # statement_timeout, or pg_cancel_backend: the session survives, the statement does not
+_QUERY_ATTEMPTS = 5  # catalog and other small queries: tries when the connection keeps being lost
 
 
 class SourceConnectionError(RuntimeError):
@@ -52,6 +68,11 @@ def is_connection_lost(error: BaseException) -> bool:
         code = getattr(error, "pgcode", None)
         return code is None or code in _TRANSIENT_SQLSTATES or code.startswith("08")
     return False
+
+
+def is_statement_cancelled(error: BaseException) -> bool:
+    """Whether the server cancelled the statement (statement_timeout, pg_cancel_backend) but kept the session."""
+    return isinstance(error, psycopg2.Error) and getattr(error, "pgcode", None) == _QUERY_CANCELED
 
 
 class GreenplumClient:
@@ -92,27 +113,39 @@ class GreenplumClient:
         self._connection = None
 
     def query(self, statement: str | sql.Composable, params: Mapping[str, Any] | None = None) -> list[tuple]:
-        """All rows of a small query (catalog, counts), in its own read-only transaction."""
-        connection = self.connection
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement, params)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            connection.rollback()
+        """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
+        connection when the connection is lost."""
+        return self._retrying(statement, params, lambda cursor: cursor.fetchall() if cursor.description else [])
 
     def describe(self, statement: str | sql.Composable) -> list[Any]:
         """The result columns of a query without running it to completion (for custom queries)."""
         wrapped = sql.SQL("SELECT * FROM ({}) AS described LIMIT 0").format(
             statement if isinstance(statement, sql.Composable) else sql.SQL(statement)
         )
-        connection = self.connection
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(wrapped)
-                return list(cursor.description)
-        finally:
-            connection.rollback()
+        return self._retrying(wrapped, None, lambda cursor: list(cursor.description))
+
+    def _retrying(
+        self,
+        statement: str | sql.Composable,
+        params: Mapping[str, Any] | None,
+        result: Callable[[psycopg2.extensions.cursor], Any],
+    ) -> Any:
+        for attempt in range(1, _QUERY_ATTEMPTS + 1):
+            connection = self.connection
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(statement, params)
+                    return result(cursor)
+            except psycopg2.Error as error:
+                if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
+                    raise
+                self.discard_connection()
+                log.warning(f"Connection lost during a catalog query ({' '.join(str(error).split())}); reconnecting")
+            finally:
+                if not connection.closed:
+                    with contextlib.suppress(psycopg2.Error):  # a broken connection is discarded above
+                        connection.rollback()
+        raise AssertionError("unreachable")
 
     def stream(self, statement: sql.Composable, params: Mapping[str, Any] | None = None) -> Iterator[list[tuple]]:
         """Batches of rows from a named server-side cursor, BATCH_SIZE rows a round trip.
@@ -177,8 +210,16 @@ class GreenplumClient:
                     cursor.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
             connection.autocommit = False
             register_typecasters(connection)
-        except psycopg2.Error:
+            # Every transaction begins READ ONLY, whatever a custom query may have done to the session's defaults.
+            connection.set_session(readonly=True)
+        except psycopg2.Error as error:
             connection.close()
+            if is_connection_lost(error):  # e.g. terminated by an admin right after connecting: try again
+                raise SourceConnectionError(
+                    f"Connection to {settings.host}:{settings.port} lost while setting up the session: "
+                    f"{' '.join(str(error).split())}",
+                    retryable=True,
+                ) from None
             raise
         return connection
 
@@ -209,7 +250,7 @@ def _explain_connect_failure(error: psycopg2.OperationalError, settings: Setting
     elif "timeout expired" in lowered:
         message = f"Connecting to {where} timed out after {settings.connect_timeout_seconds}s (check HOST and PORT)"
         retryable = True
-    elif "ssl" in lowered:
+    elif "ssl" in lowered or "certificate" in lowered:
         message = f"SSL connection to {where} failed with SSLMODE {settings.sslmode}: {detail}"
     elif "could not translate host name" in lowered:
         message = f"HOST '{settings.host}' cannot be resolved: {detail}"

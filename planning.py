@@ -91,11 +91,27 @@ class TablePlan:
 
 def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClient) -> list[TablePlan]:
     """Plans for the selected tables and the custom queries; raises ConfigurationError for names that match nothing."""
-    selected = [t for t in discovery.tables if _wanted(settings, t)]
+    selected = [t for t in discovery.tables if _wanted(settings, t) and _unreadable_reason(t) is None]
     _check_patterns_match(settings, discovery)
     plans = [_plan_table(settings, table) for table in selected]
     plans.extend(_plan_query(settings, query, client) for query in settings.queries)
     return plans
+
+
+def unreadable_tables(settings: Settings, discovery: Discovery) -> dict[str, str]:
+    """Selected tables the user may not read, which plan_tables leaves out: name -> why, for a warning."""
+    reasons = {t.qualified_name: _unreadable_reason(t) for t in discovery.tables if _wanted(settings, t)}
+    return {name: reason for name, reason in reasons.items() if reason is not None}
+
+
+def _unreadable_reason(table: SourceTable) -> str | None:
+    """Why the user cannot read the table (a revoked grant, say); None when it can."""
+    if table.columns and not any(column.readable for column in table.columns):
+        return "permission denied: the user has no SELECT privilege on it"
+    unreadable_key = [c.name for c in table.columns if c.name in table.primary_key and not c.readable]
+    if unreadable_key:
+        return f"permission denied for key column(s) {', '.join(unreadable_key)}"
+    return None
 
 
 def _wanted(settings: Settings, table: SourceTable) -> bool:

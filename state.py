@@ -26,6 +26,8 @@ class TableState:
     - `position`: the key (and cursor) of the last row sent in the read in progress; None when no read is in progress.
     - `segment`: Greenplum keyless reads go one segment at a time; the segment being read.
     - `in_pass`: a full pass has begun and its truncate is done, so resuming must not truncate again.
+    - `cursor_column`: the cursor column's name and type ("updated_at UTC_DATETIME") that `cursor` and `position`
+      were read from; when the column or its type changes, they no longer apply (None in states of older versions).
     """
 
     strategy: str
@@ -34,6 +36,7 @@ class TableState:
     position: list[str] | None = None
     segment: int | None = None
     in_pass: bool = False
+    cursor_column: str | None = None
 
 
 @dataclass
@@ -85,6 +88,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ),
         ("segment", state.segment is None or (isinstance(state.segment, int) and not isinstance(state.segment, bool))),
         ("in_pass", isinstance(state.in_pass, bool)),
+        ("cursor_column", state.cursor_column is None or isinstance(state.cursor_column, str)),
     )
     for name, valid in checks:
         if not valid:

@@ -21,18 +21,27 @@ from psycopg2 import sql
 
 from catalog import RowLocator
 from configuration import Settings
-from greenplum_client import GreenplumClient, is_connection_lost
+from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled
 from planning import ROW_ID_COLUMN, Strategy, TablePlan
 from state import SyncState
 from values import OutOfRange, position_text
+
+
+class ReadCancelled(RuntimeError):
+    """The server cancelled a read (statement_timeout, pg_cancel_backend) before it returned another row."""
+
 
 # Errors that concern one table only: it is skipped with a warning and the others are still synced.
 TABLE_ERRORS = (
     psycopg2.errors.InsufficientPrivilege,
     psycopg2.errors.UndefinedTable,
     psycopg2.errors.UndefinedColumn,
+    ReadCancelled,
 )
-_MAX_RECONNECTS_PER_TABLE = 10
+# Lost connections in a row, with no row read in between, after which the table's read gives up.
+_MAX_RECONNECTS_WITHOUT_PROGRESS = 5
+# Integer cursors of any width hold the same values; other types are only comparable to themselves.
+_SAME_CURSOR_VALUES = {"SHORT": "integer", "INT": "integer", "LONG": "integer"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class TableSync:
         plan = self._plan
         if self._strategy_changed:
             log.info(f"{plan.state_key}: strategy is now {plan.strategy.value}; its earlier state is not used")
+        if plan.strategy is Strategy.INCREMENTAL:
+            self._check_cursor_column()
         log.info(f"{plan.state_key}: {plan.strategy.value} sync ({plan.description}); {self._start_note()}")
         if plan.strategy is Strategy.INCREMENTAL:
             self._run_incremental()
@@ -109,10 +120,36 @@ class TableSync:
             self._read_all(lambda: self._keyed_read(sql.SQL("{} IS NULL").format(sql.Identifier(cursor.name))))
         state.phase, state.position = "values", None
 
+    def _check_cursor_column(self) -> None:
+        """Forgets the saved cursor and position when the cursor column or its type changed since they were read.
+
+        Saved text may not parse as the new type (integer to timestamp), and even when it does it may not mean the
+        same instant (timestamp to timestamptz depends on the zone the naive values were in), so the table is read
+        again from the start rather than risk skipping rows. Widening an integer keeps the values: no re-read.
+        """
+        plan, state = self._plan, self._state
+        (fivetran,) = [c.fivetran.name for c in plan.columns if c.name == plan.cursor.name]
+        current = f"{plan.cursor.name} {fivetran}"
+        saved = state.cursor_column
+        if saved is not None and saved != current and (state.cursor is not None or state.position is not None):
+            saved_name, _, saved_type = saved.rpartition(" ")
+            same_values = saved_name == plan.cursor.name and _SAME_CURSOR_VALUES.get(
+                saved_type, saved_type
+            ) == _SAME_CURSOR_VALUES.get(fivetran, fivetran)
+            if not same_values:
+                log.info(
+                    f"{plan.state_key}: the cursor column was {saved} and is now {current}; the saved cursor "
+                    f"{state.cursor} no longer applies, so the table is read again from the start"
+                )
+                state.cursor, state.position, state.phase = None, None, "values"
+        state.cursor_column = current
+
     def _run_full(self) -> None:
         plan, state = self._plan, self._state
         restart = plan.strategy is Strategy.FULL_WITHOUT_KEY and plan.row_locator is RowLocator.NONE
         if not state.in_pass or restart:
+            # A table that cannot be read (grant revoked, dropped) fails here, before its rows are marked deleted.
+            self._client.query(sql.SQL("SELECT 1 FROM {} LIMIT 0").format(plan.relation))
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
             op.truncate(plan.destination_table, schema=plan.destination_schema)
             state.in_pass, state.position, state.segment = True, None, None
@@ -135,9 +172,10 @@ class TableSync:
         Returns the position of the last row read, or None when the read returned nothing.
         """
         last_position = None
-        reconnects = 0
+        failures_without_progress = 0
         while True:
             read = build()
+            rows_before = self._report.rows
             try:
                 for batch in self._client.stream(read.statement, read.params):
                     self._send(batch)
@@ -150,13 +188,23 @@ class TableSync:
             except TABLE_ERRORS:
                 raise
             except psycopg2.Error as error:
-                if not is_connection_lost(error) or reconnects >= _MAX_RECONNECTS_PER_TABLE:
+                # A read that restarts from the beginning makes no progress that a retry keeps.
+                progressed = resumable and self._report.rows > rows_before
+                failures_without_progress = 0 if progressed else failures_without_progress + 1
+                reason = " ".join(str(error).split())
+                if is_statement_cancelled(error):
+                    if not progressed:  # cancelled again before a single row: retrying would loop
+                        raise ReadCancelled(
+                            f"the server cancelled the read before it returned a row ({reason}); raise "
+                            "statement_timeout for USERNAME or lower BATCH_SIZE"
+                        ) from None
+                elif not is_connection_lost(error) or failures_without_progress > _MAX_RECONNECTS_WITHOUT_PROGRESS:
                     raise
-                reconnects += 1
                 self._client.discard_connection()
+                what = "read cancelled" if is_statement_cancelled(error) else "connection lost"
                 log.warning(
-                    f"{self._plan.state_key}: connection lost ({' '.join(str(error).split())}); reconnecting and "
-                    f"continuing {'after ' + str(self._state.position) if resumable else 'from the start'}"
+                    f"{self._plan.state_key}: {what} ({reason}); reconnecting and continuing "
+                    f"{'after ' + str(self._state.position) if resumable else 'from the start'}"
                 )
                 if not resumable:
                     op.truncate(self._plan.destination_table, schema=self._plan.destination_schema)

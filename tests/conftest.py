@@ -124,14 +124,19 @@ def database() -> Iterator[Database]:
 def schema(database: Database, request: pytest.FixtureRequest) -> Iterator[str]:
     """A schema of the test's own, dropped afterwards."""
     name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + secrets.token_hex(3)
-    connection = database.connect()
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{name}"')
+    _execute(database, f'CREATE SCHEMA "{name}"')
     try:
         yield name
     finally:
+        _execute(database, f'DROP SCHEMA "{name}" CASCADE')  # a new connection: the test may have restarted the server
+
+
+def _execute(database: Database, statement: str) -> None:
+    connection = database.connect()
+    try:
         with connection.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{name}" CASCADE')
+            cursor.execute(statement)
+    finally:
         connection.close()
 
 
