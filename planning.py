@@ -18,7 +18,10 @@ from type_mapping import FivetranType, ReadAs, SourceType, cursor_kind, fivetran
 
 CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updated", "updated")
 ROW_ID_COLUMN = "_source_row_id"  # tells identical rows of a keyless table apart (the SDK hashes the row's values)
-_STORED_AS_NULL_WHEN_OUT_OF_RANGE = ("DECIMAL", "NAIVE_DATE", "NAIVE_DATETIME", "UTC_DATETIME")
+# Types whose typecaster may return values.OutOfRange, which the sync sends as NULL with a warning.
+_STORED_AS_NULL_WHEN_OUT_OF_RANGE = frozenset(
+    ("DECIMAL", "NAIVE_DATE", "NAIVE_DATETIME", "UTC_DATETIME", "FLOAT", "DOUBLE", "JSON")
+)
 
 
 class Strategy(enum.Enum):
@@ -41,6 +44,10 @@ class PlannedColumn:
             return sql.SQL("to_json({})").format(column)
         if read_as is ReadAs.NUMERIC_TEXT:
             return sql.SQL("{}::numeric::text").format(column)
+        if read_as is ReadAs.JSON_OF_TEXT:
+            return sql.SQL("to_json({}::text[])").format(column)
+        if read_as is ReadAs.JSON_OF_NUMERIC_TEXT:
+            return sql.SQL("to_json({}::numeric[]::text[])").format(column)
         return column
 
 

@@ -2,8 +2,8 @@
 
 A column is resolved by its base type (domains unwrapped) and the type's category, so enums, arrays, ranges and
 extension types land somewhere sensible without being listed. The mapping also says how the column is read: most
-values come as psycopg2 gives them (with the typecasters of `values.py`), a few are cast on the server, where it is
-cheapest, into a form the SDK stores exactly.
+values come as psycopg2 gives them (with the typecasters of `values.py`; a type psycopg2 does not know comes as the
+server's output text), a few are cast on the server, where it is cheapest, into a form the SDK stores exactly.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ class ReadAs(enum.Enum):
     """How a column appears in the SELECT list."""
 
     PLAIN = "plain"  # "col"
-    TEXT = "text"  # "col"::text: the server's text form
+    TEXT = "text"  # "col"::text: the server's text form, for types psycopg2 would turn into Python objects
     JSON = "json"  # to_json("col"): arrays, hstore and other structured values as JSON
     NUMERIC_TEXT = "numeric_text"  # "col"::numeric::text: money without its locale's currency format
+    # Arrays of numeric and money as JSON arrays of exact decimal text: JSON numbers would pass through 64-bit floats.
+    JSON_OF_TEXT = "json_of_text"  # to_json("col"::text[])
+    JSON_OF_NUMERIC_TEXT = "json_of_numeric_text"  # to_json("col"::numeric[]::text[])
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ _PLAIN_TYPES = {
     "jsonb": "JSON",
     "bytea": "BINARY",
     "xml": "XML",
+    "oid": "LONG",
     # Text the driver already returns as str, unchanged (a ::text cast would strip char(n)'s padding).
     "text": "STRING",
     "varchar": "STRING",
@@ -73,6 +77,9 @@ _PLAIN_TYPES = {
 }
 
 _JSON_TYPES = {"hstore"}  # structured extension types with a cast to json
+# Types psycopg2 turns into Python objects (time, timedelta, Range) that the SDK would not store as their text.
+_TEXT_CAST_TYPES = {"time", "timetz", "interval", "tinterval"}
+_READ_AS_BY_ARRAY = {"_numeric": ReadAs.JSON_OF_TEXT, "_money": ReadAs.JSON_OF_NUMERIC_TEXT}
 
 
 def fivetran_type(source: SourceType) -> FivetranType:
@@ -87,8 +94,11 @@ def fivetran_type(source: SourceType) -> FivetranType:
     if source.name in _PLAIN_TYPES:
         return FivetranType(_PLAIN_TYPES[source.name])
     if source.category == "A" or source.name in _JSON_TYPES:
-        return FivetranType("JSON", ReadAs.JSON)
-    return FivetranType("STRING", ReadAs.TEXT)
+        return FivetranType("JSON", _READ_AS_BY_ARRAY.get(source.name, ReadAs.JSON))
+    if source.name in _TEXT_CAST_TYPES or source.category == "R":
+        return FivetranType("STRING", ReadAs.TEXT)
+    # uuid, inet, enums, bit strings, tsvector, composites, extension types...: psycopg2 returns their output text.
+    return FivetranType("STRING")
 
 
 def numeric_precision_scale(typmod: int) -> tuple[int | None, int | None]:

@@ -1,27 +1,43 @@
 """Per-value conversion on the hot path, done inside psycopg2's typecasters so no row needs a second Python pass.
 
-The SDK refuses `Decimal` and `memoryview`, fails a whole sync on a DECIMAL `NaN`, and cannot store dates outside
-years 1 to 9999. So numeric arrives as its exact text, bytea as bytes, and the few values no destination type can
-hold arrive as `OutOfRange` (their server text), which the sync turns into NULL with one warning per column.
+The SDK refuses `Decimal` and `memoryview`, fails a whole sync on a DECIMAL `NaN`, cannot store dates outside years
+1 to 9999, silently stores a float `NaN` as NULL and a subnormal float as 0.0, and writes JSON numbers as 64-bit
+floats. So numeric arrives as its exact text, bytea as bytes, JSON decoded with its numbers checked, and the few
+values no destination type can hold arrive as `OutOfRange` (a short text saying what they were), which the sync turns
+into NULL with one warning per column.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import psycopg2.extensions as extensions
 
+FLOAT4_OID = 700
+FLOAT8_OID = 701
+JSON_OID = 114
+JSONB_OID = 3802
 NUMERIC_OID = 1700
 DATE_OID = 1082
 TIMESTAMP_OID = 1114
 TIMESTAMPTZ_OID = 1184
 BYTEA_OID = 17
 _NON_FINITE_NUMERIC = frozenset(("NaN", "Infinity", "-Infinity"))
+_SMALLEST_NORMAL_FLOAT4 = 1.1754943508222875e-38
+_SMALLEST_NORMAL_FLOAT8 = 2.2250738585072014e-308
+# JSON nested deeper than this is not decoded: Python's json recursion (the SDK encodes it again) must stay far from
+# the interpreter's recursion limit, or the sync would fail on RecursionError.
+MAX_JSON_DEPTH = 500
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 class OutOfRange(str):
-    """A value the destination type cannot hold (infinity, BC, year > 9999, NaN), as the server's text.
+    """A value the destination type cannot hold (infinity, BC, year > 9999, NaN...): its server text or a short note.
 
     `made` counts them, so that the sync looks for them only in a batch during which some were made.
     """
@@ -54,6 +70,65 @@ def _date_caster(parse: Any) -> Any:
     return cast
 
 
+def _float_caster(smallest_normal: float) -> Any:
+    """NaN and subnormal floats become OutOfRange: the destination would store NULL or 0.0 without a word."""
+
+    def cast(value: str | None, cursor: Any) -> Any:
+        if value is None:
+            return None
+        number = float(value)
+        if number != number or 0 < abs(number) < smallest_normal:
+            return OutOfRange(value)
+        return number
+
+    return cast
+
+
+class _InexactNumber(ValueError):
+    """A JSON number that a 64-bit float, and so the SDK's JSON, cannot carry exactly."""
+
+
+def _exact_float(text: str) -> float:
+    number = float(text)
+    if repr(number) == text or (number - number == 0 and Decimal(repr(number)) == Decimal(text)):
+        return number
+    raise _InexactNumber(text)
+
+
+_JSON_DECODER = json.JSONDecoder(parse_float=_exact_float)
+_JSON_SCAN = _JSON_DECODER.scan_once
+_JSON_WHITESPACE = frozenset(" \t\n\r")
+
+
+def _nested_deeper_than(text: str, depth: int) -> bool:
+    """Whether the JSON text nests arrays and objects deeper than `depth`, found with C-speed string operations."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(depth):
+        if not brackets:
+            return False
+        brackets = brackets.replace("[]", "").replace("{}", "")
+    return bool(brackets)
+
+
+def _cast_json(value: str | None, cursor: Any) -> Any:
+    """Decoded JSON whose numbers are exact; a JSON null, an inexact number or deep nesting become OutOfRange.
+
+    The SDK writes JSON floats with float's repr, so a number keeps its value only if a 64-bit float holds it; it has
+    no way to write a JSON null other than as a NULL column.
+    """
+    if value is None:
+        return None
+    # A bracket count below the limit bounds the nesting depth; only larger documents pay for the exact depth.
+    if value.count("[") + value.count("{") > MAX_JSON_DEPTH and _nested_deeper_than(value, MAX_JSON_DEPTH):
+        return OutOfRange(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        # The C scanner alone: jsonb text has no surrounding whitespace; json text may start with some.
+        decoded = _JSON_SCAN(value, 0)[0] if value[:1] not in _JSON_WHITESPACE else _JSON_DECODER.decode(value)
+    except _InexactNumber as error:
+        return OutOfRange(f"JSON number {error} (beyond a 64-bit float)")
+    return OutOfRange("JSON null") if decoded is None else decoded
+
+
 def _cast_bytea(value: str | None, cursor: Any) -> bytes | None:
     # With bytea_output = hex the server sends \x followed by hex digits; fromhex is far cheaper than a memoryview copy.
     return None if value is None else bytes.fromhex(value[2:])
@@ -61,6 +136,9 @@ def _cast_bytea(value: str | None, cursor: Any) -> bytes | None:
 
 _TYPECASTERS = (
     extensions.new_type((NUMERIC_OID,), "GP_NUMERIC_TEXT", _cast_numeric),
+    extensions.new_type((FLOAT4_OID,), "GP_FLOAT4", _float_caster(_SMALLEST_NORMAL_FLOAT4)),
+    extensions.new_type((FLOAT8_OID,), "GP_FLOAT8", _float_caster(_SMALLEST_NORMAL_FLOAT8)),
+    extensions.new_type((JSON_OID, JSONB_OID), "GP_JSON", _cast_json),
     extensions.new_type((DATE_OID,), "GP_DATE", _date_caster(date.fromisoformat)),
     extensions.new_type((TIMESTAMP_OID,), "GP_TIMESTAMP", _date_caster(datetime.fromisoformat)),
     extensions.new_type((TIMESTAMPTZ_OID,), "GP_TIMESTAMPTZ", _date_caster(datetime.fromisoformat)),
