@@ -1,0 +1,215 @@
+"""Connection failures and SSL: each fails within a bounded time with one line naming the cause, and no output or
+crash report ever holds the password."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Database, Destination
+from fivetran_connector_sdk_cli.crash_report import build_debug_crash_report
+
+import connector
+from tools import local_postgres
+from tools.fivetran_cli import fivetran, stage_project
+
+
+def _failure(destination: Destination, configuration: dict[str, str]) -> tuple[str, float]:
+    """The text of a failed sync through the SDK's runner, and how long it took."""
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        destination.sync(configuration)
+    return str(raised.value), time.monotonic() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections and never answers, like a firewall that swallows packets."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("keys", "message", "seconds"),
+    [
+        ({"PASSWORD": "wrong-{password}"}, "Authentication failed for USERNAME '{user}' (check USERNAME and", 10),
+        ({"DATABASE": "no_such_database"}, "DATABASE 'no_such_database' does not exist on {host}:{port}", 10),
+        ({"PORT": "{free_port}"}, "Cannot reach {host}:{free_port} (check HOST and PORT, and that the server", 10),
+        ({"HOST": "no-such-host.invalid"}, "HOST 'no-such-host.invalid' cannot be resolved", 30),
+        ({"PORT": "{silent_port}", "CONNECT_TIMEOUT_SECONDS": "2"}, "Connecting to {host}:{silent_port} timed out after 2s", 10),
+        ({"PORT": "54x"}, "PORT: '54x' is not a whole number.", 5),
+        ({"USERNAME": " "}, "Missing required configuration value(s): USERNAME.", 5),
+    ],
+)  # fmt: skip
+def test_connection_failures_name_their_cause(
+    keys: dict[str, str], message: str, seconds: int, database: Database, destination, silent_server: int
+) -> None:
+    names = {"password": database.password, "user": database.user, "host": database.host, "port": database.port}
+    names |= {"free_port": _free_port(), "silent_port": silent_server}
+    keys = {key: value.format(**names) for key, value in keys.items()}
+    text, elapsed = _failure(destination, database.configuration(RETRY_SECONDS="0", **keys))
+
+    expected = message.format(**names)
+    assert expected in text
+    line = next(line for line in text.splitlines() if expected in line)
+    assert line.split(expected)[0].endswith(("Error: ", "error: ")), f"one line, the cause first: {line}"
+    assert elapsed < seconds
+    assert database.password not in text
+
+
+def test_unreachable_server_is_retried_with_backoff_for_retry_seconds(database: Database, destination) -> None:
+    port = _free_port()
+    text, elapsed = _failure(destination, database.configuration(PORT=str(port), RETRY_SECONDS="4"))
+    assert f"Cannot reach {database.host}:{port}" in text
+    assert 1.5 <= elapsed < 8, "retried (backoff 1 s, 2 s, ...) and gave up once the next wait passed 4 s"
+
+
+def _certificates(directory: Path, common_name: str) -> tuple[str, Path, Path]:
+    """A fresh CA (PEM text) and a server certificate and key it signed for 127.0.0.1 (files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, extensions) -> x509.Certificate:
+        builder = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        builder = builder.issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
+        builder = builder.not_valid_before(now - datetime.timedelta(days=1))
+        builder = builder.not_valid_after(now + datetime.timedelta(days=1))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(
+        f"{common_name} CA", ca_key, f"{common_name} CA", ca_key, [(x509.BasicConstraints(True, None), True)]
+    )
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    server = certificate("127.0.0.1", server_key, f"{common_name} CA", ca_key, [(san, False)])
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path
+
+
+def test_verify_full_against_a_server_with_a_certificate(database: Database, tmp_path: Path, destination) -> None:
+    if not database.is_local:
+        pytest.skip("starting a server with SSL needs local server binaries (GREENPLUM_TEST_DSN is given)")
+    ca, cert, key = _certificates(tmp_path, "test")
+    other_ca, _, _ = _certificates(tmp_path / "..", "other")
+    server = local_postgres.start_server(database.server.bin_dir, ssl_cert=cert, ssl_key=key)
+    try:
+        tls = [{"table": "tls", "query": "SELECT pid, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                "primary_key": ["pid"]}]  # fmt: skip
+        configuration = {
+            "HOST": server.host, "PORT": str(server.port), "DATABASE": "postgres", "USERNAME": server.user,
+            "PASSWORD": server.password, "SSLMODE": "verify-full", "SSLROOTCERT": ca, "QUERIES": json.dumps(tls),
+            "RETRY_SECONDS": "0",
+        }  # fmt: skip
+        destination.sync(configuration)
+        assert destination.query("SELECT ssl FROM tester.tls") == [(True,)]
+
+        text, _ = _failure(destination, configuration | {"SSLROOTCERT": other_ca})
+        assert f"SSL connection to {server.host}:{server.port} failed with SSLMODE verify-full" in text
+        assert "certificate verify failed" in text
+        assert server.password not in text
+    finally:
+        server.stop()
+
+
+def test_require_against_a_server_without_ssl(database: Database, destination) -> None:
+    if not database.is_local:
+        pytest.skip("whether the server offers SSL is known only for our own local server")
+    text, _ = _failure(destination, database.configuration(SSLMODE="require", RETRY_SECONDS="0"))
+    line = next(line for line in text.splitlines() if "SSL connection to" in line)
+    assert f"SSL connection to {database.host}:{database.port} failed with SSLMODE require: " in line
+    assert "server does not support SSL, but SSL was required" in line
+
+
+@pytest.fixture
+def login(database: Database) -> Iterator[tuple[str, str]]:
+    """A login role with a password of its own (the configured user's elsewhere): (name, password)."""
+    if not database.is_local:
+        yield database.user, database.password
+        return
+    name, password = f"secret_{secrets.token_hex(4)}", secrets.token_urlsafe(20)
+    connection = database.connect()
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s", (password,))
+    yield name, password
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP OWNED BY {name}; DROP ROLE {name}")
+    connection.close()
+
+
+def test_password_is_in_no_output_nor_crash_report(
+    database: Database, schema: str, source, login: tuple[str, str], tmp_path: Path
+) -> None:
+    """Real `fivetran debug` runs that fail in schema() and in update(): stdout, stderr, crash reports and state."""
+    user, password = login
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.t (id int PRIMARY KEY); INSERT INTO {schema}.t VALUES (1);
+            CREATE FUNCTION {schema}.writes() RETURNS int LANGUAGE sql AS $$ DELETE FROM {schema}.t RETURNING 1 $$;
+            GRANT USAGE ON SCHEMA {schema} TO {user}; GRANT SELECT ON {schema}.t TO {user}"""
+        )
+    base = database.configuration(USERNAME=user, PASSWORD=password, SCHEMAS=schema, RETRY_SECONDS="0")
+    failures = {
+        "unreachable": base | {"PORT": str(_free_port())},
+        "bad query": base | {"QUERIES": json.dumps([{"table": "q", "query": "SELEC nothing"}])},
+        "write in update()": base | {"QUERIES": json.dumps([{"table": "q", "query": f"SELECT {schema}.writes()"}])},
+    }  # fmt: skip
+    for name, configuration in failures.items():
+        project = stage_project(tmp_path / name.replace(" ", "_") / "project")
+        (project / "configuration.json").write_text(json.dumps(configuration))
+        result = fivetran("debug", "--configuration", "configuration.json", project=project, home=tmp_path / "home",
+                          capture=True)  # fmt: skip
+        assert result.returncode != 0, name
+        reports = list((project / "crash-reports").glob("*.log"))
+        assert reports, f"{name}: the SDK wrote a crash report\n{result.stdout}\n{result.stderr}"
+        texts = [result.stdout, result.stderr] + [path.read_text() for path in project.rglob("*") if path.is_file()
+                                                   and path.suffix in ("", ".txt", ".json", ".log")]  # fmt: skip
+        texts = [text for text in texts if text != json.dumps(configuration)]  # the file we wrote holds it, of course
+        assert all(password not in text for text in texts), name
+        if name == "write in update()":
+            assert "read-only transaction" in result.stdout + result.stderr
+            assert re.search(r"File .*sync\.py.*in _read_all", reports[0].read_text()), "frames with locals"
+
+
+def test_crash_report_without_the_sdk_redaction_holds_no_password(database: Database, schema: str, source) -> None:
+    """The SDK redacts configuration values from crash reports; the connector keeps the password out of the
+    locals it captures anyway (a report built without redaction shows none)."""
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.t (id int PRIMARY KEY)")
+        cursor.execute(
+            f"CREATE FUNCTION {schema}.writes() RETURNS int LANGUAGE sql AS $$ DELETE FROM {schema}.t RETURNING 1 $$"
+        )
+    queries = json.dumps([{"table": "q", "query": f"SELECT {schema}.writes() AS x"}])
+    with pytest.raises(Exception) as raised:
+        connector.update(database.configuration(SCHEMAS=schema, QUERIES=queries), {})
+    report = build_debug_crash_report(raised.value, str(Path(connector.__file__).parent), configuration=None)
+    assert "Locals:" in report and "settings = Settings(" in report
+    assert database.password not in report
