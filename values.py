@@ -27,7 +27,9 @@ TIMESTAMP_OID = 1114
 TIMESTAMPTZ_OID = 1184
 BYTEA_OID = 17
 _NON_FINITE_NUMERIC = frozenset(("NaN", "Infinity", "-Infinity"))
-_SMALLEST_NORMAL_FLOAT4 = 1.1754943508222875e-38
+# Halfway between the largest subnormal and the smallest normal float32: servers before PostgreSQL 12 write a real
+# with 9 digits, and 1.17549435e-38, the smallest normal, reads as a double just below the float32 itself.
+_SMALLEST_NORMAL_FLOAT4 = 1.17549428e-38
 _SMALLEST_NORMAL_FLOAT8 = 2.2250738585072014e-308
 # JSON nested deeper than this is not decoded: Python's json recursion (the SDK encodes it again) must stay far from
 # the interpreter's recursion limit, or the sync would fail on RecursionError.
