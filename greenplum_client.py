@@ -206,8 +206,10 @@ class GreenplumClient:
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
+                # SET, not set_config(): Greenplum dispatches a SET to every segment, where casts and to_json run,
+                # while set_config() would change the coordinator's session only.
                 for name, value in SESSION_SETTINGS:
-                    cursor.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
+                    cursor.execute(sql.SQL("SET {} TO %s").format(sql.Identifier(name)), (value,))
             connection.autocommit = False
             register_typecasters(connection)
             # Every transaction begins READ ONLY, whatever a custom query may have done to the session's defaults.

@@ -79,7 +79,13 @@ _PLAIN_TYPES = {
 _JSON_TYPES = {"hstore"}  # structured extension types with a cast to json
 # Types psycopg2 turns into Python objects (time, timedelta, Range) that the SDK would not store as their text.
 _TEXT_CAST_TYPES = {"time", "timetz", "interval", "tinterval"}
-_READ_AS_BY_ARRAY = {"_numeric": ReadAs.JSON_OF_TEXT, "_money": ReadAs.JSON_OF_NUMERIC_TEXT}
+# Float arrays are read as they are and parsed by values.py (Greenplum 6 segments would format them with 15 digits).
+_READ_AS_BY_ARRAY = {
+    "_numeric": ReadAs.JSON_OF_TEXT,
+    "_money": ReadAs.JSON_OF_NUMERIC_TEXT,
+    "_float4": ReadAs.PLAIN,
+    "_float8": ReadAs.PLAIN,
+}
 
 
 def fivetran_type(source: SourceType) -> FivetranType:

@@ -19,6 +19,8 @@ import psycopg2.extensions as extensions
 
 FLOAT4_OID = 700
 FLOAT8_OID = 701
+FLOAT4_ARRAY_OID = 1021
+FLOAT8_ARRAY_OID = 1022
 JSON_OID = 114
 JSONB_OID = 3802
 NUMERIC_OID = 1700
@@ -86,6 +88,13 @@ def _float_caster(smallest_normal: float) -> Any:
     return cast
 
 
+def _cast_float_element(value: str | None, cursor: Any) -> float | str | None:
+    """An element of a float array: JSON has no NaN or Infinity, so those stay text, as to_json would write them."""
+    if value is None:
+        return None
+    return value if value in _NON_FINITE_FLOATS else float(value)
+
+
 class _InexactNumber(ValueError):
     """A JSON number that a 64-bit float, and so the SDK's JSON, cannot carry exactly."""
 
@@ -136,6 +145,11 @@ def _cast_bytea(value: str | None, cursor: Any) -> bytes | None:
     return None if value is None else bytes.fromhex(value[2:])
 
 
+# Float arrays are parsed here rather than by to_json on the server: inside a cursor, Greenplum 6 segments format
+# floats with 15 digits whatever extra_float_digits says, and the coordinator's output keeps every digit.
+_FLOAT_ELEMENT = extensions.new_type((FLOAT4_OID, FLOAT8_OID), "GP_FLOAT_ELEMENT", _cast_float_element)
+_NON_FINITE_FLOATS = frozenset(("NaN", "Infinity", "-Infinity"))
+
 _TYPECASTERS = (
     extensions.new_type((NUMERIC_OID,), "GP_NUMERIC_TEXT", _cast_numeric),
     extensions.new_type((FLOAT4_OID,), "GP_FLOAT4", _float_caster(_SMALLEST_NORMAL_FLOAT4)),
@@ -145,6 +159,7 @@ _TYPECASTERS = (
     extensions.new_type((TIMESTAMP_OID,), "GP_TIMESTAMP", _date_caster(datetime.fromisoformat)),
     extensions.new_type((TIMESTAMPTZ_OID,), "GP_TIMESTAMPTZ", _date_caster(datetime.fromisoformat)),
     extensions.new_type((BYTEA_OID,), "GP_BYTEA", _cast_bytea),
+    extensions.new_array_type((FLOAT4_ARRAY_OID, FLOAT8_ARRAY_OID), "GP_FLOAT_ARRAY", _FLOAT_ELEMENT),
 )
 
 
