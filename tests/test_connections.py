@@ -52,7 +52,11 @@ def silent_server() -> Iterator[int]:
         ({"DATABASE": "no_such_database"}, "DATABASE 'no_such_database' does not exist on {host}:{port}", 10),
         ({"PORT": "{free_port}"}, "Cannot reach {host}:{free_port} (check HOST and PORT, and that the server", 10),
         ({"HOST": "no-such-host.invalid"}, "HOST 'no-such-host.invalid' cannot be resolved", 30),
-        ({"PORT": "{silent_port}", "CONNECT_TIMEOUT_SECONDS": "2"}, "Connecting to {host}:{silent_port} timed out after 2s", 10),
+        (
+            {"PORT": "{silent_port}", "CONNECT_TIMEOUT_SECONDS": "2"},
+            "Connecting to {host}:{silent_port} timed out after 2s",
+            10,
+        ),
         ({"PORT": "54x"}, "PORT: '54x' is not a whole number.", 5),
         ({"USERNAME": " "}, "Missing required configuration value(s): USERNAME.", 5),
     ],

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from conftest import ROOT, Database, Destination
 
 from greenplum_client import APPLICATION_NAME

@@ -17,6 +17,7 @@ import pytest
 from conftest import Database, Destination
 
 import connector
+from catalog import detect_flavour
 from greenplum_client import APPLICATION_NAME, GreenplumClient
 
 ROWS = 12_000
@@ -160,6 +161,8 @@ def test_statement_timeout_mid_read(
 ) -> None:
     """statement_timeout cancels a fetch: after progress the read goes on; cancelled again at once, the table is
     skipped with a warning that says what to change, and the other tables still sync."""
+    if detect_flavour(database.version).is_greenplum:
+        pytest.skip("on Greenplum the segments compute the slow row ahead of the fetch: no fetch is timed out")
     _fill(source, schema, TABLES["incremental"])
     with source.cursor() as cursor:
         cursor.execute(
