@@ -43,10 +43,15 @@ _FORM_FIELDS = (
 )
 
 
-def _plans(settings: Settings, client: GreenplumClient, info: ServerInfo) -> tuple[list[TablePlan], dict[str, str]]:
-    """The plans of the tables to sync, and the selected tables the user may not read (name -> why)."""
+def _plans(
+    settings: Settings, client: GreenplumClient, info: ServerInfo, *, log_skipped: bool = False
+) -> tuple[list[TablePlan], dict[str, str]]:
+    """The plans of the tables to sync, and the selected tables the user may not read (name -> why).
+
+    Relations skipped by discovery (external, foreign) are logged by update() only: one line each per sync.
+    """
     discovery = discover(client, info, settings.schemas)
-    for skipped in discovery.skipped:
+    for skipped in discovery.skipped if log_skipped else ():
         log.info(f"Skipping {skipped.schema}.{skipped.name}: {skipped.reason}")
     return plan_tables(settings, discovery, client), unreadable_tables(settings, discovery)
 
@@ -68,7 +73,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
     with GreenplumClient(settings) as client:
         info = server_info(client)
         log.info(f"Source is {info.flavour.value}: {info.version}")
-        plans, unreadable = _plans(settings, client, info)
+        plans, unreadable = _plans(settings, client, info, log_skipped=True)
         segments = [row[0] for row in client.query(PRIMARY_SEGMENTS)] if info.flavour.is_greenplum else []
         skipped = []
         for name, reason in unreadable.items():
