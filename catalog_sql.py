@@ -25,7 +25,7 @@ ORDER BY n.nspname, c.relname
 """
 
 RELATIONS_POSTGRES = _RELATION_COLUMNS.format(
-    storage="COALESCE(am.amname::text, 'heap')",
+    storage="CASE WHEN c.relkind = 'v' THEN 'virtual' ELSE COALESCE(am.amname::text, 'heap') END",
     distribution="NULL::text",
     partition_root="c.relkind = 'p'",
     joins="LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam",
@@ -35,7 +35,7 @@ RELATIONS_POSTGRES = _RELATION_COLUMNS.format(
 
 # PostgreSQL before 10: no declarative partitions, no relispartition.
 RELATIONS_POSTGRES_LEGACY = _RELATION_COLUMNS.format(
-    storage="'heap'::text",
+    storage="CASE WHEN c.relkind = 'v' THEN 'virtual' ELSE 'heap' END",
     distribution="NULL::text",
     partition_root="false",
     joins="",
@@ -44,7 +44,7 @@ RELATIONS_POSTGRES_LEGACY = _RELATION_COLUMNS.format(
 )
 
 RELATIONS_GREENPLUM7 = _RELATION_COLUMNS.format(
-    storage="COALESCE(am.amname::text, 'heap')",
+    storage="CASE WHEN c.relkind = 'v' THEN 'virtual' ELSE COALESCE(am.amname::text, 'heap') END",
     distribution="CASE WHEN c.relkind IN ('r', 'p', 'm') THEN pg_catalog.pg_get_table_distributedby(c.oid) END",
     partition_root="c.relkind = 'p'",
     joins="LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam",
