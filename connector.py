@@ -35,7 +35,7 @@ _FORM_FIELDS = (
     ("SSLMODE", "SSL mode", False, "disable, allow, prefer (default), require, verify-ca or verify-full."),
     ("SSLROOTCERT", "CA certificate", False, "PEM text of the CA, for verify-ca and verify-full."),
     ("BATCH_SIZE", "Batch size", False, "Rows fetched per round trip; default 5000."),
-    ("CHECKPOINT_ROWS", "Checkpoint rows", False, "Rows between checkpoints within a table; default 25000."),
+    ("CHECKPOINT_ROWS", "Checkpoint rows", False, "Rows between checkpoints within a table; default 10000."),
     ("LOOKBACK_SECONDS", "Lookback seconds", False, "Re-read window before the saved cursor; default 300."),
     ("CONNECT_TIMEOUT_SECONDS", "Connect timeout", False, "Seconds to wait for each connection attempt; default 10."),
     ("RETRY_SECONDS", "Retry for", False, "Seconds to keep retrying a failed connection; default 300."),

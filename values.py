@@ -129,8 +129,13 @@ def _cast_json(value: str | None, cursor: Any) -> Any:
     """
     if value is None:
         return None
-    # A bracket count below the limit bounds the nesting depth; only larger documents pay for the exact depth.
-    if value.count("[") + value.count("{") > MAX_JSON_DEPTH and _nested_deeper_than(value, MAX_JSON_DEPTH):
+    # A bracket count below the limit bounds the nesting depth; only larger documents pay for the exact depth, and
+    # only documents long enough to hold that many bracket pairs pay for the count.
+    if (
+        len(value) > 2 * MAX_JSON_DEPTH
+        and value.count("[") + value.count("{") > MAX_JSON_DEPTH
+        and _nested_deeper_than(value, MAX_JSON_DEPTH)
+    ):
         return OutOfRange(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         # The C scanner alone: jsonb text has no surrounding whitespace; json text may start with some.
