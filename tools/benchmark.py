@@ -143,7 +143,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return results
     ratio = rates["4_connector_end_to_end"] / rates["3_sdk_ceiling"]
     results["ratios"]["end_to_end_vs_ceiling"] = ratio
-    results["peak_memory_mb"] = {"3_sdk_ceiling": ceiling["peak_mb"], "4_connector_end_to_end": end_to_end["peak_mb"]}
+    # The local runner keeps every upserted key's hash for the whole sync and DuckDB indexes the table, so both peaks
+    # grow with the table; what the connector adds is 4 minus 3 (3 also holds its pre-built slice).
+    results["peak_memory_mb"] = {
+        "3_sdk_ceiling": ceiling["peak_mb"],
+        "4_connector_end_to_end": end_to_end["peak_mb"],
+        "4_minus_3": end_to_end["peak_mb"] - ceiling["peak_mb"],
+    }
     results["incremental_nothing_new"] = {
         "full_sync_seconds": end_to_end["seconds"],
         "indexed_cursor_seconds": end_to_end["incremental_seconds"],
@@ -183,7 +189,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines += [
         f"ratio 4/3 {ratios['end_to_end_vs_ceiling']:.2f} (target >= 0.85: {met[targets[1]]})",
         f"peak memory of 4: {memory['4_connector_end_to_end']:.0f} MB (target < 400: {met[targets[2]]}); "
-        f"of 3: {memory['3_sdk_ceiling']:.0f} MB",
+        f"of 3: {memory['3_sdk_ceiling']:.0f} MB; 4 minus 3: {memory['4_minus_3']:+.0f} MB",
         f"incremental sync finding nothing new: {incremental['indexed_cursor_seconds']:.1f}s with an indexed cursor "
         f"({incremental['indexed_share_of_full_sync']:.1%} of the full sync's {incremental['full_sync_seconds']:.0f}s,"
         f" {incremental['indexed_cursor_rows_reread']} rows of lookback re-read); "
