@@ -248,8 +248,8 @@ def test_revoked_table_is_skipped_and_the_others_sync(
     else:
         real_plans, calls = connector._plans, []
 
-        def plans_then_revoke(*args):
-            result = real_plans(*args)
+        def plans_then_revoke(*args, **kwargs):
+            result = real_plans(*args, **kwargs)
             calls.append(1)
             if len(calls) == 2:  # schema() plans first, then update(): revoke right after update's discovery
                 with source.cursor() as cursor:
@@ -280,8 +280,8 @@ def test_table_dropped_after_discovery_is_skipped(
         )
     real_plans, calls = connector._plans, []
 
-    def plans_then_drop(*args):
-        result = real_plans(*args)
+    def plans_then_drop(*args, **kwargs):
+        result = real_plans(*args, **kwargs)
         calls.append(1)
         if len(calls) == 2:
             with source.cursor() as cursor:
