@@ -53,8 +53,9 @@ WORKLOAD = [
     "UPDATE {s}.keyed SET val = {v} WHERE id = {id}",
     "DELETE FROM {s}.keyed WHERE id = {id}",
     "INSERT INTO {s}.keyless VALUES ({v} % 50, {v} % 7)",
-    "UPDATE {s}.keyless SET val = {v} WHERE ctid = (SELECT ctid FROM {s}.keyless WHERE grp = {v} % 7 LIMIT 1)",
-    "DELETE FROM {s}.keyless WHERE ctid = (SELECT ctid FROM {s}.keyless WHERE val = {v} % 50 LIMIT 1)",
+    # By value, not by ctid: Greenplum refuses an UPDATE on ctid without gp_segment_id.
+    "UPDATE {s}.keyless SET val = {v} WHERE grp = {v} % 7 AND val = ({v} + 1) % 50",
+    "DELETE FROM {s}.keyless WHERE grp = {v} % 7 AND val = {v} % 50",
 ]
 
 
