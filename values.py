@@ -28,7 +28,8 @@ DATE_OID = 1082
 TIMESTAMP_OID = 1114
 TIMESTAMPTZ_OID = 1184
 BYTEA_OID = 17
-_NON_FINITE_NUMERIC = frozenset(("NaN", "Infinity", "-Infinity"))
+# The text of non-finite numeric and float values (PostgreSQL 14+ numeric has infinities too).
+_NON_FINITE = frozenset(("NaN", "Infinity", "-Infinity"))
 # Halfway between the largest subnormal and the smallest normal float32: servers before PostgreSQL 12 write a real
 # with 9 digits, and 1.17549435e-38, the smallest normal, reads as a double just below the float32 itself.
 _SMALLEST_NORMAL_FLOAT4 = 1.17549428e-38
@@ -55,7 +56,7 @@ class OutOfRange(str):
 
 
 def _cast_numeric(value: str | None, cursor: Any) -> str | None:
-    if value is None or value not in _NON_FINITE_NUMERIC:
+    if value is None or value not in _NON_FINITE:
         return value
     return OutOfRange(value)
 
@@ -92,7 +93,7 @@ def _cast_float_element(value: str | None, cursor: Any) -> float | str | None:
     """An element of a float array: JSON has no NaN or Infinity, so those stay text, as to_json would write them."""
     if value is None:
         return None
-    return value if value in _NON_FINITE_FLOATS else float(value)
+    return value if value in _NON_FINITE else float(value)
 
 
 class _InexactNumber(ValueError):
@@ -153,7 +154,6 @@ def _cast_bytea(value: str | None, cursor: Any) -> bytes | None:
 # Float arrays are parsed here rather than by to_json on the server: inside a cursor, Greenplum 6 segments format
 # floats with 15 digits whatever extra_float_digits says, and the coordinator's output keeps every digit.
 _FLOAT_ELEMENT = extensions.new_type((FLOAT4_OID, FLOAT8_OID), "GP_FLOAT_ELEMENT", _cast_float_element)
-_NON_FINITE_FLOATS = frozenset(("NaN", "Infinity", "-Infinity"))
 
 _TYPECASTERS = (
     extensions.new_type((NUMERIC_OID,), "GP_NUMERIC_TEXT", _cast_numeric),
