@@ -16,7 +16,7 @@ from fivetran_connector_sdk import Operations as op
 from catalog import ServerInfo, discover, server_info
 from catalog_sql import PRIMARY_SEGMENTS
 from configuration import Settings, parse_settings
-from greenplum_client import GreenplumClient
+from greenplum_client import GreenplumClient, one_line
 from planning import TablePlan, plan_tables, unreadable_tables
 from state import load_state
 from sync import TABLE_ERRORS, TableSync
@@ -84,7 +84,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
                 TableSync(client, settings, plan, sync_state, segments).run()
             except TABLE_ERRORS as error:
                 diagnostics = getattr(error, "diag", None)  # the server's message, without the statement
-                reason = " ".join(((diagnostics and diagnostics.message_primary) or str(error)).split())
+                reason = one_line((diagnostics and diagnostics.message_primary) or error)
                 op.warning(f"Skipped {plan.state_key}: {reason}")
                 skipped.append(plan.state_key)
         op.checkpoint(sync_state.as_json())
@@ -102,7 +102,7 @@ def connection_test(configuration: dict[str, Any]) -> Any:
             info = server_info(client)
             plans, _ = _plans(settings, client, info)
     except Exception as error:  # the setup form shows the message; every failure is an answer here
-        return Test.failure(" ".join(str(error).split()))
+        return Test.failure(one_line(error))
     log.info(f"Connected to {info.flavour.value}; {len(plans)} table(s) would be synced")
     return Test.success()
 

@@ -60,6 +60,11 @@ class SourceConnectionError(RuntimeError):
         self.retryable = retryable
 
 
+def one_line(message: object) -> str:
+    """A server or libpq message (which spreads DETAIL, HINT and context over several lines) as one log line."""
+    return " ".join(str(message).split())
+
+
 def is_connection_lost(error: BaseException) -> bool:
     """Whether the error is a broken or killed connection, after which reconnecting and resuming is right."""
     if isinstance(error, psycopg2.InterfaceError):
@@ -140,7 +145,7 @@ class GreenplumClient:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
                 self.discard_connection()
-                log.warning(f"Connection lost during a catalog query ({' '.join(str(error).split())}); reconnecting")
+                log.warning(f"Connection lost during a catalog query ({one_line(error)}); reconnecting")
             finally:
                 if not connection.closed:
                     with contextlib.suppress(psycopg2.Error):  # a broken connection is discarded above
@@ -219,7 +224,7 @@ class GreenplumClient:
             if is_connection_lost(error):  # e.g. terminated by an admin right after connecting: try again
                 raise SourceConnectionError(
                     f"Connection to {settings.host}:{settings.port} lost while setting up the session: "
-                    f"{' '.join(str(error).split())}",
+                    f"{one_line(error)}",
                     retryable=True,
                 ) from None
             raise
@@ -239,7 +244,7 @@ class GreenplumClient:
 
 def _explain_connect_failure(error: psycopg2.OperationalError, settings: Settings) -> SourceConnectionError:
     """One line naming the cause; libpq's text never contains the password, but it is scrubbed all the same."""
-    detail = " ".join(str(error).split())
+    detail = one_line(error)
     if settings.password:
         detail = detail.replace(settings.password, "***")
     lowered = detail.lower()

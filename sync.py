@@ -22,7 +22,7 @@ from psycopg2 import sql
 
 from catalog import RowLocator
 from configuration import Settings
-from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled
+from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
 from planning import ROW_ID_COLUMN, Strategy, TablePlan
 from state import SyncState
 from values import OutOfRange, position_text
@@ -198,8 +198,8 @@ class TableSync:
                 # A read that restarts from the beginning makes no progress that a retry keeps.
                 progressed = resumable and self._report.rows > rows_before
                 failures_without_progress = 0 if progressed else failures_without_progress + 1
-                reason = " ".join(str(error).split())
-                if is_statement_cancelled(error):
+                reason, cancelled = one_line(error), is_statement_cancelled(error)
+                if cancelled:
                     if not progressed:  # cancelled again before a single row: retrying would loop
                         raise ReadCancelled(
                             f"the server cancelled the read before it returned a row ({reason}); raise "
@@ -208,7 +208,7 @@ class TableSync:
                 elif not is_connection_lost(error) or failures_without_progress > _MAX_RECONNECTS_WITHOUT_PROGRESS:
                     raise
                 self._client.discard_connection()
-                what = "read cancelled" if is_statement_cancelled(error) else "connection lost"
+                what = "read cancelled" if cancelled else "connection lost"
                 log.warning(
                     f"{self._plan.state_key}: {what} ({reason}); reconnecting and continuing "
                     f"{'after ' + str(self._state.position) if resumable else 'from the start'}"
