@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -155,20 +157,44 @@ class GreenplumClient:
     def stream(self, statement: sql.Composable, params: Mapping[str, Any] | None = None) -> Iterator[list[tuple]]:
         """Batches of rows from a named server-side cursor, BATCH_SIZE rows a round trip.
 
-        The transaction is closed when the iterator is exhausted or closed, so an abandoned read holds no
+        A helper thread fetches the next batch while the caller sends this one, so the server's work and the round
+        trip overlap the caller's (psycopg2 lets go of the GIL while it waits for the server); at most two batches
+        wait. The transaction is closed when the iterator is exhausted or closed, so an abandoned read holds no
         resource-queue slot on Greenplum.
         """
         connection = self.connection
         cursor = connection.cursor(name=f"fivetran_read_{next(self._cursor_names)}")
         batch_size = self._settings.batch_size
+        fetched: queue.Queue[list[tuple] | BaseException] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def fetch_ahead() -> None:
+            try:
+                while not stop.is_set():
+                    batch = cursor.fetchmany(batch_size)
+                    fetched.put(batch)
+                    if not batch:
+                        return
+            except BaseException as error:  # the reader raises it, as if it had fetched itself
+                fetched.put(error)
+
+        fetcher = threading.Thread(target=fetch_ahead, name=cursor.name, daemon=True)
         try:
             cursor.execute(statement, params)
+            fetcher.start()
             while True:
-                batch = cursor.fetchmany(batch_size)
+                batch = fetched.get()
+                if isinstance(batch, BaseException):
+                    raise batch
                 if not batch:
                     return
                 yield batch
         finally:
+            stop.set()
+            while fetcher.is_alive():  # a fetch under way ends with a batch nobody reads: make room for it
+                with contextlib.suppress(queue.Empty):
+                    fetched.get_nowait()
+                fetcher.join(0.01)
             if not connection.closed:
                 try:
                     cursor.close()

@@ -15,13 +15,28 @@ from catalog import Discovery, RelationKind, RowLocator, SourceTable, TypeResolv
 from configuration import ConfigurationError, CustomQuery, Settings
 from greenplum_client import GreenplumClient
 from type_mapping import FivetranType, ReadAs, SourceType, cursor_kind, fivetran_type
+from values import (
+    ColumnCheck,
+    dates_in_range,
+    decimals_finite,
+    floats4_storable,
+    floats8_storable,
+    json_decoded,
+)
 
 CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updated", "updated")
 ROW_ID_COLUMN = "_source_row_id"  # tells identical rows of a keyless table apart (the SDK hashes the row's values)
-# Types whose typecaster may return values.OutOfRange, which the sync sends as NULL with a warning.
-_STORED_AS_NULL_WHEN_OUT_OF_RANGE = frozenset(
-    ("DECIMAL", "NAIVE_DATE", "NAIVE_DATETIME", "UTC_DATETIME", "FLOAT", "DOUBLE", "JSON")
-)
+# What each batch's column of a type goes through before it is sent: values no destination type can hold become NULL
+# (with a warning), and JSON text is decoded.
+_COLUMN_CHECKS: dict[str, ColumnCheck] = {
+    "DECIMAL": decimals_finite,
+    "NAIVE_DATE": dates_in_range,
+    "NAIVE_DATETIME": dates_in_range,
+    "UTC_DATETIME": dates_in_range,
+    "FLOAT": floats4_storable,
+    "DOUBLE": floats8_storable,
+    "JSON": json_decoded,
+}
 
 
 class Strategy(enum.Enum):
@@ -87,12 +102,12 @@ class TablePlan:
         return table
 
     @property
-    def nullable_out_of_range_columns(self) -> tuple[int, ...]:
-        """Indexes of columns whose type can meet a value the destination cannot hold."""
+    def column_checks(self) -> tuple[tuple[int, str, ColumnCheck], ...]:
+        """(index, name, check) of the columns whose batches need a check before they are sent."""
         return tuple(
-            index
+            (index, column.name, _COLUMN_CHECKS[column.fivetran.name])
             for index, column in enumerate(self.columns)
-            if column.fivetran.name in _STORED_AS_NULL_WHEN_OUT_OF_RANGE
+            if column.fivetran.name in _COLUMN_CHECKS and column.fivetran.read_as is not ReadAs.FLOAT_ARRAY
         )
 
 

@@ -24,6 +24,8 @@ class ReadAs(enum.Enum):
     # Arrays of numeric and money as JSON arrays of exact decimal text: JSON numbers would pass through 64-bit floats.
     JSON_OF_TEXT = "json_of_text"  # to_json("col"::text[])
     JSON_OF_NUMERIC_TEXT = "json_of_numeric_text"  # to_json("col"::numeric[]::text[])
+    # Float arrays as they are, parsed by values.py into lists: Greenplum 6 segments would format them with 15 digits.
+    FLOAT_ARRAY = "float_array"  # "col"
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,11 @@ _PLAIN_TYPES = {
 _JSON_TYPES = {"hstore"}  # structured extension types with a cast to json
 # Types psycopg2 turns into Python objects (time, timedelta, Range) that the SDK would not store as their text.
 _TEXT_CAST_TYPES = {"time", "timetz", "interval", "tinterval"}
-# Float arrays are read as they are and parsed by values.py (Greenplum 6 segments would format them with 15 digits).
 _READ_AS_BY_ARRAY = {
     "_numeric": ReadAs.JSON_OF_TEXT,
     "_money": ReadAs.JSON_OF_NUMERIC_TEXT,
-    "_float4": ReadAs.PLAIN,
-    "_float8": ReadAs.PLAIN,
+    "_float4": ReadAs.FLOAT_ARRAY,
+    "_float8": ReadAs.FLOAT_ARRAY,
 }
 
 
