@@ -102,7 +102,8 @@ def register_typecasters(connection: extensions.connection) -> None:
         extensions.register_type(typecaster, connection)
 
 
-# Column checks: each returns the column itself when every value fits, else a copy with the misfits as None.
+# Column checks, each on one column of a batch: they return the values to send, None for those no destination type
+# can hold (whose texts go into `unfit`), and the column itself when it needs no change.
 
 
 def _replaced(column: Sequence[Any], unfit: list[str], misfit: Callable[[Any], str | None]) -> list[Any]:
