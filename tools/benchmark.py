@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -345,7 +344,7 @@ def _run_child(job_file: Path) -> None:
     result: dict[str, Any] = {}
     if job["stage"] == "extraction":
         _extraction(configuration, None, 0)
-        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_mb"] = _peak_rss_mb()
         Path(job["result"]).write_text(json.dumps(result))
         return
     if job["stage"] == "ceiling":
@@ -358,7 +357,7 @@ def _run_child(job_file: Path) -> None:
         started = time.perf_counter()
         counts = core_adapter.run(connector, str(project), configuration, {})
         result["seconds"] = time.perf_counter() - started
-        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_mb"] = _peak_rss_mb()
         if counts.get("Upserts") != job["rows"]:
             raise SystemExit(f"expected {job['rows']} upserts, the runner counted {counts}")
     if job["stage"] != "ceiling":
@@ -369,6 +368,14 @@ def _run_child(job_file: Path) -> None:
         result["incremental_seconds"] = time.perf_counter() - started
         result["incremental_upserts"] = counts.get("Upserts", 0)
     Path(job["result"]).write_text(json.dumps(result))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that across exec from the parent, whose
+    peak (stage 2's pre-built slice) would then be the floor of every child's."""
+    status = Path("/proc/self/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
 
 
 def _ceiling_connector(configuration: dict[str, str], rows: int, rows_file: Path) -> Any:
