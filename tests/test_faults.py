@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import pytest
 from conftest import Database, Destination
+from psycopg2 import sql
 
 import connector
 from catalog import detect_flavour
+from configuration import parse_settings
 from greenplum_client import APPLICATION_NAME, GreenplumClient
 
 ROWS = 12_000
@@ -295,3 +297,20 @@ def test_table_dropped_after_discovery_is_skipped(
     assert f'Skipped {schema}.doomed: relation "{schema}.doomed" does not exist' in out
     assert f"1 table(s) skipped: {schema}.doomed" in out
     assert destination.rows(schema, "kept", "id") == [(1,), (2,)]
+
+
+def test_a_read_abandoned_mid_table_stops_fetching_ahead(database: Database, schema: str, source) -> None:
+    """Closing a read after its first batch, with the next one fetched ahead, ends the helper thread and the
+    transaction, and leaves the connection usable; every batch read before holds distinct rows in key order."""
+    _fill(source, schema, TABLES["incremental"])
+    threads_before = set(threading.enumerate())
+    with GreenplumClient(parse_settings(database.configuration(BATCH_SIZE=BATCH))) as client:
+        statement = sql.SQL("SELECT id FROM {}.big ORDER BY id").format(sql.Identifier(schema))
+        reading = client.stream(statement)
+        first, second = next(reading), next(reading)
+        assert [row[0] for row in first + second] == list(range(1, 2 * int(BATCH) + 1))
+        time.sleep(0.2)  # the fetcher now holds a batch nobody will read, waiting for room
+        reading.close()
+        assert set(threading.enumerate()) == threads_before
+        assert client.connection.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        assert client.query(sql.SQL("SELECT count(*) FROM {}.big").format(sql.Identifier(schema))) == [(ROWS,)]
