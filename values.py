@@ -35,8 +35,8 @@ BYTEA_OID = 17
 _NON_FINITE = frozenset(("NaN", "Infinity", "-Infinity"))
 # Halfway between the largest subnormal and the smallest normal float32: servers before PostgreSQL 12 write a real
 # with 9 digits, and 1.17549435e-38, the smallest normal, reads as a double just below the float32 itself.
-SMALLEST_NORMAL_FLOAT4 = 1.17549428e-38
-SMALLEST_NORMAL_FLOAT8 = 2.2250738585072014e-308
+_SMALLEST_NORMAL_FLOAT4 = 1.17549428e-38
+_SMALLEST_NORMAL_FLOAT8 = 2.2250738585072014e-308
 # JSON nested deeper than this is not decoded: Python's json recursion (the SDK encodes it again) must stay far from
 # the interpreter's recursion limit, or the sync would fail on RecursionError.
 MAX_JSON_DEPTH = 500
@@ -148,8 +148,8 @@ def _float_check(smallest_normal: float) -> ColumnCheck:
     return floats_storable
 
 
-floats4_storable = _float_check(SMALLEST_NORMAL_FLOAT4)
-floats8_storable = _float_check(SMALLEST_NORMAL_FLOAT8)
+floats4_storable = _float_check(_SMALLEST_NORMAL_FLOAT4)
+floats8_storable = _float_check(_SMALLEST_NORMAL_FLOAT8)
 
 
 class _InexactNumber(ValueError):

@@ -332,21 +332,26 @@ def _child(
 
 def _run_child(job_file: Path) -> None:
     """In the fresh interpreter: stage 2 alone, stage 3, or stage 4 and its incremental follow-up."""
+    job = json.loads(job_file.read_text())
+    if job["stage"] == "extraction":
+        _extraction(job["configuration"], None, 0)
+        result = {"peak_mb": _peak_rss_mb()}
+    else:
+        result = _sdk_stage(job)
+    Path(job["result"]).write_text(json.dumps(result))
+
+
+def _sdk_stage(job: dict[str, Any]) -> dict[str, Any]:
+    """Stage 3, or stage 4 and its incremental follow-up, through the SDK's runner."""
     import fivetran_connector_sdk_core.runner as sdk_runner
     from fivetran_connector_sdk import Logging
     from fivetran_connector_sdk_cli import core_adapter
 
     Logging.LOG_LEVEL = Logging.Level.INFO  # the SDK's log.info raises TypeError while the level is unset
     sdk_runner.check_newer_version = lambda *args, **kwargs: None  # no network wait
-    job = json.loads(job_file.read_text())
     project, configuration = Path(job["project"]), job["configuration"]
     project.mkdir(exist_ok=True)
     result: dict[str, Any] = {}
-    if job["stage"] == "extraction":
-        _extraction(configuration, None, 0)
-        result["peak_mb"] = _peak_rss_mb()
-        Path(job["result"]).write_text(json.dumps(result))
-        return
     if job["stage"] == "ceiling":
         connector = _ceiling_connector(configuration, job["rows"], Path(job["rows_file"]))
     else:
@@ -367,7 +372,7 @@ def _run_child(job_file: Path) -> None:
         counts = core_adapter.run(connector, str(project), configuration, state)
         result["incremental_seconds"] = time.perf_counter() - started
         result["incremental_upserts"] = counts.get("Upserts", 0)
-    Path(job["result"]).write_text(json.dumps(result))
+    return result
 
 
 def _peak_rss_mb() -> float:
