@@ -155,6 +155,14 @@ PRIMARY_SEGMENTS = """
 SELECT content FROM pg_catalog.gp_segment_configuration WHERE role = 'p' AND content >= 0 ORDER BY content
 """
 
+# The leaves a full pass reads again, by oid: read through their own names when the user may.
+LEAF_NAMES = """
+SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT')
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = ANY (%(oids)s::oid[])
+"""
+
 COLUMN_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                WHERE attrelid = %(relation)s::regclass AND attname = %(column)s AND NOT attisdropped)

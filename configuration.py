@@ -76,6 +76,7 @@ class Settings:
     exclude_tables: tuple[TablePattern, ...] = ()
     exclude_columns: tuple[ColumnPattern, ...] = ()
     cursor_columns: dict[tuple[str, str], str] = field(default_factory=dict)
+    primary_keys: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     sslmode: str = "prefer"
     sslrootcert: str | None = field(default=None, repr=False)
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -129,6 +130,7 @@ def parse_settings(configuration: dict[str, Any]) -> Settings:
         exclude_tables=tuple(_table_pattern("EXCLUDE_TABLES", p) for p in _list(configuration, "EXCLUDE_TABLES")),
         exclude_columns=tuple(_column_pattern(p) for p in _list(configuration, "EXCLUDE_COLUMNS")),
         cursor_columns=_cursor_columns(configuration),
+        primary_keys=_primary_keys(configuration),
         sslmode=sslmode,
         sslrootcert=sslrootcert,
         batch_size=_integer(configuration, "BATCH_SIZE", DEFAULT_BATCH_SIZE, low=1, high=1_000_000),
@@ -178,14 +180,33 @@ def _column_pattern(text: str) -> ColumnPattern:
 
 
 def _cursor_columns(configuration: dict[str, Any]) -> dict[tuple[str, str], str]:
-    overrides: dict[tuple[str, str], str] = {}
-    for item in _list(configuration, "CURSOR_COLUMNS"):
-        table, colon, column = item.partition(":")
+    return {table: column for table, column in _table_items(configuration, "CURSOR_COLUMNS", "schema.table:column")}
+
+
+def _primary_keys(configuration: dict[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
+    keys = {}
+    for table, columns in _table_items(configuration, "PRIMARY_KEYS", "schema.table:column1+column2"):
+        names = tuple(name.strip() for name in columns.split("+"))
+        if not all(names) or len(set(names)) != len(names):
+            raise ConfigurationError(
+                f"PRIMARY_KEYS: '{table[0]}.{table[1]}:{columns}' must name distinct columns joined by '+'."
+            )
+        keys[table] = names
+    return keys
+
+
+def _table_items(configuration: dict[str, Any], key: str, form: str) -> list[tuple[tuple[str, str], str]]:
+    """`schema.table:value` items of a comma-separated list; a table named twice is a mistake, not an override."""
+    items: list[tuple[tuple[str, str], str]] = []
+    for item in _list(configuration, key):
+        table, colon, value = item.partition(":")
         schema, dot, name = table.partition(".")
-        if not (colon and dot and schema and name and column):
-            raise ConfigurationError(f"CURSOR_COLUMNS: '{item}' is not of the form schema.table:column.")
-        overrides[(schema, name)] = column
-    return overrides
+        if not (colon and dot and schema and name and value.strip()):
+            raise ConfigurationError(f"{key}: '{item}' is not of the form {form}.")
+        if any(existing == (schema, name) for existing, _ in items):
+            raise ConfigurationError(f"{key}: table '{schema}.{name}' is named twice.")
+        items.append(((schema, name), value.strip()))
+    return items
 
 
 def _queries(configuration: dict[str, Any]) -> tuple[CustomQuery, ...]:

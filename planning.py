@@ -25,7 +25,9 @@ from values import (
 )
 
 CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updated", "updated")
-ROW_ID_COLUMN = "_source_row_id"  # tells identical rows of a keyless table apart (the SDK hashes the row's values)
+# The key of a keyless table's rows in the destination: leaf and ordinal within the leaf (full), or the row's hash and
+# its ordinal among identical rows (append-only). Identical rows stay distinct, and a re-read row keeps its id.
+ROW_ID_COLUMN = "_source_row_id"
 # What each batch's column of a type goes through before it is sent: values no destination type can hold become NULL
 # (with a warning), and JSON text is decoded.
 _COLUMN_CHECKS: dict[str, ColumnCheck] = {
@@ -43,6 +45,16 @@ class Strategy(enum.Enum):
     INCREMENTAL = "incremental"
     FULL_WITH_KEY = "full with key"
     FULL_WITHOUT_KEY = "full without key"
+    APPEND_ONLY = "append only"
+
+    @property
+    def is_full(self) -> bool:
+        """Full strategies re-read what changed, found by digests of the leaves."""
+        return self in (Strategy.FULL_WITH_KEY, Strategy.FULL_WITHOUT_KEY)
+
+    @property
+    def has_row_ids(self) -> bool:
+        return self in (Strategy.FULL_WITHOUT_KEY, Strategy.APPEND_ONLY)
 
 
 @dataclass(frozen=True)
@@ -88,15 +100,18 @@ class TablePlan:
     split_by_segment: bool
     estimated_rows: int
     description: str  # kind, storage, distribution and key origin, for the log
+    leaf_key: str  # the name of the only leaf of a relation that is not partitioned (its oid)
+    partitioned: bool  # leaves are told apart by tableoid
+    declared_key: bool  # the key comes from PRIMARY_KEYS, so it is checked unique at the source
 
     def declaration(self) -> dict[str, object]:
         """The table as schema() declares it."""
         columns = {column.name: column.fivetran.declaration() for column in self.columns}
-        if self.strategy is Strategy.FULL_WITHOUT_KEY:
+        if self.strategy.has_row_ids:
             columns[ROW_ID_COLUMN] = "STRING"
         table: dict[str, object] = {"table": self.destination_table, "columns": columns}
-        if self.primary_key:
-            table["primary_key"] = list(self.primary_key)
+        if self.primary_key or self.strategy.has_row_ids:
+            table["primary_key"] = list(self.primary_key or (ROW_ID_COLUMN,))
         if self.destination_schema is not None:
             table["schema"] = self.destination_schema
         return table
@@ -164,6 +179,18 @@ def _check_patterns_match(settings: Settings, discovery: Discovery) -> None:
             raise ConfigurationError(f"CURSOR_COLUMNS: table '{schema}.{name}' does not exist or is not readable.")
         if column not in {c.name for c in table.columns}:
             raise ConfigurationError(f"CURSOR_COLUMNS: '{schema}.{name}' has no column '{column}'.")
+    for (schema, name), key in settings.primary_keys.items():
+        table = tables.get((schema, name))
+        if table is None:
+            raise ConfigurationError(f"PRIMARY_KEYS: table '{schema}.{name}' does not exist or is not readable.")
+        unknown = [column for column in key if column not in {c.name for c in table.columns}]
+        if unknown:
+            raise ConfigurationError(f"PRIMARY_KEYS: '{schema}.{name}' has no column(s) {', '.join(unknown)}.")
+        if table.primary_key:
+            raise ConfigurationError(
+                f"PRIMARY_KEYS: '{schema}.{name}' already has a key ({table.key_origin} on "
+                f"{', '.join(table.primary_key)}); a declared key applies only to a table without one."
+            )
 
 
 def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
@@ -173,32 +200,39 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
             continue
         columns.append(PlannedColumn(column.name, fivetran_type(column.source_type)))
     names = {c.name for c in columns}
-    missing_key = [k for k in table.primary_key if k not in names]
+    declared_key = settings.primary_keys.get((table.schema, table.name))
+    primary_key = declared_key or table.primary_key
+    key_origin = "PRIMARY_KEYS" if declared_key else table.key_origin
+    missing_key = [k for k in primary_key if k not in names]
     if missing_key:
         raise ConfigurationError(
             f"EXCLUDE_COLUMNS: key column(s) {', '.join(missing_key)} of {table.qualified_name} cannot be excluded "
             "(or are not readable by the user)."
         )
     cursor = _cursor_column(settings, table, names)
-    strategy = _strategy(table.primary_key, cursor)
+    declared_cursor = (table.schema, table.name) in settings.cursor_columns
+    strategy = _strategy(primary_key, cursor, append_only=declared_cursor)
     relation = sql.SQL("ONLY {}" if table.read_only_self else "{}").format(sql.Identifier(table.schema, table.name))
     details = [table.kind.value, f"storage {table.storage}"]
     if table.distributed_by:
         details.append(table.distributed_by)
-    details.append(f"key from {table.key_origin}" if table.primary_key else "no key")
+    details.append(f"key from {key_origin}" if primary_key else "no key")
     return TablePlan(
         state_key=table.qualified_name,
         destination_schema=table.schema,
         destination_table=table.name,
         relation=relation,
         columns=tuple(columns),
-        primary_key=table.primary_key,
-        cursor=cursor if strategy is Strategy.INCREMENTAL else None,
+        primary_key=primary_key,
+        cursor=cursor if strategy in (Strategy.INCREMENTAL, Strategy.APPEND_ONLY) else None,
         strategy=strategy,
         row_locator=table.row_locator,
         split_by_segment=table.split_by_segment,
         estimated_rows=table.estimated_rows,
         description=", ".join(details),
+        leaf_key=str(table.oid),
+        partitioned=table.kind is RelationKind.PARTITIONED,
+        declared_key=declared_key is not None,
     )
 
 
@@ -224,10 +258,13 @@ def _cursor_column(settings: Settings, table: SourceTable, names: set[str]) -> C
     return None
 
 
-def _strategy(primary_key: tuple[str, ...], cursor: CursorColumn | None) -> Strategy:
+def _strategy(primary_key: tuple[str, ...], cursor: CursorColumn | None, *, append_only: bool) -> Strategy:
+    """A keyless table whose cursor the user named (CURSOR_COLUMNS) only receives inserts: append-only."""
     if primary_key and cursor is not None:
         return Strategy.INCREMENTAL
-    return Strategy.FULL_WITH_KEY if primary_key else Strategy.FULL_WITHOUT_KEY
+    if primary_key:
+        return Strategy.FULL_WITH_KEY
+    return Strategy.APPEND_ONLY if append_only and cursor is not None else Strategy.FULL_WITHOUT_KEY
 
 
 def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient) -> TablePlan:
@@ -255,7 +292,7 @@ def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient)
         if kinds[query.cursor] is None:
             raise ConfigurationError(f"{where}: cursor column '{query.cursor}' must be a timestamp, date or integer.")
         cursor = CursorColumn(query.cursor, kinds[query.cursor], nullable=True, indexed=True)
-    strategy = _strategy(query.primary_key, cursor)
+    strategy = _strategy(query.primary_key, cursor, append_only=False)
     if cursor is not None and strategy is not Strategy.INCREMENTAL:
         raise ConfigurationError(f"{where}: a cursor needs a primary_key, so that re-read rows replace themselves.")
     return TablePlan(
@@ -271,4 +308,7 @@ def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient)
         split_by_segment=False,
         estimated_rows=0,
         description="custom query",
+        leaf_key="query",
+        partitioned=False,
+        declared_key=False,
     )

@@ -28,6 +28,11 @@ class TableState:
     - `in_pass`: a full pass has begun and its truncate is done, so resuming must not truncate again.
     - `cursor_column`: the cursor column's name and type ("updated_at UTC_DATETIME") that `cursor` and `position`
       were read from; when the column or its type changes, they no longer apply (None in states of older versions).
+    - `leaves`: full strategies: per leaf partition (the table itself when it is not partitioned), the digest taken
+      before its last completed read and, for keyless tables, how many row ids it holds in the destination. None
+      until a first full pass has begun.
+    - `pass_leaves`: a keyed full pass in progress: the digests taken before it began, saved as `leaves` at its end.
+    - `reading`: a keyless leaf whose read is in progress (see `LeafRead`).
     """
 
     strategy: str
@@ -37,6 +42,28 @@ class TableState:
     segment: int | None = None
     in_pass: bool = False
     cursor_column: str | None = None
+    leaves: dict[str, LeafState] | None = None
+    pass_leaves: dict[str, str] | None = None
+    reading: LeafRead | None = None
+
+
+@dataclass
+class LeafState:
+    """One leaf's digest when its last read began, and the highest row id ordinal the destination holds for it."""
+
+    digest: str
+    rows: int = 0
+
+
+@dataclass
+class LeafRead:
+    """A keyless leaf being read: its digest before the read, the ordinals sent so far, and the highest ordinal the
+    destination may hold for it (from an earlier read), above which nothing is left once this read ends."""
+
+    leaf: str
+    digest: str
+    sent: int = 0
+    high: int = 0
 
 
 @dataclass
@@ -75,6 +102,10 @@ def _table_state(key: str, entry: Any) -> TableState:
         raise StateError(f"State of table '{key}' is not an object.")
     try:
         state = TableState(**entry)
+        if isinstance(state.leaves, dict):
+            state.leaves = {leaf: _leaf_state(value) for leaf, value in state.leaves.items()}
+        if isinstance(state.reading, dict):
+            state.reading = LeafRead(**state.reading)
     except TypeError as error:
         raise StateError(f"State of table '{key}' has unexpected fields: {error}.") from None
     checks = (
@@ -89,8 +120,41 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("segment", state.segment is None or (isinstance(state.segment, int) and not isinstance(state.segment, bool))),
         ("in_pass", isinstance(state.in_pass, bool)),
         ("cursor_column", state.cursor_column is None or isinstance(state.cursor_column, str)),
+        ("leaves", _leaves_valid(state.leaves)),
+        ("pass_leaves", state.pass_leaves is None or _string_map(state.pass_leaves)),
+        (
+            "reading",
+            state.reading is None
+            or (
+                isinstance(state.reading, LeafRead)
+                and isinstance(state.reading.leaf, str)
+                and isinstance(state.reading.digest, str)
+                and _count(state.reading.sent)
+                and _count(state.reading.high)
+            ),
+        ),
     )
     for name, valid in checks:
         if not valid:
             raise StateError(f"State of table '{key}' has an invalid '{name}': {entry.get(name)!r}.")
     return state
+
+
+def _leaf_state(value: Any) -> Any:
+    return LeafState(**value) if isinstance(value, dict) else value
+
+
+def _valid_leaf(value: Any) -> bool:
+    return isinstance(value, LeafState) and isinstance(value.digest, str) and _count(value.rows)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _leaves_valid(leaves: Any) -> bool:
+    return leaves is None or (isinstance(leaves, dict) and all(map(_valid_leaf, leaves.values())))

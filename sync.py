@@ -1,8 +1,7 @@
-"""The read, upsert and checkpoint loop for each strategy, and the SQL of each read.
+"""Each strategy's pass over a table, and the read, upsert and checkpoint loop they share.
 
-Every read is a keyset read ordered so that the last row sent says where to continue: after a checkpoint when a
-sync is run again, and after a lost connection within the same sync. Rows sharing a cursor value are ordered by key,
-so none is lost between two reads.
+The SQL of each read is in `reads.py`; which leaves a full pass reads again, and why, is in `changes.py`. Progress is
+saved in the table's `TableState` and checkpointed with the whole `SyncState`, so a sync that dies anywhere resumes.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
 from itertools import repeat
 from typing import Any
 
@@ -20,11 +18,14 @@ from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
 
+import reads
 from catalog import RowLocator
+from changes import DeclaredKeyNotUnique, Leaf, check_declared_key, compare, leaf_digests, leaves_to_read
 from configuration import Settings
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
 from planning import ROW_ID_COLUMN, Strategy, TablePlan
-from state import SyncState
+from reads import Read
+from state import LeafRead, LeafState, SyncState
 from values import position_text
 
 
@@ -38,6 +39,7 @@ TABLE_ERRORS = (
     psycopg2.errors.UndefinedTable,
     psycopg2.errors.UndefinedColumn,
     ReadCancelled,
+    DeclaredKeyNotUnique,
 )
 # Lost connections in a row, with no row read in between, after which the table's read gives up.
 _MAX_RECONNECTS_WITHOUT_PROGRESS = 5
@@ -45,18 +47,10 @@ _MAX_RECONNECTS_WITHOUT_PROGRESS = 5
 _SAME_CURSOR_VALUES = {"SHORT": "integer", "INT": "integer", "LONG": "integer"}
 
 
-@dataclass(frozen=True)
-class Read:
-    """One SELECT of a table's pass, and which of its columns say where the read stands."""
-
-    statement: sql.Composed
-    params: list[Any]
-    position_columns: tuple[int, ...]  # indexes in the selected row
-
-
 @dataclass
 class TableReport:
     rows: int = 0
+    deleted: int = 0
     out_of_range: dict[str, list[str]] = field(default_factory=dict)  # column -> a few examples, and the count below
     out_of_range_counts: dict[str, int] = field(default_factory=dict)
 
@@ -82,15 +76,15 @@ class TableSync:
         self._started = time.monotonic()
         self._rows_at_checkpoint = 0
         self._names = [c.name for c in plan.columns]
-        if plan.strategy is Strategy.FULL_WITHOUT_KEY:
-            self._names.append(ROW_ID_COLUMN)
+        if plan.strategy is Strategy.APPEND_ONLY:
+            self._names.append(ROW_ID_COLUMN)  # the read computes it
         self._checks = plan.column_checks
 
     def run(self) -> TableReport:
         plan = self._plan
         if self._strategy_changed:
             log.info(f"{plan.state_key}: strategy is now {plan.strategy.value}; its earlier state is not used")
-        if plan.strategy is Strategy.INCREMENTAL:
+        if plan.cursor is not None:
             self._check_cursor_column()
         log.info(f"{plan.state_key}: {plan.strategy.value} sync ({plan.description}); {self._start_note()}")
         if plan.cursor is not None and not plan.cursor.indexed:
@@ -100,8 +94,12 @@ class TableSync:
             )
         if plan.strategy is Strategy.INCREMENTAL:
             self._run_incremental()
+        elif plan.strategy is Strategy.APPEND_ONLY:
+            self._run_append_only()
+        elif plan.strategy is Strategy.FULL_WITH_KEY:
+            self._run_keyed_full()
         else:
-            self._run_full()
+            self._run_keyless_full()
         self._finish()
         return self._report
 
@@ -109,21 +107,46 @@ class TableSync:
         state = self._state
         if state.position is not None:
             return f"resuming after {state.position}"
-        if self._plan.strategy is Strategy.INCREMENTAL and state.cursor is not None:
+        if self._plan.cursor is not None and state.cursor is not None:
             return f"from {self._plan.cursor.name} >= {state.cursor} minus {self._settings.lookback_seconds}s lookback"
+        if self._plan.strategy.is_full and state.leaves is not None:
+            return "reading what changed since the last pass"
         return "reading from the start"
+
+    # Incremental and append-only: rows from the saved cursor minus the lookback, then rows whose cursor is NULL.
 
     def _run_incremental(self) -> None:
         plan, state = self._plan, self._state
-        cursor = plan.cursor
+        if plan.declared_key and state.cursor is None and state.position is None and state.phase == "values":
+            check_declared_key(self._client, plan)  # the first sync: a key that is not unique would collapse rows
+        lookback = self._settings.lookback_seconds
+        nulls = sql.SQL("{} IS NULL").format(sql.Identifier(plan.cursor.name))
+        self._run_cursor_phases(
+            lambda: reads.incremental_values(plan, state, lookback), lambda: reads.keyed(plan, state, nulls)
+        )
+
+    def _run_append_only(self) -> None:
+        """Inserts only: the ids of re-read rows are stable, so the lookback window never duplicates a row."""
+        plan, state = self._plan, self._state
+        if state.cursor is None and state.position is None and state.phase == "values":
+            # A first sync: rows another strategy left in the destination have other ids.
+            self._client.query(reads.readable_check(plan))
+            op.truncate(plan.destination_table, schema=plan.destination_schema)
+        lookback = self._settings.lookback_seconds
+        self._run_cursor_phases(
+            lambda: reads.append_only(plan, state, lookback), lambda: reads.append_only(plan, state, 0, nulls=True)
+        )
+
+    def _run_cursor_phases(self, values: Callable[[], Read], nulls: Callable[[], Read]) -> None:
+        state = self._state
         if state.phase == "values":
-            last = self._read_all(lambda: self._incremental_values_read())
+            last = self._read_all(values)
             if last is not None:
                 state.cursor = last[0]
             state.phase, state.position = "nulls", None
             self._checkpoint()
-        if cursor.nullable:
-            self._read_all(lambda: self._keyed_read(sql.SQL("{} IS NULL").format(sql.Identifier(cursor.name))))
+        if self._plan.cursor.nullable:
+            self._read_all(nulls)
         state.phase, state.position = "values", None
 
     def _check_cursor_column(self) -> None:
@@ -150,33 +173,115 @@ class TableSync:
                 state.cursor, state.position, state.phase = None, None, "values"
         state.cursor_column = current
 
-    def _run_full(self) -> None:
+    # Full with key: unchanged leaves skip the table; a change re-reads it all after a truncate (deletes captured).
+
+    def _run_keyed_full(self) -> None:
         plan, state = self._plan, self._state
-        restart = plan.strategy is Strategy.FULL_WITHOUT_KEY and plan.row_locator is RowLocator.NONE
-        if not state.in_pass or restart:
-            # A table that cannot be read (grant revoked, dropped) fails here, before its rows are marked deleted.
-            self._client.query(sql.SQL("SELECT 1 FROM {} LIMIT 0").format(plan.relation))
+        if not state.in_pass:
+            # The digest query reads every selected column: a table that cannot be read fails here, before its rows
+            # are marked deleted.
+            current = self._digests()
+            if current is not None and state.leaves is not None and compare(state.leaves, current).unchanged:
+                log.info(f"{plan.state_key}: unchanged since the last pass ({_leaf_count(current)}); nothing read")
+                return
+            if plan.declared_key:
+                check_declared_key(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
             op.truncate(plan.destination_table, schema=plan.destination_schema)
-            state.in_pass, state.position, state.segment = True, None, None
-        if plan.strategy is Strategy.FULL_WITH_KEY:
-            self._read_all(lambda: self._keyed_read(None))
-        elif plan.row_locator is RowLocator.NONE:
-            self._read_all(self._unordered_read, resumable=False)
-        else:
-            segments = self._segments if plan.split_by_segment else [None]
-            start = segments.index(state.segment) if state.segment in segments else 0
-            for segment in segments[start:]:
-                if state.segment != segment:
-                    state.segment, state.position = segment, None
-                self._read_all(lambda segment=segment: self._physical_read(segment))
-        state.in_pass, state.position, state.segment = False, None, None
+            state.in_pass, state.position, state.pass_leaves = True, None, current
+        self._read_all(lambda: reads.keyed(plan, state))
+        if state.pass_leaves is not None:
+            state.leaves = {leaf: LeafState(digest) for leaf, digest in state.pass_leaves.items()}
+        state.in_pass, state.position, state.pass_leaves = False, None, None
 
-    def _read_all(self, build: Callable[[], Read], resumable: bool = True) -> list[str] | None:
+    # Full without key: only changed leaves are read, with row ids leaf:ordinal; ids a leaf no longer has are deleted.
+
+    def _run_keyless_full(self) -> None:
+        plan, state = self._plan, self._state
+        current = self._digests()  # fails, before anything is deleted, if the table is unreadable
+        if current is None:
+            raise ReadCancelled(
+                "the server cancelled the digest query that tells which leaves changed; raise statement_timeout for "
+                "USERNAME"
+            )
+        if state.leaves is None:
+            # The first pass: rows another strategy (or an older version) left in the destination have other ids.
+            op.truncate(plan.destination_table, schema=plan.destination_schema)
+            state.leaves, state.reading, state.position, state.segment, state.in_pass = {}, None, None, None, False
+        reading = state.reading
+        if reading is not None and reading.leaf not in current:  # the leaf being read is gone since
+            self._delete_row_ids(reading.leaf, 0, max(reading.high, reading.sent))
+            state.leaves.pop(reading.leaf, None)
+            state.reading = reading = None
+        in_progress = reading.leaf if reading is not None else None
+        changes = compare(state.leaves, current, in_progress)
+        to_read = ([in_progress] if in_progress is not None else []) + changes.changed
+        self._log_changes(current, to_read, changes.gone)
+        for leaf in changes.gone:
+            self._delete_row_ids(leaf, 0, state.leaves.pop(leaf).rows)
+            self._maybe_checkpoint()
+        for leaf in leaves_to_read(self._client, plan, to_read):
+            if state.reading is None or state.reading.leaf != leaf.key:
+                saved = state.leaves.get(leaf.key)
+                state.reading = LeafRead(leaf.key, current[leaf.key], 0, saved.rows if saved else 0)
+                state.position, state.segment = None, None
+            self._read_leaf(leaf)
+            reading = state.reading
+            self._delete_row_ids(leaf.key, reading.sent, reading.high)
+            state.leaves[leaf.key] = LeafState(reading.digest, reading.sent)
+            state.reading, state.position, state.segment = None, None, None
+            self._checkpoint()
+
+    def _digests(self) -> dict[str, str] | None:
+        """The digest of each leaf, or None when statement_timeout cancelled the query (one statement over the whole
+        table, where a read's fetches are each their own): a keyed table is then read in full, as without digests."""
+        try:
+            return leaf_digests(self._client, self._plan)
+        except psycopg2.Error as error:
+            if not is_statement_cancelled(error):
+                raise
+            log.warning(f"{self._plan.state_key}: the digest query was cancelled ({one_line(error)})")
+            return None
+
+    def _read_leaf(self, leaf: Leaf) -> None:
+        plan, state = self._plan, self._state
+        if plan.row_locator is RowLocator.NONE:
+            self._read_all(lambda: reads.leaf_whole(plan, leaf), on_restart=self._restart_leaf)
+            return
+        segments = self._segments if plan.split_by_segment else [None]
+        start = segments.index(state.segment) if state.segment in segments else 0
+        for segment in segments[start:]:
+            if state.segment != segment:
+                state.segment, state.position = segment, None
+            self._read_all(lambda segment=segment: reads.leaf_physical(plan, leaf, segment, state))
+
+    def _restart_leaf(self) -> None:
+        """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
+        reading = self._state.reading
+        reading.high, reading.sent = max(reading.high, reading.sent), 0
+
+    def _delete_row_ids(self, leaf: str, keep: int, high: int) -> None:
+        """Deletes the ids leaf:keep+1 .. leaf:high, which the destination may hold and the source no longer has."""
+        table, schema, delete = self._plan.destination_table, self._plan.destination_schema, op.delete
+        for ordinal in range(keep + 1, high + 1):
+            delete(table, {ROW_ID_COLUMN: f"{leaf}:{ordinal}"}, schema=schema)
+        self._report.deleted += max(high - keep, 0)
+
+    def _log_changes(self, current: dict[str, str], to_read: list[str], gone: list[str]) -> None:
+        what = f"{len(to_read)} of {_leaf_count(current)} changed or new"
+        if gone:
+            what += f", {len(gone)} gone"
+        if not to_read and not gone:
+            what = f"unchanged since the last pass ({_leaf_count(current)}); nothing read"
+        log.info(f"{self._plan.state_key}: {what}")
+
+    def _read_all(self, build: Callable[[], Read], on_restart: Callable[[], None] | None = None) -> list[str] | None:
         """Streams a read to the end, reconnecting and continuing from the last row sent when the connection drops.
 
+        A read without positions (`on_restart` given) starts again from its beginning instead.
         Returns the position of the last row read, or None when the read returned nothing.
         """
+        resumable = on_restart is None
         last_position = None
         failures_without_progress = 0
         while True:
@@ -212,13 +317,20 @@ class TableSync:
                     f"{self._plan.state_key}: {what} ({reason}); reconnecting and continuing "
                     f"{'after ' + str(self._state.position) if resumable else 'from the start'}"
                 )
-                if not resumable:
-                    op.truncate(self._plan.destination_table, schema=self._plan.destination_schema)
+                if on_restart is not None:
+                    on_restart()
 
     def _send(self, batch: list[tuple]) -> None:
         plan = self._plan
         table, schema, upsert = plan.destination_table, plan.destination_schema, op.upsert
-        for row in self.upsert_ready(batch):
+        rows = self.upsert_ready(batch)
+        reading = self._state.reading
+        if plan.strategy is Strategy.FULL_WITHOUT_KEY:  # row ids leaf:ordinal, the ordinal counted across the leaf
+            prefix = f"{reading.leaf}:"
+            for ordinal, row in enumerate(rows, start=reading.sent + 1):
+                row[ROW_ID_COLUMN] = prefix + str(ordinal)
+            reading.sent += len(rows)
+        for row in rows:
             upsert(table, row, schema=schema)
         self._report.rows += len(batch)
 
@@ -276,100 +388,6 @@ class TableSync:
                 f"(e.g. {examples}) were stored as NULL"
             )
 
-    # The reads. Positions are compared as untyped literals, which the server parses as the column's own type.
 
-    def _select(self, *extra: sql.Composable) -> sql.Composed:
-        plan = self._plan
-        expressions = [column.select_expression() for column in plan.columns]
-        if plan.strategy is Strategy.FULL_WITHOUT_KEY:
-            row_id = _row_id_expression(plan.row_locator, plan.split_by_segment)
-            expressions.append(sql.SQL("{} AS {}").format(row_id, sql.Identifier(ROW_ID_COLUMN)))
-        expressions.extend(extra)
-        return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), plan.relation)
-
-    def _index_of(self, name: str) -> int:
-        return self._names.index(name)
-
-    def _incremental_values_read(self) -> Read:
-        plan, state = self._plan, self._state
-        cursor = sql.Identifier(plan.cursor.name)
-        order = [plan.cursor.name, *plan.primary_key]
-        if state.position is not None:
-            condition, params = _after(order, state.position)
-        elif state.cursor is not None:
-            condition = sql.SQL("{} >= %s").format(cursor)
-            params = [_minus_lookback(state.cursor, plan.cursor.kind, self._settings.lookback_seconds)]
-        else:
-            condition, params = sql.SQL("{} IS NOT NULL").format(cursor), []
-        statement = sql.SQL("{} WHERE {} ORDER BY {}").format(self._select(), condition, _identifiers(order))
-        return Read(statement, params, tuple(self._index_of(name) for name in order))
-
-    def _keyed_read(self, extra_condition: sql.Composable | None) -> Read:
-        plan, state = self._plan, self._state
-        conditions, params = [], []
-        if extra_condition is not None:
-            conditions.append(extra_condition)
-        if state.position is not None:
-            condition, params = _after(plan.primary_key, state.position)
-            conditions.append(condition)
-        statement = self._select()
-        if conditions:
-            statement = sql.SQL("{} WHERE {}").format(statement, sql.SQL(" AND ").join(conditions))
-        statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(plan.primary_key))
-        return Read(statement, params, tuple(self._index_of(name) for name in plan.primary_key))
-
-    def _physical_read(self, segment: int | None) -> Read:
-        """A keyless relation in physical order; on Greenplum one segment at a time, as ctid is unique per segment."""
-        locator = self._plan.row_locator.columns
-        conditions, params = [], []
-        if segment is not None:
-            conditions.append(sql.SQL("gp_segment_id = %s"))
-            params.append(segment)
-        if self._state.position is not None:
-            condition, position = _after(locator, self._state.position)
-            conditions.append(condition)
-            params.extend(position)
-        # The position columns come last, after the columns sent: zip() with the column names leaves them out of the
-        # row. Their aliases must differ from the system columns', or ORDER BY ctid would sort by this text.
-        positions = [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"read_{c}")) for c in locator]
-        statement = self._select(*positions)
-        if conditions:
-            statement = sql.SQL("{} WHERE {}").format(statement, sql.SQL(" AND ").join(conditions))
-        statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(locator))
-        first = len(self._names)
-        return Read(statement, params, tuple(range(first, first + len(locator))))
-
-    def _unordered_read(self) -> Read:
-        return Read(self._select(), [], ())
-
-
-def _row_id_expression(locator: RowLocator, split_by_segment: bool) -> sql.Composable:
-    """Text unique to each row of a keyless relation (segment, partition, ctid), or its ordinal in a view's read."""
-    if locator is RowLocator.NONE:
-        return sql.SQL("(row_number() OVER ())::text")
-    columns = ("gp_segment_id", *locator.columns) if split_by_segment else locator.columns
-    parts = [sql.SQL("{}::text").format(sql.Identifier(column)) for column in columns]
-    return sql.SQL(" || ':' || ").join(parts)
-
-
-def _identifiers(names: tuple[str, ...] | list[str]) -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
-
-
-def _after(names: tuple[str, ...] | list[str], position: list[str]) -> tuple[sql.Composable, list[str]]:
-    """`(a, b) > (%s, %s)`: the rows after the given position, in the read's order."""
-    placeholders = sql.SQL(", ").join(sql.Placeholder() for _ in names)
-    return sql.SQL("({}) > ({})").format(_identifiers(names), placeholders), list(position)
-
-
-def _minus_lookback(cursor: str, kind: str, lookback_seconds: int) -> str:
-    """The saved cursor moved back by the lookback window, so late commits below it are read again."""
-    if lookback_seconds == 0 or kind == "integer":
-        return cursor
-    try:
-        if kind == "date":
-            days = -(-lookback_seconds // 86400)
-            return (date.fromisoformat(cursor) - timedelta(days=days)).isoformat()
-        return (datetime.fromisoformat(cursor) - timedelta(seconds=lookback_seconds)).isoformat()
-    except (ValueError, OverflowError):
-        return cursor  # infinity or a year the library cannot hold: compare as saved
+def _leaf_count(current: dict[str, str]) -> str:
+    return f"{len(current)} lea{'f' if len(current) == 1 else 'ves'} holding rows"

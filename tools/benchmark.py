@@ -252,7 +252,10 @@ def _first_read(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     """The client, TableSync and the first read of a first sync: what stages 1 and 2 both run."""
     client, plan, table_sync = _table_sync(configuration)
     assert plan.cursor is not None, "the benchmark table is synced incrementally"
-    return client, table_sync, table_sync._incremental_values_read()
+    import reads
+    from state import TableState
+
+    return client, table_sync, reads.incremental_values(plan, TableState(plan.strategy.value), 0)
 
 
 def _plain_cursor(server: local_postgres.LocalServer, configuration: dict[str, str], batch_size: int) -> float:

@@ -1,0 +1,129 @@
+"""Change detection for the full strategies: a digest of each leaf partition, computed by the server, and from it
+which leaves are read again, which are gone, and whether a declared key is unique.
+
+A leaf's digest is its row count and two sums over its rows of the two 64-bit halves of `md5` of the row's text
+(the selected columns only, as `ROW(...)::text`). The sums are exact (`sum(bigint)` is numeric), independent of row
+order, and computed where the rows are: on Greenplum each segment aggregates its own rows in parallel and only
+partial sums travel. A change to a leaf goes unseen only if the 128-bit sums of the rows removed and the rows added
+are equal while the count is too: for changed rows that behave like random ones, a chance of about 2^-128. `md5`
+and `bit(64)` casts exist on every server this connector reads (Greenplum 6 is PostgreSQL 9.4, which has no 64-bit
+text hash of its own).
+
+Leaves are told apart by `tableoid`, which names the leaf a row of a partitioned root lives in (Greenplum 6 legacy
+partitions included); a relation that is not partitioned is its own only leaf. A leaf with no row has no digest:
+emptied, dropped and detached leaves are alike "gone", and their rows are deleted in the destination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+import catalog_sql
+from greenplum_client import GreenplumClient
+from planning import TablePlan
+from state import LeafState
+
+
+class DeclaredKeyNotUnique(RuntimeError):
+    """A PRIMARY_KEYS key has duplicates or NULLs at the source: syncing would collapse rows, so the table is
+    skipped."""
+
+
+@dataclass(frozen=True)
+class LeafChanges:
+    """What a full pass must do, from the digests taken now and those saved when each leaf was last read."""
+
+    current: dict[str, str]  # leaf -> digest now
+    changed: list[str]  # new leaves and leaves whose digest differs from the saved one, in leaf order
+    gone: list[str]  # saved leaves that hold no row now
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.changed and not self.gone
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """How to read one leaf: through its own name when the user may, else through the root, filtered by tableoid."""
+
+    key: str
+    relation: sql.Composable
+    condition: sql.Composable | None
+    params: tuple[int, ...]
+
+
+def leaf_digests(client: GreenplumClient, plan: TablePlan) -> dict[str, str]:
+    """leaf -> digest (`count:sum1:sum2`) of every leaf that holds a row, in one aggregate query."""
+    row_text = sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(sql.Identifier(c.name) for c in plan.columns))
+    halves = sql.SQL(
+        "count(*), sum(('x' || substr(h, 1, 16))::bit(64)::bigint)::text, "
+        "sum(('x' || substr(h, 17, 16))::bit(64)::bigint)::text"
+    )
+    if plan.partitioned:
+        statement = sql.SQL(
+            "SELECT leaf, {} FROM (SELECT tableoid AS leaf, {} AS h FROM {}) AS digested GROUP BY leaf"
+        ).format(halves, row_text, plan.relation)
+        rows = client.query(statement)
+    else:
+        statement = sql.SQL("SELECT {} FROM (SELECT {} AS h FROM {}) AS digested").format(
+            halves, row_text, plan.relation
+        )
+        rows = [(plan.leaf_key, *row) for row in client.query(statement)]
+    return {str(leaf): f"{count}:{first}:{second}" for leaf, count, first, second in rows if count}
+
+
+def compare(saved: dict[str, LeafState], current: dict[str, str], in_progress: str | None = None) -> LeafChanges:
+    """The leaves to read again and the leaves gone, given the saved digests; a leaf whose read is `in_progress`
+    is neither (its read goes on)."""
+    changed = [
+        leaf
+        for leaf in sorted(current, key=_leaf_order)
+        if leaf != in_progress and (leaf not in saved or saved[leaf].digest != current[leaf])
+    ]
+    gone = [leaf for leaf in sorted(saved, key=_leaf_order) if leaf not in current and leaf != in_progress]
+    return LeafChanges(current, changed, gone)
+
+
+def leaves_to_read(client: GreenplumClient, plan: TablePlan, keys: list[str]) -> list[Leaf]:
+    """Each leaf's relation: its own name when the user may read it (the server then scans that leaf only)."""
+    if not plan.partitioned:
+        return [Leaf(key, plan.relation, None, ()) for key in keys]
+    rows = client.query(catalog_sql.LEAF_NAMES, {"oids": [int(key) for key in keys]}) if keys else []
+    names = {str(oid): (schema, name, readable) for oid, schema, name, readable in rows}
+    leaves = []
+    for key in keys:
+        schema, name, readable = names.get(key, (None, None, False))
+        if readable:
+            leaves.append(Leaf(key, sql.SQL("ONLY {}").format(sql.Identifier(schema, name)), None, ()))
+        else:
+            leaves.append(Leaf(key, plan.relation, sql.SQL("tableoid = %s"), (int(key),)))
+    return leaves
+
+
+def check_declared_key(client: GreenplumClient, plan: TablePlan) -> None:
+    """Raises DeclaredKeyNotUnique naming one duplicated (or NULL) key value; one aggregate query."""
+    key = [sql.Identifier(name) for name in plan.primary_key]
+    statement = sql.SQL("SELECT {}, count(*) FROM {} GROUP BY {} HAVING count(*) > 1 OR {} LIMIT 1").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(column) for column in key),
+        plan.relation,
+        sql.SQL(", ").join(key),
+        sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(column) for column in key),
+    )
+    rows = client.query(statement)
+    if not rows:
+        return
+    *values, count = rows[0]
+    shown = ", ".join("NULL" if value is None else repr(value) for value in values)
+    columns = "+".join(plan.primary_key)
+    problem = "is NULL in" if None in values else "is shared by"
+    raise DeclaredKeyNotUnique(
+        f"PRIMARY_KEYS: the declared key {columns} of {plan.state_key} is not unique at the source: ({shown}) "
+        f"{problem} {count} row(s); the table is not synced until the key is unique"
+    )
+
+
+def _leaf_order(leaf: str) -> tuple[int, str]:
+    """Leaves in oid order (oids grow as leaves are created: older partitions first)."""
+    return (int(leaf), leaf) if leaf.isdigit() else (-1, leaf)

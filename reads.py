@@ -1,0 +1,171 @@
+"""The SELECT of every read a strategy makes, and which of its columns say where the read stands.
+
+Every read is a keyset read ordered so that the last row sent says where to continue: after a checkpoint when a
+sync is run again, and after a lost connection within the same sync. Rows sharing a cursor value are ordered by key
+(or row id), so none is lost between two reads. Positions are compared as untyped literals, which the server parses
+as the column's own type; no value is ever spliced into the SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from psycopg2 import sql
+
+from changes import Leaf
+from planning import ROW_ID_COLUMN, TablePlan
+from state import TableState
+
+_ROW_HASH = "_fivetran_row_hash"  # the append-only read's inner alias for md5 of the row's text
+
+
+@dataclass(frozen=True)
+class Read:
+    """One SELECT of a table's pass, and which of its columns say where the read stands."""
+
+    statement: sql.Composed
+    params: list[Any]
+    position_columns: tuple[int, ...]  # indexes in the selected row
+
+
+def select(plan: TablePlan, relation: sql.Composable | None = None, *extra: sql.Composable) -> sql.Composed:
+    """The plan's columns as they are sent (casts that keep values exact), then any extra columns."""
+    expressions = [column.select_expression() for column in plan.columns]
+    expressions.extend(extra)
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), relation or plan.relation)
+
+
+def readable_check(plan: TablePlan) -> sql.Composed:
+    """Fails as the read would (no SELECT on the table or one of its columns, dropped) without reading a row."""
+    return sql.SQL("{} LIMIT 0").format(select(plan))
+
+
+def incremental_values(plan: TablePlan, state: TableState, lookback_seconds: int) -> Read:
+    """Rows with a cursor value, from the saved cursor minus the lookback (or after the saved position)."""
+    order = [plan.cursor.name, *plan.primary_key]
+    condition, params = _cursor_condition(plan, state, order, lookback_seconds)
+    statement = sql.SQL("{} WHERE {} ORDER BY {}").format(select(plan), condition, _identifiers(order))
+    return Read(statement, params, tuple(_index(plan, name) for name in order))
+
+
+def keyed(plan: TablePlan, state: TableState, extra_condition: sql.Composable | None = None) -> Read:
+    """The table in key order, after the saved position."""
+    conditions, params = [], []
+    if extra_condition is not None:
+        conditions.append(extra_condition)
+    if state.position is not None:
+        condition, params = _after(plan.primary_key, state.position)
+        conditions.append(condition)
+    statement = _where(select(plan), conditions)
+    statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(plan.primary_key))
+    return Read(statement, params, tuple(_index(plan, name) for name in plan.primary_key))
+
+
+def leaf_physical(plan: TablePlan, leaf: Leaf, segment: int | None, state: TableState) -> Read:
+    """A keyless leaf in physical (ctid) order; on Greenplum one segment at a time, as ctid is unique per segment."""
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    if leaf.condition is not None:
+        conditions.append(leaf.condition)
+        params.extend(leaf.params)
+    if segment is not None:
+        conditions.append(sql.SQL("gp_segment_id = %s"))
+        params.append(segment)
+    if state.position is not None:
+        condition, position = _after(("ctid",), state.position)
+        conditions.append(condition)
+        params.extend(position)
+    # The position comes last, after the columns sent: zip() with the column names leaves it out of the row. Its
+    # alias must differ from the system column's, or ORDER BY ctid would sort by this text.
+    statement = _where(select(plan, leaf.relation, sql.SQL("ctid::text AS read_ctid")), conditions)
+    return Read(sql.SQL("{} ORDER BY ctid").format(statement), params, (len(plan.columns),))
+
+
+def leaf_whole(plan: TablePlan, leaf: Leaf) -> Read:
+    """A leaf without physical positions (a view, a custom query): read whole, in no order."""
+    return Read(_where(select(plan, leaf.relation), [leaf.condition] if leaf.condition else []), list(leaf.params), ())
+
+
+def append_only(plan: TablePlan, state: TableState, lookback_seconds: int, nulls: bool = False) -> Read:
+    """Rows of an insert-only table from the saved cursor minus the lookback, each with a row id that a re-read
+    gives again: md5 of the row's text and its ordinal among identical rows. Identical rows share their cursor value,
+    so the window holds all of them or none, and their ordinals are the same in every read."""
+    cursor = sql.Identifier(plan.cursor.name)
+    order = [ROW_ID_COLUMN] if nulls else [plan.cursor.name, ROW_ID_COLUMN]
+    if nulls:
+        window, params = sql.SQL("{} IS NULL").format(cursor), []
+    else:
+        window, params = _cursor_condition(plan, state, order, lookback_seconds, inner=True)
+    columns = _identifiers([c.name for c in plan.columns])  # excluded columns are never read
+    numbered = sql.SQL(
+        "SELECT *, {hash} || ':' || (row_number() OVER (PARTITION BY {hash}))::text AS {row_id} "
+        "FROM (SELECT {columns}, md5(ROW({columns})::text) AS {hash} FROM {relation} WHERE {window}) AS hashed"
+    ).format(
+        hash=sql.Identifier(_ROW_HASH),
+        row_id=sql.Identifier(ROW_ID_COLUMN),
+        columns=columns,
+        relation=plan.relation,
+        window=window,
+    )
+    statement = select(plan, sql.SQL("({}) AS numbered").format(numbered), sql.Identifier(ROW_ID_COLUMN))
+    conditions = []
+    if state.position is not None:
+        condition, position = _after(order, state.position)
+        conditions.append(condition)
+        params = [*params, *position]
+    statement = sql.SQL("{} ORDER BY {}").format(_where(statement, conditions), _identifiers(order))
+    first = len(plan.columns)
+    return Read(statement, params, tuple(first if name == ROW_ID_COLUMN else _index(plan, name) for name in order))
+
+
+def _cursor_condition(
+    plan: TablePlan, state: TableState, order: list[str], lookback_seconds: int, inner: bool = False
+) -> tuple[sql.Composable, list[Any]]:
+    """Where an incremental read starts: after the saved position, else at the saved cursor minus the lookback.
+
+    `inner`: the condition goes inside a query that numbers identical rows, so a saved position only bounds the
+    cursor (`>=`) there, and the exact position is applied outside.
+    """
+    cursor = sql.Identifier(plan.cursor.name)
+    if state.position is not None and inner:
+        return sql.SQL("{} >= %s").format(cursor), [state.position[0]]
+    if state.position is not None:
+        return _after(order, state.position)
+    if state.cursor is not None:
+        return sql.SQL("{} >= %s").format(cursor), [_minus_lookback(state.cursor, plan.cursor.kind, lookback_seconds)]
+    return sql.SQL("{} IS NOT NULL").format(cursor), []
+
+
+def _index(plan: TablePlan, name: str) -> int:
+    return [c.name for c in plan.columns].index(name)
+
+
+def _where(statement: sql.Composable, conditions: list[sql.Composable]) -> sql.Composed:
+    if not conditions:
+        return sql.Composed([statement])
+    return sql.SQL("{} WHERE {}").format(statement, sql.SQL(" AND ").join(conditions))
+
+
+def _identifiers(names: tuple[str, ...] | list[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
+
+
+def _after(names: tuple[str, ...] | list[str], position: list[str]) -> tuple[sql.Composable, list[str]]:
+    """`(a, b) > (%s, %s)`: the rows after the given position, in the read's order."""
+    placeholders = sql.SQL(", ").join(sql.Placeholder() for _ in names)
+    return sql.SQL("({}) > ({})").format(_identifiers(names), placeholders), list(position)
+
+
+def _minus_lookback(cursor: str, kind: str, lookback_seconds: int) -> str:
+    """The saved cursor moved back by the lookback window, so late commits below it are read again."""
+    if lookback_seconds == 0 or kind == "integer":
+        return cursor
+    try:
+        if kind == "date":
+            days = -(-lookback_seconds // 86400)
+            return (date.fromisoformat(cursor) - timedelta(days=days)).isoformat()
+        return (datetime.fromisoformat(cursor) - timedelta(seconds=lookback_seconds)).isoformat()
+    except (ValueError, OverflowError):
+        return cursor  # infinity or a year the library cannot hold: compare as saved
