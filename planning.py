@@ -191,6 +191,12 @@ def _check_patterns_match(settings: Settings, discovery: Discovery) -> None:
                 f"PRIMARY_KEYS: '{schema}.{name}' already has a key ({table.key_origin} on "
                 f"{', '.join(table.primary_key)}); a declared key applies only to a table without one."
             )
+    for key, named in (("CURSOR_COLUMNS", settings.cursor_columns), ("PRIMARY_KEYS", settings.primary_keys)):
+        for schema, name in named:
+            if not _wanted(settings, tables[(schema, name)]):
+                raise ConfigurationError(
+                    f"{key}: '{schema}.{name}' is not synced (TABLES, EXCLUDE_TABLES; views only when named in TABLES)."
+                )
 
 
 def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:

@@ -51,6 +51,10 @@ def test_missing_required_keys_are_listed_together() -> None:
         ("EXCLUDE_TABLES", "public.", "EXCLUDE_TABLES: 'public.' is not of the form schema.table"),
         ("EXCLUDE_COLUMNS", "public.users", "EXCLUDE_COLUMNS: 'public.users' is not of the form schema.table.column"),
         ("CURSOR_COLUMNS", "public.orders", "CURSOR_COLUMNS: 'public.orders' is not of the form schema.table:column"),
+        ("CURSOR_COLUMNS", "s.t:a, s.t:b", "CURSOR_COLUMNS: table 's.t' is named twice"),
+        ("PRIMARY_KEYS", "s.t", "PRIMARY_KEYS: 's.t' is not of the form schema.table:column1+column2"),
+        ("PRIMARY_KEYS", "s.t:a++b", "PRIMARY_KEYS: 's.t:a++b' must name distinct columns joined by '+'"),
+        ("PRIMARY_KEYS", "s.t:a+a", "PRIMARY_KEYS: 's.t:a+a' must name distinct columns joined by '+'"),
         ("QUERIES", "[{", "QUERIES: not valid JSON"),
         ("QUERIES", '{"table": "x"}', "QUERIES: expected a JSON array"),
         ("QUERIES", '[{"table": "x"}]', "QUERIES[0]: 'query' must be a non-empty SELECT"),
@@ -82,6 +86,7 @@ def test_patterns_and_overrides_are_parsed() -> None:
             "EXCLUDE_TABLES": "sales.tmp_*",
             "EXCLUDE_COLUMNS": "sales.customers.ssn",
             "CURSOR_COLUMNS": "ops.orders:changed",
+            "PRIMARY_KEYS": "sales.facts:day + store, ops.orders:id",
             "QUERIES": '[{"table": "q", "query": "SELECT 1 AS id;", "primary_key": ["id"], "cursor": "id"}]',
         }
     )
@@ -92,4 +97,5 @@ def test_patterns_and_overrides_are_parsed() -> None:
     assert not settings.table_selected("sales", "tmp_load")
     assert settings.column_excluded("sales", "customers", "ssn")
     assert settings.cursor_columns == {("ops", "orders"): "changed"}
+    assert settings.primary_keys == {("sales", "facts"): ("day", "store"), ("ops", "orders"): ("id",)}
     assert settings.queries[0].query == "SELECT 1 AS id"

@@ -68,6 +68,14 @@ def test_excluded_columns_are_never_sent(database: Database, two_schemas, destin
         ({"EXCLUDE_COLUMNS": "{s}.orders.id"}, "EXCLUDE_COLUMNS: key column(s) id of {s}.orders cannot be excluded"),
         ({"CURSOR_COLUMNS": "{s}.orders:nope"}, "CURSOR_COLUMNS: '{s}.orders' has no column 'nope'"),
         ({"CURSOR_COLUMNS": "{s}.orders:note"}, "CURSOR_COLUMNS: {s}.orders.note must be a readable timestamp"),
+        ({"PRIMARY_KEYS": "{s}.nope:id"}, "PRIMARY_KEYS: table '{s}.nope' does not exist"),
+        ({"PRIMARY_KEYS": "{s}.orders:note"}, "PRIMARY_KEYS: '{s}.orders' already has a key (primary key on id)"),
+        ({"PRIMARY_KEYS": "{s}.order_view:id+nope"}, "PRIMARY_KEYS: '{s}.order_view' has no column(s) nope"),
+        ({"PRIMARY_KEYS": "{s}.order_view:id"}, "PRIMARY_KEYS: '{s}.order_view' is not synced"),
+        (
+            {"CURSOR_COLUMNS": "{s}.orders:id", "EXCLUDE_TABLES": "{s}.orders"},
+            "CURSOR_COLUMNS: '{s}.orders' is not synced",
+        ),
     ],
 )
 def test_names_that_match_nothing_are_refused(database: Database, two_schemas, destination, keys, message) -> None:

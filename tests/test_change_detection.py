@@ -1,0 +1,328 @@
+"""Full strategies cost what changed: leaf digests, keyless leaves replaced exactly, declared keys and append-only
+tables. Each test compares the destination with the source as a multiset and counts the rows each sync sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Database, Destination
+
+import sync
+from catalog import Flavour, detect_flavour
+
+MONTHS = ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01")
+# The append-only table's rows as epoch seconds (-1 for NULL), the same on both sides.
+SOURCE_LOG = "SELECT coalesce(extract(epoch FROM at)::bigint, -1), what FROM {s}.log"
+LANDED_LOG = 'coalesce(CAST(epoch("at") AS BIGINT), -1), what'
+
+
+def _legacy_greenplum(database: Database) -> bool:
+    return detect_flavour(database.version) in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
+
+
+def _is_greenplum(database: Database) -> bool:
+    return detect_flavour(database.version).is_greenplum
+
+
+class Facts:
+    """A keyless table partitioned by month, in the syntax the server has (Greenplum 6 legacy partitions, else
+    declarative), with ways to drop a month's leaf and add one."""
+
+    def __init__(self, database: Database, source, schema: str) -> None:
+        self.database, self.source, self.schema = database, source, schema
+        self.legacy = _legacy_greenplum(database)
+
+    def create(self, months: int = 3, storage: str = "") -> None:
+        s = self.schema
+        if self.legacy:
+            self._run(
+                f"""CREATE TABLE {s}.facts (day date, kind text, amount int, secret text) {storage}
+                DISTRIBUTED RANDOMLY PARTITION BY RANGE (day)
+                (START (date '{MONTHS[0]}') INCLUSIVE END (date '{MONTHS[months]}') EXCLUSIVE
+                 EVERY (interval '1 month'))"""
+            )
+            return
+        distributed = " DISTRIBUTED RANDOMLY" if _is_greenplum(self.database) else ""
+        self._run(f"CREATE TABLE {s}.facts (day date, kind text, amount int, secret text) PARTITION BY RANGE (day)")
+        for month in range(months):
+            self.add_leaf(month, distributed)
+
+    def add_leaf(self, month: int, distributed: str = "") -> None:
+        s, start, end = self.schema, MONTHS[month], _next_month(MONTHS[month])
+        if self.legacy:
+            self._run(f"ALTER TABLE {s}.facts ADD PARTITION START (date '{start}') END (date '{end}')")
+        else:
+            self._run(
+                f"CREATE TABLE {s}.facts_{month} PARTITION OF {s}.facts FOR VALUES FROM ('{start}') TO ('{end}')"
+                + distributed
+            )
+
+    def drop_leaf(self, month: int) -> None:
+        if self.legacy:
+            self._run(f"ALTER TABLE {self.schema}.facts DROP PARTITION FOR (date '{MONTHS[month]}')")
+        else:
+            self._run(f"DROP TABLE {self.schema}.facts_{month}")
+
+    def insert(self, month: int, rows: int, kind: str = "k", distinct: int = 5) -> None:
+        """`rows` rows in the month's leaf, only `distinct` of them different: identical rows abound."""
+        self._run(
+            f"""INSERT INTO {self.schema}.facts
+            SELECT date '{MONTHS[month]}' + (i % {distinct}), '{kind}', i % {distinct}, 'secret'
+            FROM generate_series(1, {rows}) AS i"""
+        )
+
+    def rows(self) -> list[tuple]:
+        with self.source.cursor() as cursor:
+            cursor.execute(f"SELECT day, kind, amount FROM {self.schema}.facts")
+            return sorted(cursor.fetchall())
+
+    def _run(self, statement: str) -> None:
+        with self.source.cursor() as cursor:
+            cursor.execute(statement)
+
+
+def _next_month(day: str) -> str:
+    year, month, _ = (int(part) for part in day.split("-"))
+    return f"{year + month // 12}-{month % 12 + 1:02d}-01"
+
+
+def _landed(destination: Destination, schema: str, table: str = "facts", columns: str = "day, kind, amount"):
+    return destination.rows(schema, table, columns)
+
+
+def _sent(counts: dict[str, int]) -> tuple[int, int, int]:
+    return counts["Upserts"], counts["Deletes"], counts["Truncates"]
+
+
+@pytest.fixture
+def facts(database: Database, source, schema: str) -> Facts:
+    return Facts(database, source, schema)
+
+
+def test_only_changed_leaves_are_sent_and_the_destination_stays_a_multiset(
+    database: Database, schema: str, facts: Facts, destination: Destination
+) -> None:
+    """Unchanged, one leaf grown, rows deleted and updated in a leaf, a leaf dropped, a leaf added: each sync sends
+    the changed leaves' rows and deletes the ids they no longer have, and never truncates the table again."""
+    facts.create(months=3)
+    for month in range(3):
+        facts.insert(month, 30)
+    configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="7")
+
+    assert _sent(destination.sync(configuration)) == (90, 0, 1), "the first pass: every row, after one truncate"
+    assert _landed(destination, schema) == facts.rows()
+    assert len(destination.state["tables"][f"{schema}.facts"]["leaves"]) == 3
+
+    assert _sent(destination.sync(configuration)) == (0, 0, 0), "nothing changed: nothing read, nothing sent"
+
+    facts.insert(1, 5, kind="new")
+    assert _sent(destination.sync(configuration)) == (35, 0, 0), "February's 35 rows only"
+    assert _landed(destination, schema) == facts.rows()
+
+    with facts.source.cursor() as cursor:  # March loses 6 identical rows, and 6 others change
+        cursor.execute(f"DELETE FROM {schema}.facts WHERE day = '2024-03-01'")
+        cursor.execute(f"UPDATE {schema}.facts SET kind = 'changed' WHERE day = '2024-03-02'")
+    assert _sent(destination.sync(configuration)) == (24, 6, 0), "March's 24 rows, and its ids 25 to 30 deleted"
+    assert _landed(destination, schema) == facts.rows()
+
+    facts.drop_leaf(0)
+    assert _sent(destination.sync(configuration)) == (0, 30, 0), "January's 30 ids deleted"
+    assert _landed(destination, schema) == facts.rows()
+
+    facts.add_leaf(3)
+    facts.insert(3, 7)
+    assert _sent(destination.sync(configuration)) == (7, 0, 0), "the new leaf's rows"
+    assert _landed(destination, schema) == facts.rows()
+    assert len(destination.state["tables"][f"{schema}.facts"]["leaves"]) == 3
+    assert _sent(destination.sync(configuration)) == (0, 0, 0)
+
+
+def test_an_excluded_column_plays_no_part_in_the_digest(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.t (a int, secret text);
+            INSERT INTO {schema}.t SELECT i % 3, 'x' FROM generate_series(1, 12) i"""
+        )
+    configuration = database.configuration(SCHEMAS=schema, EXCLUDE_COLUMNS=f"{schema}.t.secret")
+    assert _sent(destination.sync(configuration)) == (12, 0, 1)
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET secret = 'changed'")
+    assert _sent(destination.sync(configuration)) == (0, 0, 0), "only the excluded column changed"
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET a = a + 1 WHERE a = 0")
+    assert _sent(destination.sync(configuration)) == (12, 0, 0), "an unpartitioned table is one leaf"
+    assert destination.rows(schema, "t", "a") == _rows(source, f"SELECT a FROM {schema}.t")
+    with source.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {schema}.t")
+    assert _sent(destination.sync(configuration)) == (0, 12, 0), "emptied: every id deleted"
+    assert destination.rows(schema, "t", "a") == []
+
+
+def test_a_sync_killed_mid_leaf_resumes_there_and_the_next_sync_catches_what_changed_meanwhile(
+    database: Database, schema: str, facts: Facts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    facts.create(months=2)
+    facts.insert(0, 300)
+    facts.insert(1, 300)
+    configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="50", CHECKPOINT_ROWS="100")
+    real_checkpoint = sync.op.checkpoint
+
+    def checkpoint_then_crash(state: dict) -> None:
+        real_checkpoint(state)
+        reading = state["tables"][f"{schema}.facts"]["reading"]
+        if reading is not None and reading["sent"] >= 100 and len(state["tables"][f"{schema}.facts"]["leaves"]) == 1:
+            raise RuntimeError("killed mid-leaf")  # in the second leaf, after its first checkpoint
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
+    with pytest.raises(Exception, match="killed mid-leaf"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    saved = destination.saved_state()
+    reading = saved["tables"][f"{schema}.facts"]["reading"]
+    assert reading["sent"] >= 100 and saved["tables"][f"{schema}.facts"]["position"] is not None
+    # The leaf being read loses rows before the read goes on: the read finishes on its old digest, and the next
+    # sync sees the leaf changed.
+    with facts.source.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {schema}.facts WHERE day = '{MONTHS[1]}'")
+
+    resumed = destination.sync(configuration, state=saved)
+    assert resumed["Upserts"] + reading["sent"] < 300 and resumed["Truncates"] == 0, "the rest of the leaf only"
+    counts = destination.sync(configuration)
+    held = reading["sent"] + resumed["Upserts"]  # the ids the destination holds for the leaf
+    assert (counts["Upserts"], counts["Deletes"]) == (240, held - 240), "the changed leaf again, and its lost ids"
+    assert _landed(destination, schema) == facts.rows()
+    assert _sent(destination.sync(configuration)) == (0, 0, 0)
+
+
+def test_a_declared_key_without_a_cursor_makes_a_keyed_full_table_that_is_skipped_when_unchanged(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.dim (code text, label text);
+            INSERT INTO {schema}.dim SELECT 'c' || i, 'label ' || i FROM generate_series(1, 20) i"""
+        )
+    configuration = database.configuration(SCHEMAS=schema, PRIMARY_KEYS=f"{schema}.dim:code")
+    assert _sent(destination.sync(configuration)) == (20, 0, 1)
+    assert destination.state["tables"][f"{schema}.dim"]["strategy"] == "full with key"
+    assert _sent(destination.sync(configuration)) == (0, 0, 0), "unchanged: not re-read"
+    with source.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {schema}.dim WHERE code IN ('c1', 'c2'); UPDATE {schema}.dim SET label = 'x'")
+    assert _sent(destination.sync(configuration)) == (18, 0, 1), "changed: the full pass, deletes captured"
+    expected = _rows(source, f"SELECT code, label FROM {schema}.dim")
+    assert destination.rows(schema, "dim", "code, label") == expected
+    deleted = destination.query(f'SELECT code FROM "tester_{schema}".dim WHERE _fivetran_deleted ORDER BY 1')
+    assert deleted == [("c1",), ("c2",)]
+
+
+def test_a_declared_key_with_a_cursor_makes_an_incremental_table(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.ev (a int, b int, changed timestamp NOT NULL, note text);
+            INSERT INTO {schema}.ev SELECT i / 4, i % 4, '2024-01-01'::timestamp + i * interval '1 day', 'n'
+            FROM generate_series(1, 40) i"""
+        )
+    configuration = database.configuration(
+        SCHEMAS=schema, PRIMARY_KEYS=f"{schema}.ev:a+b", CURSOR_COLUMNS=f"{schema}.ev:changed", LOOKBACK_SECONDS="0"
+    )
+    assert destination.sync(configuration)["Upserts"] == 40
+    assert destination.state["tables"][f"{schema}.ev"]["strategy"] == "incremental"
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.ev SET note = 'late', changed = '2030-01-01' WHERE a = 1 AND b = 0")
+    assert destination.sync(configuration)["Upserts"] == 2, "the row at the saved cursor and the changed one"
+    expected = _rows(source, f"SELECT a, b, note FROM {schema}.ev")
+    assert destination.rows(schema, "ev", "a, b, note") == expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "shown"),
+    [
+        ("('c1', 'one'), ('c1', 'again'), ('c2', 'two')", "('c1') is shared by 2 row(s)"),
+        ("('c1', 'one'), (NULL, 'none')", "(NULL) is NULL in 1 row(s)"),
+    ],
+)
+def test_a_declared_key_that_is_not_unique_skips_the_table_and_names_a_value(
+    database: Database, schema: str, source, destination: Destination, capfd, rows: str, shown: str
+) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.dim (code text, label text); INSERT INTO {schema}.dim VALUES {rows};
+            CREATE TABLE {schema}.other (id int PRIMARY KEY); INSERT INTO {schema}.other VALUES (1)"""
+        )
+    for cursor_column in ("", f"{schema}.dim:changed"):
+        if cursor_column:  # the first sync of an incremental table checks it too
+            with source.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {schema}.dim ADD COLUMN changed timestamp")
+        configuration = database.configuration(
+            SCHEMAS=schema, PRIMARY_KEYS=f"{schema}.dim:code", CURSOR_COLUMNS=cursor_column
+        )
+        counts = destination.sync(configuration)
+        out = capfd.readouterr().out
+        assert f"the declared key code of {schema}.dim is not unique at the source: {shown}" in out
+        assert f"1 table(s) skipped: {schema}.dim" in out
+        # No row of dim was sent; the other table synced (and the second time, unchanged, sent nothing).
+        assert counts["Upserts"] == (0 if cursor_column else 1)
+
+
+def test_an_append_only_table_rereads_its_lookback_window_without_duplicating_a_row(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    """A keyless table with CURSOR_COLUMNS only receives inserts: identical rows stay distinct, rows re-read in the
+    lookback window keep their ids, late commits inside the window land, rows with a NULL cursor are read each
+    sync."""
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.log (at timestamptz, what text);
+            INSERT INTO {schema}.log SELECT timestamptz '2024-01-01 00:00+00' + (i / 3) * interval '1 minute',
+                                            'e' || (i % 2) FROM generate_series(1, 60) i;
+            INSERT INTO {schema}.log VALUES (NULL, 'undated'), (NULL, 'undated')"""
+        )
+    configuration = database.configuration(
+        SCHEMAS=schema, CURSOR_COLUMNS=f"{schema}.log:at", LOOKBACK_SECONDS="300", BATCH_SIZE="4"
+    )
+    assert _sent(destination.sync(configuration)) == (62, 0, 1)
+    assert destination.state["tables"][f"{schema}.log"]["strategy"] == "append only"
+    assert destination.rows(schema, "log", LANDED_LOG) == _rows(source, SOURCE_LOG.format(s=schema))
+
+    with source.cursor() as cursor:  # late commits: 2 minutes before the newest row, one identical to existing rows
+        cursor.execute(
+            f"""INSERT INTO {schema}.log VALUES ('2024-01-01 00:18+00', 'e0'), ('2024-01-01 00:18+00', 'late'),
+            ('2024-01-01 00:30+00', 'new'), (NULL, 'undated')"""
+        )
+    counts = destination.sync(configuration)
+    # The window: 5 minutes before 00:20 holds the rows of 00:15 to 00:20 (16 of them, 2 of them new), then 00:30,
+    # then the 3 rows whose cursor is NULL.
+    assert _sent(counts) == (16 + 2 + 1 + 3, 0, 0)
+    expected = _rows(source, SOURCE_LOG.format(s=schema))
+    assert destination.rows(schema, "log", LANDED_LOG) == expected
+    assert len(expected) == 66
+
+
+def _rows(source, statement: str) -> list[tuple]:
+    with source.cursor() as cursor:
+        cursor.execute(statement)
+        return sorted(cursor.fetchall())
+
+
+def test_digests_do_not_depend_on_row_order_and_state_stays_one_entry_per_leaf(
+    database: Database, schema: str, facts: Facts, destination: Destination
+) -> None:
+    """Rewriting a leaf with the same rows in another physical order changes nothing the digest sees."""
+    facts.create(months=2)
+    facts.insert(0, 50)
+    facts.insert(1, 50)
+    configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="1000")
+    destination.sync(configuration)
+    with facts.source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.copy AS SELECT * FROM {schema}.facts ORDER BY random()")
+        cursor.execute(f"DELETE FROM {schema}.facts")
+        cursor.execute(f"INSERT INTO {schema}.facts SELECT * FROM {schema}.copy ORDER BY amount DESC")
+    configuration = database.configuration(SCHEMAS=schema, TABLES=f"{schema}.facts", BATCH_SIZE="1000")
+    assert _sent(destination.sync(configuration)) == (0, 0, 0)
+    leaves = destination.state["tables"][f"{schema}.facts"]["leaves"]
+    assert len(leaves) == 2 and len(json.dumps(leaves)) < 300
