@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configuration import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_ROWS  # noqa: E402
+from tools.change_benchmark import format_changes, run_changes  # noqa: E402
 
 DATABASE = "benchmark"
 SCHEMA, TABLE = "bench", "items"
@@ -83,13 +84,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slice", type=int, default=50_000, help="distinct pre-built rows stage 3 cycles through")
     parser.add_argument("--repeat", type=int, default=2, help="runs of stages 1 and 2, interleaved; best kept")
     parser.add_argument("--extraction-only", action="store_true", help="stages 1 and 2 only (a minute, not an hour)")
+    parser.add_argument(
+        "--changes", action="store_true", help="instead: what full syncs cost when little changed (12-leaf keyless)"
+    )
+    parser.add_argument("--dsn", help="with --changes: an existing database (e.g. a Greenplum) instead of our own")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a stage-3 or stage-4 job file
     args = parser.parse_args(argv)
     if args.child is not None:
         _run_child(args.child)
         return
-    results = run(args)
-    print(format_table(results))
+    if args.changes:
+        results = run_changes(args.rows, args.dsn, args.batch_size, args.checkpoint_rows)
+        print(format_changes(results))
+    else:
+        results = run(args)
+        print(format_table(results))
     print(json.dumps(results, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,238 @@
+"""What a full-strategy sync costs when little or nothing changed, measured in one run (`python -m tools.benchmark
+--changes`).
+
+On a keyless table of N rows partitioned by month into 12 leaves (append-optimized and column-oriented on Greenplum
+6), through the SDK's runner: rows sent and seconds of (a) the first sync, (b) a sync with nothing changed, (c) a
+sync after inserting 0.1% of N into one leaf and deleting 0.1% of N from another; and the digest query's time next
+to a full read of the table by the connector without the SDK. On a throwaway local PostgreSQL, or with `--dsn` on an
+existing database (a real Greenplum), where it creates the schema `bench_changes` and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from tools import local_postgres
+
+SCHEMA = "bench_changes"
+TARGETS = {"unchanged_share_of_first": 0.05, "extra_rows_share": 0.01}
+
+_COLUMNS = "id bigint, day date, store int, product int, quantity int, amount numeric(12, 2), note text"
+_PARTITIONS_LEGACY = (
+    "PARTITION BY RANGE (day) (START (date '2024-01-01') INCLUSIVE END (date '2025-01-01') EXCLUSIVE "
+    "EVERY (interval '1 month'))"
+)
+# The rows of day d are spread over the year; g + offset keeps the inserted rows' ids apart from the first ones.
+_FILL = f"""
+INSERT INTO {SCHEMA}.facts
+SELECT g, {{day}}, (g %% 50)::int, (g %% 1000)::int, (g %% 7)::int, round((g %% 100003) * 0.37, 2),
+       CASE WHEN g %% 10 <> 0 THEN md5(g::text) END
+FROM generate_series(%s::bigint, %s::bigint) AS g
+"""
+
+
+def run_changes(rows: int, dsn: str | None, batch_size: int, checkpoint_rows: int) -> dict[str, Any]:
+    """Builds the table, runs the three syncs and the two reads; returns what the JSON output holds."""
+    with tempfile.TemporaryDirectory(prefix="connector-change-benchmark-") as work:
+        if dsn is not None:
+            return _measure(psycopg2.extensions.parse_dsn(dsn), rows, Path(work), batch_size, checkpoint_rows)
+        with local_postgres.start_server(local_postgres.find_bin_dir()) as server:
+            admin = psycopg2.connect(**server.connect_kwargs())
+            admin.autocommit = True
+            with admin.cursor() as cursor:
+                cursor.execute("CREATE DATABASE benchmark")
+            admin.close()
+            params = {**server.connect_kwargs(), "dbname": "benchmark"}
+            return _measure(params, rows, Path(work), batch_size, checkpoint_rows)
+
+
+def _measure(params: dict[str, Any], rows: int, work: Path, batch_size: int, checkpoint_rows: int) -> dict[str, Any]:
+    source = psycopg2.connect(**params)
+    source.autocommit = True
+    try:
+        version = _one(source, "SELECT version()")
+        legacy = "Greenplum Database 6" in version or "Greenplum Database 5" in version
+        started = time.monotonic()
+        _build(source, rows, legacy, "Greenplum" in version)
+        print(f"built {rows:,} rows in 12 leaves in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        configuration = {
+            "HOST": str(params.get("host", "localhost")),
+            "PORT": str(params.get("port", 5432)),
+            "DATABASE": params["dbname"],
+            "USERNAME": params["user"],
+            "PASSWORD": params.get("password", "") or "unused",
+            "SCHEMAS": SCHEMA,
+            "BATCH_SIZE": str(batch_size),
+            "CHECKPOINT_ROWS": str(checkpoint_rows),
+        }
+        results: dict[str, Any] = {
+            "rows": rows,
+            "server": version.split(" on ")[0],
+            "python": sys.version.split()[0],
+        }
+        results["reads"] = _digest_and_full_read(configuration)
+        first = _sync(work, configuration, "first sync")
+        unchanged = _sync(work, configuration, "nothing changed")
+        change = max(rows // 1000, 1)
+        _change_two_leaves(source, rows, change)
+        changed_leaf_rows = _one(
+            source,
+            f"SELECT count(*) FROM {SCHEMA}.facts WHERE (day >= '2024-03-01' AND day < '2024-04-01') "
+            "OR (day >= '2024-07-01' AND day < '2024-08-01')",
+        )
+        changed = _sync(work, configuration, "0.1% inserted into one leaf, 0.1% deleted from another")
+        landed = _landed_rows(work)
+        expected = _one(source, f"SELECT count(*) FROM {SCHEMA}.facts")
+        if landed != expected:
+            raise SystemExit(f"the destination holds {landed} live rows, the source {expected}")
+    finally:
+        with source.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        source.close()
+    results["syncs"] = {"a_first": first, "b_unchanged": unchanged, "c_changed": changed}
+    results["changed_leaves_rows"] = changed_leaf_rows
+    unchanged_share = unchanged["seconds"] / first["seconds"]
+    sent_in_c = changed["upserts"] + changed["deletes"]
+    results["ratios"] = {
+        "unchanged_share_of_first": unchanged_share,
+        "changed_sent_over_leaves_plus_1pct": sent_in_c / (changed_leaf_rows + rows * TARGETS["extra_rows_share"]),
+        "digest_share_of_full_read": results["reads"]["digest_seconds"] / results["reads"]["full_read_seconds"],
+    }
+    results["targets"] = {
+        "b sends 0 rows": unchanged["upserts"] + unchanged["deletes"] == 0,
+        "b under 5% of a": unchanged_share < TARGETS["unchanged_share_of_first"],
+        "c sends at most the changed leaves' rows plus 1% of N": sent_in_c
+        <= changed_leaf_rows + rows * TARGETS["extra_rows_share"],
+    }
+    return results
+
+
+def format_changes(results: dict[str, Any]) -> str:
+    """The results as a plain-text table."""
+    met = {True: "met", False: "NOT MET"}
+    lines = [
+        f"{results['rows']:,} keyless rows in 12 leaves; Python {results['python']}, {results['server']}",
+        f"{'sync':<58}{'seconds':>9}{'upserts':>10}{'deletes':>9}",
+    ]
+    labels = {
+        "a_first": "(a) first sync",
+        "b_unchanged": "(b) nothing changed",
+        "c_changed": "(c) +0.1% in one leaf, -0.1% in another",
+    }
+    for key, label in labels.items():
+        sync = results["syncs"][key]
+        lines.append(f"{label:<58}{sync['seconds']:>9.1f}{sync['upserts']:>10,}{sync['deletes']:>9,}")
+    reads, ratios = results["reads"], results["ratios"]
+    lines += [
+        f"changed leaves now hold {results['changed_leaves_rows']:,} rows; (c) sent "
+        f"{ratios['changed_sent_over_leaves_plus_1pct']:.2f} of those plus 1% of N",
+        f"(b) took {ratios['unchanged_share_of_first']:.2%} of (a)",
+        f"digest query {reads['digest_seconds']:.2f}s, full read without the SDK {reads['full_read_seconds']:.2f}s "
+        f"({ratios['digest_share_of_full_read']:.1%})",
+    ]
+    lines += [f"target {name}: {met[value]}" for name, value in results["targets"].items()]
+    return "\n".join(lines)
+
+
+def _build(source: psycopg2.extensions.connection, rows: int, legacy: bool, greenplum: bool) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
+        if legacy:
+            cursor.execute(
+                f"CREATE TABLE {SCHEMA}.facts ({_COLUMNS}) WITH (appendonly=true, orientation=column) "
+                f"DISTRIBUTED RANDOMLY {_PARTITIONS_LEGACY}"
+            )
+        else:
+            distributed = " DISTRIBUTED RANDOMLY" if greenplum else ""
+            cursor.execute(f"CREATE TABLE {SCHEMA}.facts ({_COLUMNS}) PARTITION BY RANGE (day){distributed}")
+            for month in range(1, 13):
+                end = "2025-01-01" if month == 12 else f"2024-{month + 1:02d}-01"
+                cursor.execute(
+                    f"CREATE TABLE {SCHEMA}.facts_{month:02d} PARTITION OF {SCHEMA}.facts "
+                    f"FOR VALUES FROM ('2024-{month:02d}-01') TO ('{end}'){distributed}"
+                )
+        step, fill = 500_000, _FILL.format(day="date '2024-01-01' + (g %% 366)::int")
+        for first in range(1, rows + 1, step):
+            cursor.execute(fill, (first, min(first + step - 1, rows)))
+        cursor.execute(f"ANALYZE {SCHEMA}.facts")
+
+
+def _change_two_leaves(source: psycopg2.extensions.connection, rows: int, change: int) -> None:
+    """Inserts `change` rows into March and deletes `change` rows from July."""
+    with source.cursor() as cursor:
+        cursor.execute(_FILL.format(day="date '2024-03-15'"), (rows + 1, rows + change))
+        cursor.execute(
+            f"""DELETE FROM {SCHEMA}.facts WHERE id IN (SELECT id FROM {SCHEMA}.facts
+            WHERE day >= '2024-07-01' AND day < '2024-08-01' ORDER BY id LIMIT {change})"""
+        )
+
+
+def _digest_and_full_read(configuration: dict[str, str]) -> dict[str, float]:
+    """Seconds of the digest query of every leaf, and of reading every row as the connector does, without the SDK."""
+    import reads
+    from catalog import discover, server_info
+    from changes import leaf_digests
+    from configuration import parse_settings
+    from greenplum_client import GreenplumClient
+    from planning import plan_tables
+
+    settings = parse_settings(configuration)
+    with GreenplumClient(settings) as client:
+        (plan,) = plan_tables(settings, discover(client, server_info(client), settings.schemas), client)
+        started = time.perf_counter()
+        digests = leaf_digests(client, plan)
+        digest_seconds = time.perf_counter() - started
+        if len(digests) != 12:
+            raise SystemExit(f"expected 12 leaves holding rows, the digest found {len(digests)}")
+        started = time.perf_counter()
+        for _batch in client.stream(reads.select(plan)):
+            pass
+        return {"digest_seconds": digest_seconds, "full_read_seconds": time.perf_counter() - started}
+
+
+def _sync(work: Path, configuration: dict[str, str], what: str) -> dict[str, Any]:
+    """One sync through the SDK's runner into `work`, from the state the previous one saved."""
+    import fivetran_connector_sdk_core.runner as sdk_runner
+    from fivetran_connector_sdk import Logging
+    from fivetran_connector_sdk_cli import core_adapter
+
+    import connector
+
+    Logging.LOG_LEVEL = Logging.Level.WARNING  # the SDK's log.info raises TypeError while the level is unset
+    sdk_runner.check_newer_version = lambda *args, **kwargs: None  # no network wait
+    state_file = work / "files" / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    print(f"sync: {what} ...", file=sys.stderr)
+    started = time.perf_counter()
+    counts = core_adapter.run(connector.connector, str(work), configuration, state)
+    return {
+        "seconds": time.perf_counter() - started,
+        "upserts": counts.get("Upserts", 0),
+        "deletes": counts.get("Deletes", 0),
+        "truncates": counts.get("Truncates", 0),
+    }
+
+
+def _landed_rows(work: Path) -> int:
+    import duckdb
+
+    connection = duckdb.connect(str(work / "files" / "warehouse.db"), read_only=True)
+    try:
+        query = f'SELECT count(*) FROM "tester_{SCHEMA}".facts WHERE NOT _fivetran_deleted'
+        return connection.execute(query).fetchone()[0]
+    finally:
+        connection.close()
+
+
+def _one(connection: psycopg2.extensions.connection, statement: str) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.fetchone()[0]
