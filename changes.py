@@ -2,12 +2,12 @@
 which leaves are read again, which are gone, and whether a declared key is unique.
 
 A leaf's digest is its row count and two sums over its rows of the two 64-bit halves of `md5` of the row's text
-(the selected columns only, as `ROW(...)::text`). The sums are exact (`sum(bigint)` is numeric), independent of row
-order, and computed where the rows are: on Greenplum each segment aggregates its own rows in parallel and only
-partial sums travel. A change to a leaf goes unseen only if the 128-bit sums of the rows removed and the rows added
-are equal while the count is too: for changed rows that behave like random ones, a chance of about 2^-128. `md5`
-and `bit(64)` casts exist on every server this connector reads (Greenplum 6 is PostgreSQL 9.4, which has no 64-bit
-text hash of its own).
+(the selected columns only, as `ROW(...)::text`, floats in their binary form). The sums are exact (`sum(bigint)` is
+numeric), independent of row order, and computed where the rows are: on Greenplum each segment aggregates its own
+rows in parallel and only partial sums travel. A change to a leaf goes unseen only if the 128-bit sums of the rows
+removed and the rows added are equal while the count is too: for changed rows that behave like random ones, a chance
+of about 2^-128. `md5` and `bit(64)` casts exist on every server this connector reads (Greenplum 6 is PostgreSQL 9.4,
+which has no 64-bit text hash of its own).
 
 Leaves are told apart by `tableoid`, which names the leaf a row of a partitioned root lives in (Greenplum 6 legacy
 partitions included); a relation that is not partitioned is its own only leaf. A leaf with no row has no digest:
@@ -22,8 +22,9 @@ from psycopg2 import sql
 
 import catalog_sql
 from greenplum_client import GreenplumClient
-from planning import TablePlan
+from planning import PlannedColumn, TablePlan
 from state import LeafState
+from type_mapping import ReadAs
 
 
 class DeclaredKeyNotUnique(RuntimeError):
@@ -56,7 +57,7 @@ class Leaf:
 
 def leaf_digests(client: GreenplumClient, plan: TablePlan) -> dict[str, str]:
     """leaf -> digest (`count:sum1:sum2`) of every leaf that holds a row, in one aggregate query."""
-    row_text = sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(sql.Identifier(c.name) for c in plan.columns))
+    row_text = row_md5(plan)
     halves = sql.SQL(
         "count(*), sum(('x' || substr(h, 1, 16))::bit(64)::bigint)::text, "
         "sum(('x' || substr(h, 17, 16))::bit(64)::bigint)::text"
@@ -72,6 +73,27 @@ def leaf_digests(client: GreenplumClient, plan: TablePlan) -> dict[str, str]:
         )
         rows = [(plan.leaf_key, *row) for row in client.query(statement)]
     return {str(leaf): f"{count}:{first}:{second}" for leaf, count, first, second in rows if count}
+
+
+def row_md5(plan: TablePlan) -> sql.Composable:
+    """md5 of the row's selected columns, the same text for the same values whatever the session's settings: what
+    digests sum, and what the row ids of append-only tables are made of."""
+    return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(_digested, plan.columns)))
+
+
+def _digested(column: PlannedColumn) -> sql.Composable:
+    """The column as the digest sees it. Floats in their binary form: their text depends on extra_float_digits, which
+    Greenplum does not dispatch to every segment (Greenplum 6 segments inside a cursor, Greenplum 7 and Cloudberry
+    never), so the same value could digest differently from one sync to the next, or a change hide in the 17th
+    digit."""
+    identifier = sql.Identifier(column.name)
+    if column.fivetran.read_as is ReadAs.FLOAT_ARRAY:
+        return sql.SQL("array_send({})").format(identifier)
+    if column.fivetran.name in ("FLOAT", "DOUBLE"):
+        return sql.SQL("{}({})").format(
+            sql.SQL("float4send" if column.fivetran.name == "FLOAT" else "float8send"), identifier
+        )
+    return identifier
 
 
 def compare(saved: dict[str, LeafState], current: dict[str, str], in_progress: str | None = None) -> LeafChanges:

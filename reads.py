@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from changes import Leaf
+from changes import Leaf, row_md5
 from planning import ROW_ID_COLUMN, TablePlan
 from state import TableState
 
@@ -101,11 +101,12 @@ def append_only(plan: TablePlan, state: TableState, lookback_seconds: int, nulls
     columns = _identifiers([c.name for c in plan.columns])  # excluded columns are never read
     numbered = sql.SQL(
         "SELECT *, {hash} || ':' || (row_number() OVER (PARTITION BY {hash}))::text AS {row_id} "
-        "FROM (SELECT {columns}, md5(ROW({columns})::text) AS {hash} FROM {relation} WHERE {window}) AS hashed"
+        "FROM (SELECT {columns}, {row_md5} AS {hash} FROM {relation} WHERE {window}) AS hashed"
     ).format(
         hash=sql.Identifier(_ROW_HASH),
         row_id=sql.Identifier(ROW_ID_COLUMN),
         columns=columns,
+        row_md5=row_md5(plan),
         relation=plan.relation,
         window=window,
     )

@@ -277,7 +277,7 @@ def test_an_append_only_table_rereads_its_lookback_window_without_duplicating_a_
     sync."""
     with source.cursor() as cursor:
         cursor.execute(
-            f"""CREATE TABLE {schema}.log (at timestamptz, what text);
+            f"""CREATE TABLE {schema}.log (at timestamptz, what text, score float8 DEFAULT 0.1);
             INSERT INTO {schema}.log SELECT timestamptz '2024-01-01 00:00+00' + (i / 3) * interval '1 minute',
                                             'e' || (i % 2) FROM generate_series(1, 60) i;
             INSERT INTO {schema}.log VALUES (NULL, 'undated'), (NULL, 'undated')"""
