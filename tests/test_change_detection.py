@@ -326,3 +326,22 @@ def test_digests_do_not_depend_on_row_order_and_state_stays_one_entry_per_leaf(
     assert _sent(destination.sync(configuration)) == (0, 0, 0)
     leaves = destination.state["tables"][f"{schema}.facts"]["leaves"]
     assert len(leaves) == 2 and len(json.dumps(leaves)) < 300
+
+
+def test_a_float_changed_in_its_last_digit_is_a_change(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    """Floats are digested in binary: a change only the 17th significant digit shows is still seen."""
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.m (v float8, w real, a float8[]);
+            INSERT INTO {schema}.m VALUES (0.1, 0.1, '{{0.1}}')"""
+        )
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    assert _sent(destination.sync(configuration)) == (0, 0, 0)
+    for change in ("v = '0.10000000000000002'", "w = '0.100000009'", "a = '{0.10000000000000002}'"):
+        with source.cursor() as cursor:
+            cursor.execute(f"UPDATE {schema}.m SET {change}")
+        assert _sent(destination.sync(configuration)) == (1, 0, 0), change
+    assert destination.rows(schema, "m", "v") == [(0.10000000000000002,)]
