@@ -14,6 +14,7 @@ import catalog_sql
 from greenplum_client import GreenplumClient
 from type_mapping import SourceType, numeric_precision_scale
 
+REPLICATED = "DISTRIBUTED REPLICATED"  # what pg_get_table_distributedby() says of a replicated table
 SYSTEM_SCHEMAS = ["pg_catalog", "information_schema", "gp_toolkit", "pg_aoseg", "pg_bitmapindex", "pg_ext_aux"]
 
 
@@ -85,6 +86,7 @@ class SourceTable:
     row_locator: RowLocator
     split_by_segment: bool  # Greenplum: read a keyless relation segment by segment, each part resumable
     indexed_columns: frozenset[str]
+    replicated: bool = False  # DISTRIBUTED REPLICATED: read once, without system columns (tableoid, ctid, ...)
 
     @property
     def qualified_name(self) -> str:
@@ -180,9 +182,12 @@ def discover(client: GreenplumClient, info: ServerInfo, schemas: tuple[str, ...]
     for oid, schema, name, kind, reltuples, storage, distributed_by in candidates:
         if oid in external_leaves:
             leaves = ", ".join(sorted(external_leaves[oid]))
-            skipped.append(SkippedRelation(schema, name, f"partitioned table with external partition(s) {leaves}"))
+            reason = f"partitioned table with external or foreign partition(s) {leaves}"
+            skipped.append(SkippedRelation(schema, name, reason))
             continue
         primary_key, key_origin = keys.get(oid, ((), ""))
+        # Every segment holds all of a replicated table's rows, and the parser hides its system columns.
+        replicated = distributed_by == REPLICATED
         tables.append(
             SourceTable(
                 oid=oid,
@@ -196,9 +201,10 @@ def discover(client: GreenplumClient, info: ServerInfo, schemas: tuple[str, ...]
                 storage=storage,
                 distributed_by=distributed_by or None,
                 read_only_self=kind is RelationKind.TABLE,
-                row_locator=_row_locator(kind),
-                split_by_segment=info.flavour.is_greenplum and kind is not RelationKind.VIEW,
+                row_locator=RowLocator.NONE if replicated else _row_locator(kind),
+                split_by_segment=info.flavour.is_greenplum and kind is not RelationKind.VIEW and not replicated,
                 indexed_columns=frozenset(indexed.get(oid, ())),
+                replicated=replicated,
             )
         )
     return Discovery(tuple(tables), tuple(skipped))
@@ -221,11 +227,9 @@ def _row_locator(kind: RelationKind) -> RowLocator:
 
 
 def _external_leaves(client: GreenplumClient, info: ServerInfo, partitioned: list[int]) -> dict[int, list[str]]:
-    if not partitioned or not info.flavour.is_greenplum:
+    if not partitioned:
         return {}
-    statement = (
-        catalog_sql.EXTERNAL_LEAVES_GREENPLUM6 if _is_legacy_greenplum(info) else catalog_sql.EXTERNAL_LEAVES_GREENPLUM7
-    )
+    statement = catalog_sql.EXTERNAL_LEAVES_GREENPLUM6 if _is_legacy_greenplum(info) else catalog_sql.FOREIGN_LEAVES
     leaves: dict[int, list[str]] = {}
     for root, leaf in client.query(statement, {"oids": partitioned}):
         leaves.setdefault(root, []).append(leaf)

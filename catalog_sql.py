@@ -64,40 +64,46 @@ RELATIONS_GREENPLUM6 = _RELATION_COLUMNS.format(
     hide_leaves="c.oid NOT IN (SELECT r.parchildrelid FROM pg_catalog.pg_partition_rule r)",
 )
 
-# External tables hiding as leaves of a partitioned root would be read through the root: list them per root.
+# External and foreign tables hiding as leaves of a partitioned root would be read through the root: list them per
+# root. Greenplum 6 legacy partitions: external tables (relstorage 'x') exchanged in, or foreign ones.
 EXTERNAL_LEAVES_GREENPLUM6 = """
 SELECT p.parrelid, r.parchildrelid::regclass::text
 FROM pg_catalog.pg_partition p
 JOIN pg_catalog.pg_partition_rule r ON r.paroid = p.oid
 JOIN pg_catalog.pg_class c ON c.oid = r.parchildrelid
-WHERE p.parrelid = ANY (%(oids)s::oid[]) AND c.relstorage = 'x'
+WHERE p.parrelid = ANY (%(oids)s::oid[]) AND (c.relstorage IN ('x', 'f') OR c.relkind = 'f')
 """
 
-EXTERNAL_LEAVES_GREENPLUM7 = """
+# PostgreSQL, Greenplum 7 and Cloudberry: any foreign-table leaf, whatever its server (gp_exttable_server for
+# Greenplum's external tables, postgres_fdw, PXF, file_fdw, ...).
+_PARTITION_TREE = """
 WITH RECURSIVE tree(root, relid) AS (
     SELECT c.oid, c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY (%(oids)s::oid[])
     UNION ALL
     SELECT tree.root, i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
 )
+"""
+
+FOREIGN_LEAVES = (
+    _PARTITION_TREE
+    + """
 SELECT tree.root, c.oid::regclass::text
-FROM tree
-JOIN pg_catalog.pg_class c ON c.oid = tree.relid
-JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
-JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
-WHERE s.srvname = 'gp_exttable_server'
+FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+WHERE c.relkind = 'f'
 """
-
-# Estimated rows of partitioned roots: the sum over every descendant (a root's own reltuples is 0 or -1).
-PARTITION_ROW_ESTIMATES = """
-WITH RECURSIVE tree(root, relid) AS (
-    SELECT c.oid, c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY (%(oids)s::oid[])
-    UNION ALL
-    SELECT tree.root, i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
 )
+
+# Estimated rows of partitioned roots: the sum over the leaves. PostgreSQL 14+ (Cloudberry's bases) also keeps an
+# ANALYZE estimate on the partitioned root and middle levels (relkind 'p'): counting those too would double it.
+PARTITION_ROW_ESTIMATES = (
+    _PARTITION_TREE
+    + """
 SELECT tree.root, sum(GREATEST(c.reltuples, 0))::float8
 FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+WHERE c.relkind <> 'p'
 GROUP BY tree.root
 """
+)
 
 # Greenplum 6 without a recursive query (gp_recursive_cte may be off): every level of a legacy partition tree names
 # the root in pg_partition.parrelid, and middle levels hold no rows.
@@ -172,7 +178,6 @@ GREENPLUM_ONLY = (
     RELATIONS_GREENPLUM6,
     RELATIONS_GREENPLUM7,
     EXTERNAL_LEAVES_GREENPLUM6,
-    EXTERNAL_LEAVES_GREENPLUM7,
     PARTITION_ROW_ESTIMATES_GREENPLUM6,
     PRIMARY_SEGMENTS,
 )

@@ -51,8 +51,8 @@ class Leaf:
 
     key: str
     relation: sql.Composable
-    condition: sql.Composable | None
-    params: tuple[int, ...]
+    condition: sql.Composable | None = None
+    params: tuple[int, ...] = ()
 
 
 def leaf_digests(client: GreenplumClient, plan: TablePlan) -> dict[str, str]:

@@ -237,8 +237,14 @@ class GreenplumClient:
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
-                # SET, not set_config(): Greenplum dispatches a SET to every segment, where casts and to_json run,
-                # while set_config() would change the coordinator's session only.
+                # SET, not set_config(): Greenplum dispatches a SET of TimeZone, DateStyle and IntervalStyle to the
+                # segments, where casts to text run (set_config() changes the coordinator's session only). It does
+                # not dispatch extra_float_digits, bytea_output or default_transaction_read_only on Greenplum 7 and
+                # Cloudberry (unsync_guc_name.h), and Greenplum 6 segments inside a cursor may not have
+                # extra_float_digits either. Nothing relies on the segments having those: floats, float arrays and
+                # bytea are selected bare and formatted by the coordinator, digests and append-only row ids hash
+                # floats in binary, and the coordinator's READ ONLY transaction refuses every write. (A composite
+                # value read as text is formatted on a segment: its float fields may lose digits there.)
                 for name, value in SESSION_SETTINGS:
                     cursor.execute(sql.SQL("SET {} TO %s").format(sql.Identifier(name)), (value,))
             connection.autocommit = False

@@ -237,7 +237,8 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
         estimated_rows=table.estimated_rows,
         description=", ".join(details),
         leaf_key=str(table.oid),
-        partitioned=table.kind is RelationKind.PARTITIONED,
+        # A replicated root hides tableoid: its leaves cannot be told apart, so the root is one leaf.
+        partitioned=table.kind is RelationKind.PARTITIONED and not table.replicated,
         declared_key=declared_key is not None,
     )
 

@@ -37,11 +37,6 @@ def select(plan: TablePlan, relation: sql.Composable | None = None, *extra: sql.
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), relation or plan.relation)
 
 
-def readable_check(plan: TablePlan) -> sql.Composed:
-    """Fails as the read would (no SELECT on the table or one of its columns, dropped) without reading a row."""
-    return sql.SQL("{} LIMIT 0").format(select(plan))
-
-
 def incremental_values(plan: TablePlan, state: TableState, lookback_seconds: int) -> Read:
     """Rows with a cursor value, from the saved cursor minus the lookback (or after the saved position)."""
     order = [plan.cursor.name, *plan.primary_key]

@@ -130,7 +130,7 @@ class TableSync:
         plan, state = self._plan, self._state
         if state.cursor is None and state.position is None and state.phase == "values":
             # A first sync: rows another strategy left in the destination have other ids.
-            self._client.query(reads.readable_check(plan))
+            self._probe(reads.append_only(plan, state, self._settings.lookback_seconds))
             op.truncate(plan.destination_table, schema=plan.destination_schema)
         lookback = self._settings.lookback_seconds
         self._run_cursor_phases(
@@ -206,6 +206,8 @@ class TableSync:
             )
         if state.leaves is None:
             # The first pass: rows another strategy (or an older version) left in the destination have other ids.
+            first = leaves_to_read(self._client, plan, sorted(current)[:1]) or [Leaf(plan.leaf_key, plan.relation)]
+            self._probe(self._leaf_read(first[0], None))
             op.truncate(plan.destination_table, schema=plan.destination_schema)
             state.leaves, state.reading, state.position, state.segment, state.in_pass = {}, None, None, None, False
         reading = state.reading
@@ -245,15 +247,26 @@ class TableSync:
 
     def _read_leaf(self, leaf: Leaf) -> None:
         plan, state = self._plan, self._state
-        if plan.row_locator is RowLocator.NONE:
-            self._read_all(lambda: reads.leaf_whole(plan, leaf), on_restart=self._restart_leaf)
+        if plan.row_locator is RowLocator.NONE:  # a view, a query, a replicated table: no physical position
+            self._read_all(lambda: self._leaf_read(leaf, None), on_restart=self._restart_leaf)
             return
-        segments = self._segments if plan.split_by_segment else [None]
+        # No segment listed (Cloudberry's single-node mode has none with content >= 0): the leaf is read whole.
+        segments = self._segments if plan.split_by_segment and self._segments else [None]
         start = segments.index(state.segment) if state.segment in segments else 0
         for segment in segments[start:]:
             if state.segment != segment:
                 state.segment, state.position = segment, None
-            self._read_all(lambda segment=segment: reads.leaf_physical(plan, leaf, segment, state))
+            self._read_all(lambda segment=segment: self._leaf_read(leaf, segment))
+
+    def _leaf_read(self, leaf: Leaf, segment: int | None) -> Read:
+        if self._plan.row_locator is RowLocator.NONE:
+            return reads.leaf_whole(self._plan, leaf)
+        return reads.leaf_physical(self._plan, leaf, segment, self._state)
+
+    def _probe(self, read: Read) -> None:
+        """Runs a read for no row: what would fail it (a privilege, a hidden system column, a dropped column) fails
+        here, before anything in the destination is truncated."""
+        self._client.query(sql.SQL("{} LIMIT 0").format(read.statement), read.params)
 
     def _restart_leaf(self) -> None:
         """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""

@@ -52,9 +52,17 @@ class Database:
     def connect(self, **overrides: Any) -> psycopg2.extensions.connection:
         params = {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user}
         params.update(overrides)
-        connection = psycopg2.connect(password=self.password, **params)
+        connection = psycopg2.connect(**{"password": self.password, **params})
         connection.autocommit = True
         return connection
+
+    def checks_passwords(self) -> bool:
+        """Whether the server refuses a wrong password: one that trusts its clients (pg_hba `trust`) takes any."""
+        try:
+            self.connect(password="wrong-" + self.password).close()
+        except psycopg2.OperationalError:
+            return True
+        return False
 
     def configuration(self, **keys: str) -> dict[str, str]:
         """A connector configuration for this database; keyword arguments add or override keys."""
