@@ -1,23 +1,27 @@
 """The connector end to end on an embedded default: a throwaway PostgreSQL with sample data, `fivetran debug`, and a
-summary of what landed in files/warehouse.db next to what the source holds.
+summary of what landed next to what the source holds.
+
+It runs the README's own command, `tools/debug.sh --configuration configuration.json`, in the folder demo/, so its
+output (demo/files/warehouse.db, demo/files/state.json) never mixes with the files/ of your own runs.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import duckdb
 import psycopg2
 
 from tools import local_postgres
-from tools.fivetran_cli import ROOT, fivetran, stage_project
+from tools.fivetran_cli import ROOT
 
 SAMPLE_SQL = Path(__file__).with_name("sample_data.sql")
 DEMO_DATABASE = "demo"
+DEMO_DIR = ROOT / "demo"
 
 
 def _load_sample(server: local_postgres.LocalServer) -> None:
@@ -66,38 +70,36 @@ def _summary(warehouse: Path, server: local_postgres.LocalServer) -> list[str]:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="connector-demo-") as work:
-        work_dir = Path(work)
-        print("Starting a throwaway PostgreSQL with the sample schema shop ...", flush=True)
-        with local_postgres.start_server(local_postgres.find_bin_dir()) as server:
-            _load_sample(server)
-            example = json.loads((ROOT / "configuration.json.example").read_text())
-            configuration = {
-                **example,
-                "HOST": server.host,
-                "PORT": str(server.port),
-                "DATABASE": DEMO_DATABASE,
-                "USERNAME": server.user,
-                "PASSWORD": server.password,
-                "SSLMODE": "disable",
-            }
-            configuration_path = work_dir / "configuration.json"
-            configuration_path.write_text(json.dumps(configuration))
-            project = stage_project(work_dir / "greenplum_connector")
-            print(f"Running: fivetran debug --configuration configuration.json ({server.version})", flush=True)
-            result = fivetran(
-                "debug", "--configuration", str(configuration_path), project=project, home=work_dir / "home"
-            )
-            if result.returncode != 0:
-                print("fivetran debug failed: see its output above.", file=sys.stderr)
-                return result.returncode
-            files = ROOT / "files"
-            files.mkdir(exist_ok=True)
-            for name in ("warehouse.db", "state.json"):
-                shutil.copy2(project / "files" / name, files / name)
-            print("\nWhat landed in files/warehouse.db (live rows), next to the source:")
-            print("\n".join(_summary(files / "warehouse.db", server)))
-            print("\nExplore it with: .venv/bin/python -c \"import duckdb; duckdb.connect('files/warehouse.db')\"")
+    print("Starting a throwaway PostgreSQL with the sample schema shop ...", flush=True)
+    with local_postgres.start_server(local_postgres.find_bin_dir()) as server:
+        _load_sample(server)
+        example = json.loads((ROOT / "configuration.json.example").read_text())
+        configuration = {
+            **example,
+            "HOST": server.host,
+            "PORT": str(server.port),
+            "DATABASE": DEMO_DATABASE,
+            "USERNAME": server.user,
+            "PASSWORD": server.password,
+            "SSLMODE": "disable",
+        }
+        shutil.rmtree(DEMO_DIR, ignore_errors=True)  # each demo starts from an empty destination
+        DEMO_DIR.mkdir()
+        (DEMO_DIR / "configuration.json").write_text(json.dumps(configuration))
+        command = [str(ROOT / "tools" / "debug.sh"), "--configuration", "configuration.json"]
+        print(f"Running, in demo/: tools/debug.sh --configuration configuration.json ({server.version})", flush=True)
+        result = subprocess.run(command, cwd=DEMO_DIR, stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            print("fivetran debug failed: see its output above.", file=sys.stderr)
+            return result.returncode
+        warehouse = DEMO_DIR / "files" / "warehouse.db"
+        print("\nWhat landed in demo/files/warehouse.db (live rows), next to the source:")
+        print("\n".join(_summary(warehouse, server)))
+    print(
+        "\nThe demo's output is in demo/files/ (your own runs of tools/debug.sh land in files/ instead). Explore it "
+        "with: .venv/bin/python -c \"import duckdb; print(duckdb.connect('demo/files/warehouse.db').sql('SHOW ALL "
+        "TABLES'))\""
+    )
     return 0
 
 
