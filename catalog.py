@@ -104,6 +104,7 @@ class SkippedRelation:
 class Discovery:
     tables: tuple[SourceTable, ...]
     skipped: tuple[SkippedRelation, ...]
+    schemas: tuple[str, ...] = ()  # every non-system schema the user may use, with a table or not
 
 
 _KIND_BY_RELKIND = {
@@ -207,7 +208,8 @@ def discover(client: GreenplumClient, info: ServerInfo, schemas: tuple[str, ...]
                 replicated=replicated,
             )
         )
-    return Discovery(tuple(tables), tuple(skipped))
+    visible = [row[0] for row in client.query(catalog_sql.SCHEMAS, {"system_schemas": SYSTEM_SCHEMAS})]
+    return Discovery(tuple(tables), tuple(skipped), tuple(visible))
 
 
 def _is_legacy_greenplum(info: ServerInfo) -> bool:

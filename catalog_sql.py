@@ -161,6 +161,13 @@ PRIMARY_SEGMENTS = """
 SELECT content FROM pg_catalog.gp_segment_configuration WHERE role = 'p' AND content >= 0 ORDER BY content
 """
 
+# Schemas the user may use, with a table or not: a schema in SCHEMAS with no table yet is no typo.
+SCHEMAS = """
+SELECT n.nspname FROM pg_catalog.pg_namespace n
+WHERE n.nspname <> ALL (%(system_schemas)s) AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+"""
+
 # The leaves a full pass reads again, by oid: read through their own names when the user may.
 LEAF_NAMES = """
 SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT')

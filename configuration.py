@@ -6,12 +6,30 @@ mistake is reported as one `ConfigurationError` naming the key. The password is 
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 REQUIRED_KEYS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD")
+OPTIONAL_KEYS = (
+    "SCHEMAS",
+    "TABLES",
+    "EXCLUDE_TABLES",
+    "EXCLUDE_COLUMNS",
+    "CURSOR_COLUMNS",
+    "PRIMARY_KEYS",
+    "SSLMODE",
+    "SSLROOTCERT",
+    "BATCH_SIZE",
+    "CHECKPOINT_ROWS",
+    "LOOKBACK_SECONDS",
+    "CONNECT_TIMEOUT_SECONDS",
+    "RETRY_SECONDS",
+    "QUERIES",
+)
+KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_CHECKPOINT_ROWS = 10000
@@ -142,6 +160,17 @@ def parse_settings(configuration: dict[str, Any]) -> Settings:
         retry_seconds=_integer(configuration, "RETRY_SECONDS", DEFAULT_RETRY_SECONDS, low=0, high=86400),
         queries=_queries(configuration),
     )
+
+
+def unknown_keys(configuration: dict[str, Any]) -> list[str]:
+    """A warning for each key the connector does not know, with the nearest known key: a typo such as
+    CURSOR_COLUMN would otherwise change nothing, silently. Not an error: a deployment may carry other keys."""
+    messages = []
+    for key in sorted(set(configuration) - set(KNOWN_KEYS)):
+        near = difflib.get_close_matches(key.upper(), KNOWN_KEYS, n=1, cutoff=0.7)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        messages.append(f"Configuration key '{key}' is not one this connector knows, so it changes nothing{hint}.")
+    return messages
 
 
 def _text(configuration: dict[str, Any], key: str) -> str:

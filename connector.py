@@ -15,9 +15,9 @@ from fivetran_connector_sdk import Operations as op
 
 from catalog import ServerInfo, discover, server_info
 from catalog_sql import PRIMARY_SEGMENTS
-from configuration import Settings, parse_settings
+from configuration import Settings, parse_settings, unknown_keys
 from greenplum_client import GreenplumClient, one_line
-from planning import TablePlan, plan_tables, unreadable_tables
+from planning import Planning, plan_tables, unreadable_tables
 from state import load_state
 from sync import TABLE_ERRORS, TableSync
 
@@ -50,42 +50,60 @@ _FORM_FIELDS = (
 
 
 def _plans(
-    settings: Settings, client: GreenplumClient, info: ServerInfo, *, log_skipped: bool = False
-) -> tuple[list[TablePlan], dict[str, str]]:
-    """The plans of the tables to sync, and the selected tables the user may not read (name -> why).
+    settings: Settings, client: GreenplumClient, info: ServerInfo, *, strict: bool, log_skipped: bool = False
+) -> tuple[Planning, dict[str, str]]:
+    """The plans of the tables to sync (with the warnings about settings that match nothing), and the selected
+    tables the user may not read (name -> why).
 
     Relations skipped by discovery (external, foreign) are logged by update() only: one line each per sync.
     """
     discovery = discover(client, info, settings.schemas)
     for skipped in discovery.skipped if log_skipped else ():
         log.info(f"Skipping {skipped.schema}.{skipped.name}: {skipped.reason}")
-    return plan_tables(settings, discovery, client), unreadable_tables(settings, discovery)
+    planning = plan_tables(settings, discovery, client, strict=strict)
+    return planning, unreadable_tables(settings, discovery)
 
 
 def schema(configuration: dict[str, Any]) -> list[dict[str, object]]:
-    """Validates the configuration (before connecting) and declares every table that update() will sync."""
+    """Validates the configuration (before connecting) and declares every table that update() will sync.
+
+    schema() is not given the state, so it cannot tell a first sync from a later one: names that match nothing
+    leave their tables out here, and update() fails a first sync for them or warns in a later one.
+    """
     settings = parse_settings(configuration)
-    with GreenplumClient(settings) as client:
-        plans, unreadable = _plans(settings, client, server_info(client))
+    with GreenplumClient(settings, first_contact_seconds=settings.connect_timeout_seconds) as client:
+        planning, unreadable = _plans(settings, client, server_info(client), strict=False)
         for name, reason in unreadable.items():
             log.warning(f"{name} is not declared: {reason}")
-        return [plan.declaration() for plan in plans]
+        return [plan.declaration() for plan in planning.plans]
 
 
 def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
-    """Syncs every planned table in turn; a table the user may not read is skipped and named at the end."""
+    """Syncs every planned table in turn; a table the user may not read is skipped and named at the end.
+
+    A first sync (no saved state) is strict: a name that matches nothing fails it, naming the key, and a server that
+    does not answer fails it within seconds. A later sync warns about such names and syncs everything else, and
+    retries a server that does not answer for RETRY_SECONDS.
+    """
     settings = parse_settings(configuration)
+    for message in unknown_keys(configuration):
+        op.warning(message)
     sync_state = load_state(state)
-    with GreenplumClient(settings) as client:
+    first_sync = not state
+    first_contact = settings.connect_timeout_seconds if first_sync else None
+    with GreenplumClient(settings, first_contact_seconds=first_contact) as client:
         info = server_info(client)
         log.info(f"Source is {info.flavour.value}: {info.version}")
-        plans, unreadable = _plans(settings, client, info, log_skipped=True)
+        planning, unreadable = _plans(settings, client, info, strict=first_sync, log_skipped=True)
+        for message in planning.warnings:
+            op.warning(message)
         segments = [row[0] for row in client.query(PRIMARY_SEGMENTS)] if info.flavour.is_greenplum else []
         skipped = []
         for name, reason in unreadable.items():
             op.warning(f"Skipped {name}: {reason}")
             skipped.append(name)
-        for plan in plans:
+        synced = 0
+        for plan in planning.plans:
             try:
                 TableSync(client, settings, plan, sync_state, segments).run()
             except TABLE_ERRORS as error:
@@ -93,23 +111,39 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
                 reason = one_line((diagnostics and diagnostics.message_primary) or error)
                 op.warning(f"Skipped {plan.state_key}: {reason}")
                 skipped.append(plan.state_key)
+            else:
+                synced += 1
         op.checkpoint(sync_state.as_json())
+    log_summary(synced, skipped, planning.warnings)
+
+
+def log_summary(synced: int, skipped: list[str], warnings: list[str]) -> None:
+    """The sync's last line: what synced, what was skipped, and how many settings match nothing or no longer apply."""
+    parts = [f"Sync finished; {synced} table(s) synced"]
     if skipped:
-        log.warning(f"Sync finished; {len(skipped)} table(s) skipped: {', '.join(skipped)}")
-    else:
-        log.info(f"Sync finished; {len(plans)} table(s) synced")
+        parts.append(f"{len(skipped)} table(s) skipped: {', '.join(skipped)}")
+    if warnings:
+        keys = sorted({message.split(":", 1)[0].split(" ", 1)[0] for message in warnings})
+        parts.append(
+            f"{len(warnings)} setting(s) match nothing or no longer apply ({', '.join(keys)}; see the warnings)"
+        )
+    (log.warning if skipped or warnings else log.info)("; ".join(parts))
 
 
 def connection_test(configuration: dict[str, Any]) -> Any:
-    """The setup form's test: connects and says how many tables a sync would replicate."""
+    """The setup form's test: one connection attempt, strict names, and how many tables a sync would replicate."""
     try:
         settings = parse_settings(configuration)
-        with GreenplumClient(settings) as client:
+        for message in unknown_keys(configuration):
+            log.warning(message)
+        with GreenplumClient(settings, first_contact_seconds=0) as client:
             info = server_info(client)
-            plans, _ = _plans(settings, client, info)
+            planning, _ = _plans(settings, client, info, strict=True)
     except Exception as error:  # the setup form shows the message; every failure is an answer here
         return Test.failure(one_line(error))
-    log.info(f"Connected to {info.flavour.value}; {len(plans)} table(s) would be synced")
+    for message in planning.warnings:
+        log.warning(message)
+    log.info(f"Connected to {info.flavour.value}; {len(planning.plans)} table(s) would be synced")
     return Test.success()
 
 

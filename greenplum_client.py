@@ -85,8 +85,12 @@ def is_statement_cancelled(error: BaseException) -> bool:
 class GreenplumClient:
     """A connection with the connector's session settings; reconnects on demand after a lost connection."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, first_contact_seconds: int | None = None) -> None:
+        """`first_contact_seconds`: how long the first connection is retried, when not RETRY_SECONDS. A first
+        contact that fails is more likely a wrong HOST or PORT than an outage: the setup form's test (0: one attempt)
+        and a first sync answer in seconds. Once connected, a lost connection is retried for RETRY_SECONDS."""
         self._settings = settings
+        self._first_contact_seconds = first_contact_seconds
         self._connection: psycopg2.extensions.connection | None = None
         self._cursor_names = itertools.count(1)
         self._ca_file: str | None = None
@@ -203,14 +207,20 @@ class GreenplumClient:
                     self.discard_connection()
 
     def _connect_with_retries(self) -> psycopg2.extensions.connection:
-        deadline = time.monotonic() + self._settings.retry_seconds
-        for attempt in itertools.count():
+        budget = self._settings.retry_seconds
+        if self._first_contact_seconds is not None:
+            budget = min(budget, self._first_contact_seconds)
+        deadline = time.monotonic() + budget
+        for attempt in itertools.count(1):
             try:
-                return self._connect_once()
+                connection = self._connect_once()
+                self._first_contact_seconds = None  # reached once: later losses are outages, retried for longer
+                return connection
             except SourceConnectionError as error:
-                delay = min(2.0**attempt, 30.0) * (0.5 + random.random() / 2)
+                delay = min(2.0 ** (attempt - 1), 30.0) * (0.5 + random.random() / 2)
                 if not error.retryable or time.monotonic() + delay > deadline:
                     raise
+                log.warning(f"{error} (attempt {attempt}; next try in {delay:.0f} s, retrying for up to {budget} s)")
                 time.sleep(delay)
         raise AssertionError("unreachable")
 

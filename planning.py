@@ -7,13 +7,16 @@ key, cursor column and strategy. Configuration that names something that does no
 from __future__ import annotations
 
 import enum
+import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg2.errors
 from psycopg2 import sql
 
 from catalog import Discovery, RelationKind, RowLocator, SourceTable, TypeResolver
 from configuration import ConfigurationError, CustomQuery, Settings
-from greenplum_client import GreenplumClient
+from greenplum_client import GreenplumClient, one_line
 from type_mapping import FivetranType, ReadAs, SourceType, cursor_kind, fivetran_type
 from values import (
     ColumnCheck,
@@ -24,6 +27,12 @@ from values import (
     json_decoded,
 )
 
+# A custom query whose source changed (a table dropped or renamed, a grant revoked) cannot be described.
+SOURCE_CHANGED = (
+    psycopg2.errors.UndefinedTable,
+    psycopg2.errors.UndefinedColumn,
+    psycopg2.errors.InsufficientPrivilege,
+)
 CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updated", "updated")
 # The key of a keyless table's rows in the destination: leaf and ordinal within the leaf (full), or the row's hash and
 # its ordinal among identical rows (append-only). Identical rows stay distinct, and a re-read row keeps its id.
@@ -126,13 +135,46 @@ class TablePlan:
         )
 
 
-def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClient) -> list[TablePlan]:
-    """Plans for the selected tables and the custom queries; raises ConfigurationError for names that match nothing."""
-    selected = [t for t in discovery.tables if _wanted(settings, t) and _unreadable_reason(t) is None]
-    _check_patterns_match(settings, discovery)
-    plans = [_plan_table(settings, table) for table in selected]
-    plans.extend(_plan_query(settings, query, client) for query in settings.queries)
-    return plans
+@dataclass(frozen=True)
+class Planning:
+    """The plans of the tables to sync, and the warnings that say which settings match nothing or no longer apply
+    (each names its key), and which tables are left out for it."""
+
+    plans: list[TablePlan]
+    warnings: list[str]
+
+
+def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClient, *, strict: bool) -> Planning:
+    """Plans for the selected tables and the custom queries.
+
+    `strict` (the setup form's test, a first sync): a name that matches nothing is most likely a typo, and a setting
+    that cannot apply to its table a mistake: both raise ConfigurationError naming the key. Otherwise (later syncs:
+    a table was dropped, a column renamed) each is a warning, the table it concerns is left out, and every other
+    table syncs. A schema that exists but has no table yet is a warning either way.
+    """
+    warnings = []
+    for message, likely_typo in _unmatched(settings, discovery):
+        if likely_typo and strict:
+            raise ConfigurationError(message)
+        warnings.append(message)
+    plans = []
+    for table in discovery.tables:
+        if not _wanted(settings, table) or _unreadable_reason(table) is not None:
+            continue
+        try:
+            plans.append(_plan_table(settings, table))
+        except ConfigurationError as error:
+            if strict:
+                raise
+            warnings.append(f"{error} {table.qualified_name} is not synced until that is fixed.")
+    for query in settings.queries:
+        try:
+            plans.append(_plan_query(settings, query, client))
+        except (ConfigurationError, *SOURCE_CHANGED) as error:
+            if strict:
+                raise
+            warnings.append(f"QUERIES table '{query.table}' is not synced: {one_line(error)}")
+    return Planning(plans, warnings)
 
 
 def unreadable_tables(settings: Settings, discovery: Discovery) -> dict[str, str]:
@@ -160,43 +202,56 @@ def _wanted(settings: Settings, table: SourceTable) -> bool:
     return settings.table_selected(table.schema, table.name)
 
 
-def _check_patterns_match(settings: Settings, discovery: Discovery) -> None:
+def _unmatched(settings: Settings, discovery: Discovery) -> Iterator[tuple[str, bool]]:
+    """(message naming the key, whether it is most likely a typo) for each name that matches nothing."""
     names = [(t.schema, t.name) for t in discovery.tables]
+    schemas = set(discovery.schemas)
     for key, patterns in (("TABLES", settings.tables), ("EXCLUDE_TABLES", settings.exclude_tables)):
         for pattern in patterns:
-            if not any(pattern.matches(schema, name) for schema, name in names):
-                raise ConfigurationError(f"{key}: '{pattern}' matches no table the user can see.")
+            if any(pattern.matches(schema, name) for schema, name in names):
+                continue
+            if pattern.table == "*" and any(fnmatch.fnmatchcase(schema, pattern.schema) for schema in schemas):
+                yield f"{key}: '{pattern}' matches no table yet: its schema has none.", False
+            else:
+                yield f"{key}: '{pattern}' matches no table the user can see.", True
     for schema in settings.schemas:
-        if not any(t.schema == schema for t in discovery.tables):
-            raise ConfigurationError(f"SCHEMAS: schema '{schema}' has no table the user can see (or does not exist).")
+        if any(t.schema == schema for t in discovery.tables):
+            continue
+        if schema in schemas:
+            yield f"SCHEMAS: schema '{schema}' has no table yet.", False
+        else:
+            yield f"SCHEMAS: schema '{schema}' does not exist, or the user may not use it.", True
     for pattern in settings.exclude_columns:
         if not any(pattern.matches(t.schema, t.name, c.name) for t in discovery.tables for c in t.columns):
-            raise ConfigurationError(f"EXCLUDE_COLUMNS: '{pattern}' matches no column.")
+            yield f"EXCLUDE_COLUMNS: '{pattern}' matches no column.", True
     tables = {(t.schema, t.name): t for t in discovery.tables}
-    for (schema, name), column in settings.cursor_columns.items():
-        table = tables.get((schema, name))
-        if table is None:
-            raise ConfigurationError(f"CURSOR_COLUMNS: table '{schema}.{name}' does not exist or is not readable.")
-        if column not in {c.name for c in table.columns}:
-            raise ConfigurationError(f"CURSOR_COLUMNS: '{schema}.{name}' has no column '{column}'.")
-    for (schema, name), key in settings.primary_keys.items():
-        table = tables.get((schema, name))
-        if table is None:
-            raise ConfigurationError(f"PRIMARY_KEYS: table '{schema}.{name}' does not exist or is not readable.")
-        unknown = [column for column in key if column not in {c.name for c in table.columns}]
-        if unknown:
-            raise ConfigurationError(f"PRIMARY_KEYS: '{schema}.{name}' has no column(s) {', '.join(unknown)}.")
-        if table.primary_key:
-            raise ConfigurationError(
-                f"PRIMARY_KEYS: '{schema}.{name}' already has a key ({table.key_origin} on "
-                f"{', '.join(table.primary_key)}); a declared key applies only to a table without one."
-            )
     for key, named in (("CURSOR_COLUMNS", settings.cursor_columns), ("PRIMARY_KEYS", settings.primary_keys)):
         for schema, name in named:
-            if not _wanted(settings, tables[(schema, name)]):
-                raise ConfigurationError(
-                    f"{key}: '{schema}.{name}' is not synced (TABLES, EXCLUDE_TABLES; views only when named in TABLES)."
+            table = tables.get((schema, name))
+            if table is None:
+                yield f"{key}: table '{schema}.{name}' does not exist or is not readable.", True
+            elif not _wanted(settings, table):
+                yield (
+                    f"{key}: '{schema}.{name}' is not synced (TABLES, EXCLUDE_TABLES; views only when named in "
+                    "TABLES).",
+                    True,
                 )
+
+
+def _declared_key(settings: Settings, table: SourceTable) -> tuple[str, ...] | None:
+    """The table's PRIMARY_KEYS entry, checked against its columns and its own key."""
+    key = settings.primary_keys.get((table.schema, table.name))
+    if key is None:
+        return None
+    unknown = [column for column in key if column not in {c.name for c in table.columns}]
+    if unknown:
+        raise ConfigurationError(f"PRIMARY_KEYS: '{table.qualified_name}' has no column(s) {', '.join(unknown)}.")
+    if table.primary_key:
+        raise ConfigurationError(
+            f"PRIMARY_KEYS: '{table.qualified_name}' already has a key ({table.key_origin} on "
+            f"{', '.join(table.primary_key)}); a declared key applies only to a table without one."
+        )
+    return key
 
 
 def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
@@ -206,7 +261,7 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
             continue
         columns.append(PlannedColumn(column.name, fivetran_type(column.source_type)))
     names = {c.name for c in columns}
-    declared_key = settings.primary_keys.get((table.schema, table.name))
+    declared_key = _declared_key(settings, table)
     primary_key = declared_key or table.primary_key
     key_origin = "PRIMARY_KEYS" if declared_key else table.key_origin
     missing_key = [k for k in primary_key if k not in names]
@@ -246,6 +301,8 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
 def _cursor_column(settings: Settings, table: SourceTable, names: set[str]) -> CursorColumn | None:
     by_name = {c.name: c for c in table.columns if c.name in names}
     override = settings.cursor_columns.get((table.schema, table.name))
+    if override is not None and override not in {c.name for c in table.columns}:
+        raise ConfigurationError(f"CURSOR_COLUMNS: '{table.qualified_name}' has no column '{override}'.")
     if override is not None:
         column = by_name.get(override)
         kind = cursor_kind(column.source_type) if column else None

@@ -253,7 +253,7 @@ def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
 
     settings = parse_settings(configuration)
     client = GreenplumClient(settings)
-    (plan,) = plan_tables(settings, discover(client, server_info(client), settings.schemas), client)
+    (plan,) = plan_tables(settings, discover(client, server_info(client), settings.schemas), client, strict=True).plans
     return client, plan, TableSync(client, settings, plan, SyncState(), [])
 
 

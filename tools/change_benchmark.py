@@ -186,7 +186,9 @@ def _digest_and_full_read(configuration: dict[str, str]) -> dict[str, float]:
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
-        (plan,) = plan_tables(settings, discover(client, server_info(client), settings.schemas), client)
+        (plan,) = plan_tables(
+            settings, discover(client, server_info(client), settings.schemas), client, strict=True
+        ).plans
         started = time.perf_counter()
         digests = leaf_digests(client, plan)
         digest_seconds = time.perf_counter() - started
