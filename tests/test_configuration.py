@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from configuration import ConfigurationError, parse_settings
+from configuration import ConfigurationError, parse_settings, unknown_keys
 
 SECRET = "s3cret-Pa55word"
 VALID = {"HOST": "db.example.com", "PORT": "5432", "DATABASE": "dw", "USERNAME": "fivetran", "PASSWORD": SECRET}
@@ -99,3 +99,14 @@ def test_patterns_and_overrides_are_parsed() -> None:
     assert settings.cursor_columns == {("ops", "orders"): "changed"}
     assert settings.primary_keys == {("sales", "facts"): ("day", "store"), ("ops", "orders"): ("id",)}
     assert settings.queries[0].query == "SELECT 1 AS id"
+
+
+def test_unknown_keys_are_named_with_the_nearest_known_key() -> None:
+    messages = unknown_keys({**VALID, "CURSOR_COLUMN": "s.t:c", "team": "data"})
+    assert messages == [
+        "Configuration key 'CURSOR_COLUMN' is not one this connector knows, so it changes nothing "
+        "(did you mean CURSOR_COLUMNS?).",
+        "Configuration key 'team' is not one this connector knows, so it changes nothing.",
+    ]
+    assert unknown_keys(VALID) == []
+    parse_settings({**VALID, "CURSOR_COLUMN": "s.t:c"})  # a warning, never an error

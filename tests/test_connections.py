@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,11 +80,41 @@ def test_connection_failures_name_their_cause(
     assert database.password not in text
 
 
-def test_unreachable_server_is_retried_with_backoff_for_retry_seconds(database: Database, destination) -> None:
+def test_a_closed_port_on_a_first_sync_answers_within_the_connect_timeout(database: Database, destination) -> None:
+    """A first sync that cannot connect most likely has a wrong HOST or PORT: no five minutes of silent retries."""
     port = _free_port()
-    text, elapsed = _failure(destination, database.configuration(PORT=str(port), RETRY_SECONDS="4"))
-    assert f"Cannot reach {database.host}:{port}" in text
-    assert 1.5 <= elapsed < 8, "retried (backoff 1 s, 2 s, ...) and gave up once the next wait passed 4 s"
+    configuration = database.configuration(PORT=str(port), RETRY_SECONDS="300", CONNECT_TIMEOUT_SECONDS="5")
+    text, elapsed = _failure(destination, configuration)
+    assert f"Cannot reach {database.host}:{port} (check HOST and PORT" in text
+    assert elapsed < 5 + 3, "retried within CONNECT_TIMEOUT_SECONDS only (the SDK's own start-up takes a moment)"
+
+
+def test_a_later_sync_retries_an_unreachable_server_and_logs_each_wait(
+    database: Database, schema: str, source, destination, capfd, monkeypatch
+) -> None:
+    """A later sync whose server goes away (here between schema() and update()) retries with backoff, logging
+    each wait with its cause, and goes on once the server is back."""
+    if not database.is_local:
+        pytest.skip("stopping the server needs a local server of our own (GREENPLUM_TEST_DSN is shared)")
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.t (id int PRIMARY KEY); INSERT INTO {schema}.t VALUES (1)")
+    configuration = database.configuration(SCHEMAS=schema, RETRY_SECONDS="60")
+    destination.sync(configuration)  # a first sync saves a state
+    real_schema = connector.schema
+
+    def schema_then_outage(configuration: dict[str, str]) -> list[dict[str, object]]:
+        declared = real_schema(configuration)
+        database.server.shut_down()
+        threading.Timer(2.5, database.server.start).start()
+        return declared
+
+    monkeypatch.setattr(connector.connector, "schema_method", schema_then_outage)  # what the SDK's runner calls
+    capfd.readouterr()
+    destination.sync(configuration)
+    out = capfd.readouterr().out
+    where = f"{database.host}:{database.port}"
+    assert re.search(rf"Cannot reach {where} .*\(attempt 1; next try in \d+ s, retrying for up to 60 s\)", out)
+    assert "Sync finished; 1 table(s) synced" in out
 
 
 def _certificates(directory: Path, common_name: str) -> tuple[str, Path, Path]:

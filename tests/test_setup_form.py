@@ -8,13 +8,14 @@ import pytest
 from conftest import Database
 
 import connector
+from configuration import KNOWN_KEYS
 
 
 def test_form_has_a_field_for_every_key_and_masks_the_password() -> None:
     with open("configuration.json.example") as file:
         keys = set(json.load(file))
     fields = {field.name: field for field in connector.configuration_form().to_response().fields}
-    assert set(fields) == keys
+    assert set(fields) == keys == set(KNOWN_KEYS)
     assert fields["PASSWORD"].text_field == 1  # the SDK's password kind: masked in the dashboard
     assert all(fields[key].required for key in ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD"))
     assert not fields["QUERIES"].required
@@ -37,3 +38,17 @@ def test_connection_test_explains_a_wrong_password(database: Database) -> None:
     )
     assert failure.success is None and "Authentication failed for USERNAME" in failure.failure
     assert database.password not in failure.failure
+
+
+def test_an_unknown_key_is_a_warning_in_every_sync_and_in_the_setup_test(
+    database: Database, schema: str, source, destination, capfd
+) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.t (id int PRIMARY KEY, changed timestamp)")
+    configuration = database.configuration(SCHEMAS=schema, CURSOR_COLUMN=f"{schema}.t:changed")
+    hint = "Configuration key 'CURSOR_COLUMN' is not one this connector knows, so it changes nothing (did you mean"
+    for _ in range(2):
+        destination.sync(configuration)
+        assert hint in capfd.readouterr().out
+    assert connector.connection_test(configuration).success is True
+    assert hint in capfd.readouterr().out

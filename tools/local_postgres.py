@@ -255,6 +255,13 @@ class LocalServer:
             [*_pg_ctl(self), "restart", "-m", "fast"],
         )
 
+    def shut_down(self) -> None:
+        """Stop the server but keep its data, so that `start()` brings it back on the same port (an outage)."""
+        _run_pg(self, [*_pg_ctl(self), "stop", "-m", "fast"])
+
+    def start(self) -> None:
+        _run_pg(self, [*_pg_ctl(self), "start"])
+
     def __enter__(self) -> Self:
         return self
 
