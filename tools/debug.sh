@@ -7,4 +7,4 @@ set -euo pipefail
 WORKDIR=$(pwd)
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$WORKDIR"
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m tools.fivetran_cli debug "$@"
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m tools.fivetran_cli "${FIVETRAN_COMMAND:-debug}" "$@"

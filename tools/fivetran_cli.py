@@ -55,26 +55,27 @@ def fivetran(*arguments: str, project: Path, home: Path, capture: bool = False) 
     )
 
 
-def debug(arguments: list[str], workdir: Path) -> int:
-    """`fivetran debug` of the deployable files, its output in `workdir`: files/ (warehouse.db, state.json) and
-    crash-reports/ are those of `workdir`, so each run continues from the state the last one saved there."""
-    with tempfile.TemporaryDirectory(prefix="connector-debug-") as work:
+def staged(command: str, arguments: list[str], workdir: Path) -> int:
+    """`fivetran debug` or `fivetran deploy` of the deployable files only, so the SDK's dependency check sees only the
+    connector. Its output is in `workdir`: files/ (warehouse.db, state.json) and crash-reports/ are those of
+    `workdir`, so each debug run continues from the state the last one saved there."""
+    with tempfile.TemporaryDirectory(prefix=f"connector-{command}-") as work:
         project = stage_project(Path(work) / "greenplum_connector")
         for name in ("files", "crash-reports"):
             (workdir / name).mkdir(exist_ok=True)
             (project / name).symlink_to(workdir / name, target_is_directory=True)
         arguments = [str((workdir / a).resolve()) if a.endswith(".json") else a for a in arguments]
         home = ROOT / ".venv" / "fivetran-home"  # the SDK's version check, recorded as done, kept across runs
-        return fivetran("debug", *arguments, project=project, home=home).returncode
+        return fivetran(command, *arguments, project=project, home=home).returncode
 
 
 def main() -> None:
     """`python -m tools.fivetran_cli package`: the deploy zip, built from the staged copy, listed and kept in files/.
-    `python -m tools.fivetran_cli debug --configuration F [...]`: see debug()."""
-    if sys.argv[1:2] == ["debug"]:
-        raise SystemExit(debug(sys.argv[2:], Path.cwd()))
+    `python -m tools.fivetran_cli debug|deploy --configuration F [...]`: see staged()."""
+    if sys.argv[1:2] in (["debug"], ["deploy"]):
+        raise SystemExit(staged(sys.argv[1], sys.argv[2:], Path.cwd()))
     if sys.argv[1:] != ["package"]:
-        raise SystemExit("usage: python -m tools.fivetran_cli package | debug --configuration configuration.json")
+        raise SystemExit("usage: python -m tools.fivetran_cli package | debug | deploy --configuration FILE [...]")
     with tempfile.TemporaryDirectory(prefix="connector-package-") as work:
         project = stage_project(Path(work) / "greenplum_connector")
         result = fivetran("package", ".", project=project, home=Path(work) / "home")
