@@ -48,18 +48,12 @@ class RelationKind(enum.Enum):
 
 
 class RowLocator(enum.Enum):
-    """The physical columns that tell rows of a keyless relation apart and order a resumable read of it.
+    """How a keyless leaf's read orders its rows so that it can resume: by `ctid`, unique within one leaf on one
+    segment (so on Greenplum a keyless leaf is read one segment at a time), or not at all (a view, a custom query, a
+    replicated table whose system columns are hidden: such a read starts again from the beginning)."""
 
-    They are unique within one segment, so on Greenplum a keyless table is also read one segment at a time.
-    """
-
-    CTID = ("ctid",)
-    TABLEOID_CTID = ("tableoid", "ctid")  # a partitioned root: the same ctid appears in several partitions
-    NONE = ()  # a view has no physical position: its read restarts from the beginning
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return self.value
+    CTID = "ctid"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -225,7 +219,7 @@ def _partition_estimates_query(info: ServerInfo) -> str:
 def _row_locator(kind: RelationKind) -> RowLocator:
     if kind is RelationKind.VIEW:
         return RowLocator.NONE
-    return RowLocator.TABLEOID_CTID if kind is RelationKind.PARTITIONED else RowLocator.CTID
+    return RowLocator.CTID
 
 
 def _external_leaves(client: GreenplumClient, info: ServerInfo, partitioned: list[int]) -> dict[int, list[str]]:
