@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssh_tunnel import SshKeyError, SshSettings, parse_host_key, parse_private_key
+
 REQUIRED_KEYS = ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD")
 OPTIONAL_KEYS = (
     "SCHEMAS",
@@ -28,6 +30,12 @@ OPTIONAL_KEYS = (
     "CONNECT_TIMEOUT_SECONDS",
     "RETRY_SECONDS",
     "QUERIES",
+    "SSH_HOST",
+    "SSH_PORT",
+    "SSH_USER",
+    "SSH_PRIVATE_KEY",
+    "SSH_PASSPHRASE",
+    "SSH_HOST_KEY",
 )
 KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -103,6 +111,7 @@ class Settings:
     connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
     retry_seconds: int = DEFAULT_RETRY_SECONDS
     queries: tuple[CustomQuery, ...] = ()
+    ssh: SshSettings | None = field(default=None, repr=False)  # the bastion to tunnel through, when SSH_HOST is set
 
     def table_selected(self, schema: str, table: str) -> bool:
         """TABLES (default: all) minus EXCLUDE_TABLES; SCHEMAS is applied by discovery."""
@@ -159,6 +168,7 @@ def parse_settings(configuration: dict[str, Any]) -> Settings:
         ),
         retry_seconds=_integer(configuration, "RETRY_SECONDS", DEFAULT_RETRY_SECONDS, low=0, high=86400),
         queries=_queries(configuration),
+        ssh=_ssh(configuration),
     )
 
 
@@ -171,6 +181,31 @@ def unknown_keys(configuration: dict[str, Any]) -> list[str]:
         hint = f" (did you mean {near[0]}?)" if near else ""
         messages.append(f"Configuration key '{key}' is not one this connector knows, so it changes nothing{hint}.")
     return messages
+
+
+def _ssh(configuration: dict[str, Any]) -> SshSettings | None:
+    """The bastion, checked before connecting: every SSH key it needs, a readable private key, a host key line."""
+    if not _text(configuration, "SSH_HOST"):
+        stray = [key for key in KNOWN_KEYS if key.startswith("SSH_") and _text(configuration, key)]
+        if stray:
+            raise ConfigurationError(f"{stray[0]}: it applies only through a bastion; set SSH_HOST, or leave it empty.")
+        return None
+    missing = [key for key in ("SSH_USER", "SSH_PRIVATE_KEY") if not _text(configuration, key)]
+    if missing:
+        raise ConfigurationError(f"SSH_HOST is set: {', '.join(missing)} must be set too.")
+    try:
+        private_key = parse_private_key(configuration["SSH_PRIVATE_KEY"].strip(), configuration.get("SSH_PASSPHRASE"))
+        # Without SSH_HOST_KEY every host key is unknown: the tunnel refuses it and shows the one offered.
+        host_key = parse_host_key(configuration["SSH_HOST_KEY"]) if _text(configuration, "SSH_HOST_KEY") else None
+    except SshKeyError as error:
+        raise ConfigurationError(str(error)) from None
+    return SshSettings(
+        host=_text(configuration, "SSH_HOST"),
+        port=_integer(configuration, "SSH_PORT", 22, low=1, high=65535),
+        user=_text(configuration, "SSH_USER"),
+        private_key=private_key,
+        host_key=host_key,
+    )
 
 
 def _text(configuration: dict[str, Any], key: str) -> str:

@@ -46,7 +46,14 @@ _FORM_FIELDS = (
     ("CONNECT_TIMEOUT_SECONDS", "Connect timeout", False, "Seconds to wait for each connection attempt; default 10."),
     ("RETRY_SECONDS", "Retry for", False, "Seconds to keep retrying a failed connection; default 300."),
     ("QUERIES", "Custom queries", False, 'JSON array of {"table", "query", "primary_key", "cursor"}.'),
+    ("SSH_HOST", "SSH bastion host", False, "Tunnel through this bastion; HOST and PORT are then as it sees them."),
+    ("SSH_PORT", "SSH port", False, "The bastion's SSH port; default 22."),
+    ("SSH_USER", "SSH user", False, "The user on the bastion whose authorized_keys holds the public key."),
+    ("SSH_PRIVATE_KEY", "SSH private key", False, "OpenSSH or PEM text of an ed25519, ECDSA or RSA key."),
+    ("SSH_PASSPHRASE", "SSH key passphrase", False, "The private key's passphrase, if it has one."),
+    ("SSH_HOST_KEY", "SSH host key", False, "The bastion's public host key line, e.g. ssh-ed25519 AAAA..."),
 )
+_SECRET_FIELDS = ("PASSWORD", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE")  # masked in the dashboard
 
 
 def _plans(
@@ -150,7 +157,7 @@ def connection_test(configuration: dict[str, Any]) -> Any:
 def configuration_form() -> ConfigurationForm:
     form = ConfigurationForm()
     for key, label, required, description in _FORM_FIELDS:
-        kind = form_field.TextField.password if key == "PASSWORD" else form_field.TextField.plain_text
+        kind = form_field.TextField.password if key in _SECRET_FIELDS else form_field.TextField.plain_text
         form.add_field(form_field.TextField(key, label, kind, description=description, required=required))
     form.add_test(label="Connect and count the tables to sync", func=connection_test)
     return form

@@ -24,6 +24,7 @@ from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 from configuration import Settings
+from ssh_tunnel import Tunnel, TunnelError
 from values import register_typecasters
 
 APPLICATION_NAME = "fivetran_greenplum_connector"
@@ -94,6 +95,7 @@ class GreenplumClient:
         self._connection: psycopg2.extensions.connection | None = None
         self._cursor_names = itertools.count(1)
         self._ca_file: str | None = None
+        self._tunnel: Tunnel | None = None
 
     def __enter__(self) -> GreenplumClient:
         return self
@@ -115,6 +117,9 @@ class GreenplumClient:
         if self._ca_file is not None:
             os.unlink(self._ca_file)
             self._ca_file = None
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
 
     def discard_connection(self) -> None:
         """Drops a connection known to be broken, so that the next use reconnects."""
@@ -226,10 +231,14 @@ class GreenplumClient:
 
     def _connect_once(self) -> psycopg2.extensions.connection:
         settings = self._settings
+        # Through a bastion, libpq connects to the tunnel's local port (hostaddr) while HOST stays the name that
+        # verify-full checks the server's certificate against.
+        address = {"host": settings.host, "port": settings.port}
+        if settings.ssh is not None:
+            address |= {"hostaddr": "127.0.0.1", "port": self._tunnel_port()}
         try:
             connection = psycopg2.connect(
-                host=settings.host,
-                port=settings.port,
+                **address,
                 dbname=settings.database,
                 user=settings.username,
                 password=settings.password,
@@ -271,6 +280,18 @@ class GreenplumClient:
                 ) from None
             raise
         return connection
+
+    def _tunnel_port(self) -> int:
+        """The local port of an open tunnel: opened, or opened again once lost (bastion restarted, sshd killed)."""
+        if self._tunnel is None:
+            settings = self._settings
+            self._tunnel = Tunnel(settings.ssh, settings.host, settings.port, settings.connect_timeout_seconds)
+        if not self._tunnel.alive:
+            try:
+                self._tunnel.open()
+            except TunnelError as error:
+                raise SourceConnectionError(str(error), retryable=error.retryable) from None
+        return self._tunnel.local_port
 
     def _ca_path(self) -> str | None:
         """libpq reads the CA from a file; the configuration holds PEM text, written once to a private file."""

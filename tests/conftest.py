@@ -7,6 +7,8 @@ test creates and drops its own schema there and touches nothing else.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import re
@@ -197,3 +199,40 @@ class Destination:
 @pytest.fixture
 def destination(tmp_path: Path) -> Destination:
     return Destination(tmp_path)
+
+
+def make_certificates(directory: Path, common_name: str, dns_name: str | None = None) -> tuple[str, Path, Path]:
+    """A fresh CA (PEM text) and a server certificate and key it signed (files), for 127.0.0.1, or for the host name
+    `dns_name` only."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, extensions) -> x509.Certificate:
+        builder = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        builder = builder.issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
+        builder = builder.not_valid_before(now - datetime.timedelta(days=1))
+        builder = builder.not_valid_after(now + datetime.timedelta(days=1))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(
+        f"{common_name} CA", ca_key, f"{common_name} CA", ca_key, [(x509.BasicConstraints(True, None), True)]
+    )
+    name = x509.DNSName(dns_name) if dns_name else x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    san = x509.SubjectAlternativeName([name])
+    server = certificate(dns_name or "127.0.0.1", server_key, f"{common_name} CA", ca_key, [(san, False)])
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path

@@ -3,8 +3,6 @@ crash report ever holds the password."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import re
 import secrets
@@ -15,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Database, Destination
+from conftest import Database, Destination, make_certificates
 from fivetran_connector_sdk_cli.crash_report import build_debug_crash_report
 
 import connector
@@ -117,46 +115,11 @@ def test_a_later_sync_retries_an_unreachable_server_and_logs_each_wait(
     assert "Sync finished; 1 table(s) synced" in out
 
 
-def _certificates(directory: Path, common_name: str) -> tuple[str, Path, Path]:
-    """A fresh CA (PEM text) and a server certificate and key it signed for 127.0.0.1 (files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def certificate(subject: str, key, issuer: str, issuer_key, extensions) -> x509.Certificate:
-        builder = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        builder = builder.issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        builder = builder.public_key(key.public_key()).serial_number(x509.random_serial_number())
-        builder = builder.not_valid_before(now - datetime.timedelta(days=1))
-        builder = builder.not_valid_after(now + datetime.timedelta(days=1))
-        for extension, critical in extensions:
-            builder = builder.add_extension(extension, critical=critical)
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = certificate(
-        f"{common_name} CA", ca_key, f"{common_name} CA", ca_key, [(x509.BasicConstraints(True, None), True)]
-    )
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    server = certificate("127.0.0.1", server_key, f"{common_name} CA", ca_key, [(san, False)])
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path
-
-
 def test_verify_full_against_a_server_with_a_certificate(database: Database, tmp_path: Path, destination) -> None:
     if not database.is_local:
         pytest.skip("starting a server with SSL needs local server binaries (GREENPLUM_TEST_DSN is given)")
-    ca, cert, key = _certificates(tmp_path, "test")
-    other_ca, _, _ = _certificates(tmp_path / "..", "other")
+    ca, cert, key = make_certificates(tmp_path, "test")
+    other_ca, _, _ = make_certificates(tmp_path / "..", "other")
     server = local_postgres.start_server(database.server.bin_dir, ssl_cert=cert, ssl_key=key)
     try:
         tls = [{"table": "tls", "query": "SELECT pid, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",

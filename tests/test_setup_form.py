@@ -16,7 +16,8 @@ def test_form_has_a_field_for_every_key_and_masks_the_password() -> None:
         keys = set(json.load(file))
     fields = {field.name: field for field in connector.configuration_form().to_response().fields}
     assert set(fields) == keys == set(KNOWN_KEYS)
-    assert fields["PASSWORD"].text_field == 1  # the SDK's password kind: masked in the dashboard
+    for secret in ("PASSWORD", "SSH_PRIVATE_KEY", "SSH_PASSPHRASE"):
+        assert fields[secret].text_field == 1, secret  # the SDK's password kind: masked in the dashboard
     assert all(fields[key].required for key in ("HOST", "PORT", "DATABASE", "USERNAME", "PASSWORD"))
     assert not fields["QUERIES"].required
 

@@ -15,6 +15,7 @@ are about.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         "--changes", action="store_true", help="instead: what full syncs cost when little changed (12-leaf keyless)"
     )
     parser.add_argument("--dsn", help="with --changes: an existing database (e.g. a Greenplum) instead of our own")
+    parser.add_argument(
+        "--ssh", action="store_true", help="stage 2 also through an SSH tunnel (a throwaway local sshd), alternated"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a stage-3 or stage-4 job file
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -124,10 +128,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         del configuration["DBNAME"], configuration["USER"]
         rows_file = work / "prebuilt.pickle"
-        cursor_runs, extraction_runs = [], []
-        for attempt in range(args.repeat):
-            cursor_runs.append(_plain_cursor(server, configuration, args.batch_size))
-            extraction_runs.append(_extraction(configuration, rows_file if attempt == 0 else None, args.slice))
+        cursor_runs, extraction_runs, tunnel_runs = [], [], []
+        with contextlib.ExitStack() as stack:
+            tunnelled = _through_ssh(stack, work, configuration) if args.ssh else None
+            for attempt in range(args.repeat):
+                cursor_runs.append(_plain_cursor(server, configuration, args.batch_size))
+                extraction_runs.append(_extraction(configuration, rows_file if attempt == 0 else None, args.slice))
+                if tunnelled is not None:
+                    tunnel_runs.append(_extraction(tunnelled, None, 0))
         cursor_seconds, extraction_seconds = min(cursor_runs), min(extraction_runs)
         results: dict[str, Any] = {
             "rows": args.rows,
@@ -137,6 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "server": server.version.split(",")[0],
             "seconds": {"1_psycopg2_named_cursor": cursor_seconds, "2_connector_extraction": extraction_seconds},
         }
+        if tunnel_runs:
+            results["seconds"]["2_connector_extraction_through_ssh"] = min(tunnel_runs)
         if not args.extraction_only:
             extraction = _child(work, "extraction", configuration, args.rows, None)
             ceiling = _child(work, "ceiling", configuration, args.rows, rows_file)
@@ -149,6 +159,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = rates["2_connector_extraction"] / rates["1_psycopg2_named_cursor"]
     results["ratios"] = {"extraction_vs_cursor": ratio}
     results["targets"] = {"extraction_vs_cursor >= 1.0": ratio >= TARGETS["extraction_vs_cursor"]}
+    if tunnel_runs:
+        results["ratios"]["through_ssh_vs_direct"] = (
+            rates["2_connector_extraction_through_ssh"] / rates["2_connector_extraction"]
+        )
     if args.extraction_only:
         return results
     ratio = rates["4_connector_end_to_end"] / rates["3_sdk_ceiling"]
@@ -183,6 +197,7 @@ def format_table(results: dict[str, Any]) -> str:
         "2_connector_extraction": "2 connector extraction, no SDK",
         "3_sdk_ceiling": "3 SDK ceiling (pre-built rows)",
         "4_connector_end_to_end": "4 connector end to end",
+        "2_connector_extraction_through_ssh": "2 through an SSH tunnel",
     }
     lines = [
         f"{results['rows']:,} rows, BATCH_SIZE {results['batch_size']:,}, CHECKPOINT_ROWS "
@@ -194,6 +209,8 @@ def format_table(results: dict[str, Any]) -> str:
     ratios, met = results["ratios"], {True: "met", False: "NOT MET"}
     targets = list(results["targets"].values())
     lines.append(f"ratio 2/1 {ratios['extraction_vs_cursor']:.2f} (target >= 1.0: {met[targets[0]]})")
+    if "through_ssh_vs_direct" in ratios:
+        lines.append(f"ratio 2 through SSH / 2 direct {ratios['through_ssh_vs_direct']:.2f}")
     if "end_to_end_vs_ceiling" not in ratios:
         return "\n".join(lines)
     memory, incremental = results["peak_memory_mb"], results["incremental_nothing_new"]
@@ -226,6 +243,21 @@ def _build_table(server: local_postgres.LocalServer, rows: int) -> None:
         cursor.execute(f"CREATE INDEX {CURSOR_INDEX} ON {SCHEMA}.{TABLE} (updated_at, id)")
         cursor.execute(f"VACUUM ANALYZE {SCHEMA}.{TABLE}")
     connection.close()
+
+
+def _through_ssh(stack: contextlib.ExitStack, work: Path, configuration: dict[str, str]) -> dict[str, str]:
+    """The configuration through a throwaway sshd on 127.0.0.1 (the bastion), started for this run."""
+    from tools.ssh_server import SshServer, generate_key
+
+    key = generate_key(work, "benchmark_key", "ed25519")
+    bastion = stack.enter_context(SshServer([key.public_line]))
+    return configuration | {
+        "SSH_HOST": "127.0.0.1",
+        "SSH_PORT": str(bastion.port),
+        "SSH_USER": bastion.user,
+        "SSH_PRIVATE_KEY": key.private_text,
+        "SSH_HOST_KEY": bastion.host_key_line,
+    }
 
 
 def _drop_cursor_index(server: local_postgres.LocalServer) -> None:
