@@ -212,7 +212,8 @@ class TableSync:
             state.leaves, state.reading, state.position, state.segment, state.in_pass = {}, None, None, None, False
         reading = state.reading
         if reading is not None and reading.leaf not in current:  # the leaf being read is gone since
-            self._delete_row_ids(reading.leaf, 0, max(reading.high, reading.sent))
+            reading.high, reading.sent = max(reading.high, reading.sent), 0
+            self._delete_row_ids(reading.leaf, reading, 0)
             state.leaves.pop(reading.leaf, None)
             state.reading = reading = None
         in_progress = reading.leaf if reading is not None else None
@@ -220,8 +221,8 @@ class TableSync:
         to_read = ([in_progress] if in_progress is not None else []) + changes.changed
         self._log_changes(current, to_read, changes.gone)
         for leaf in changes.gone:
-            self._delete_row_ids(leaf, 0, state.leaves.pop(leaf).rows)
-            self._maybe_checkpoint()
+            self._delete_row_ids(leaf, state.leaves[leaf], 0)
+            del state.leaves[leaf]
         for leaf in leaves_to_read(self._client, plan, to_read):
             if state.reading is None or state.reading.leaf != leaf.key:
                 saved = state.leaves.get(leaf.key)
@@ -229,7 +230,7 @@ class TableSync:
                 state.position, state.segment = None, None
             self._read_leaf(leaf)
             reading = state.reading
-            self._delete_row_ids(leaf.key, reading.sent, reading.high)
+            self._delete_row_ids(leaf.key, reading, reading.sent)
             state.leaves[leaf.key] = LeafState(reading.digest, reading.sent)
             state.reading, state.position, state.segment = None, None, None
             self._checkpoint()
@@ -248,6 +249,8 @@ class TableSync:
     def _read_leaf(self, leaf: Leaf) -> None:
         plan, state = self._plan, self._state
         if plan.row_locator is RowLocator.NONE:  # a view, a query, a replicated table: no physical position
+            if state.reading.sent:  # an earlier sync's read died partway: it starts again from id 1
+                self._restart_leaf()
             self._read_all(lambda: self._leaf_read(leaf, None), on_restart=self._restart_leaf)
             return
         # No segment listed (Cloudberry's single-node mode has none with content >= 0): the leaf is read whole.
@@ -273,12 +276,19 @@ class TableSync:
         reading = self._state.reading
         reading.high, reading.sent = max(reading.high, reading.sent), 0
 
-    def _delete_row_ids(self, leaf: str, keep: int, high: int) -> None:
-        """Deletes the ids leaf:keep+1 .. leaf:high, which the destination may hold and the source no longer has."""
+    def _delete_row_ids(self, leaf: str, held: LeafState | LeafRead, keep: int) -> None:
+        """Deletes the ids leaf:keep+1 up to the highest the destination may hold (`held`'s count), which the source
+        no longer has: highest first, lowering the count as it goes, so that a checkpoint on the way saves how far
+        the deletes got and a sync that dies there goes on from it."""
         table, schema, delete = self._plan.destination_table, self._plan.destination_schema, op.delete
-        for ordinal in range(keep + 1, high + 1):
+        every = self._settings.checkpoint_rows
+        while _held(held) > keep:
+            ordinal = _held(held)
             delete(table, {ROW_ID_COLUMN: f"{leaf}:{ordinal}"}, schema=schema)
-        self._report.deleted += max(high - keep, 0)
+            _set_held(held, ordinal - 1)
+            self._report.deleted += 1
+            if self._report.deleted % every == 0:
+                self._checkpoint()
 
     def _log_changes(self, current: dict[str, str], to_read: list[str], gone: list[str]) -> None:
         what = f"{len(to_read)} of {_leaf_count(current)} changed or new"
@@ -389,7 +399,8 @@ class TableSync:
         estimate = self._plan.estimated_rows
         share = f", {min(100.0, 100.0 * rows / estimate):.0f}% of ~{estimate:,} estimated" if estimate else ""
         verb = "done" if final else "progress"
-        log.info(f"{self._plan.state_key}: {verb}, {rows:,} rows, {rows / elapsed:,.0f} rows/s{share}")
+        deleted = f", {self._report.deleted:,} row ids deleted" if self._report.deleted else ""
+        log.info(f"{self._plan.state_key}: {verb}, {rows:,} rows, {rows / elapsed:,.0f} rows/s{share}{deleted}")
 
     def _finish(self) -> None:
         self._checkpoint()
@@ -400,6 +411,17 @@ class TableSync:
                 f"{self._plan.state_key}.{column}: {count} value(s) the destination type cannot hold "
                 f"(e.g. {examples}) were stored as NULL"
             )
+
+
+def _held(held: LeafState | LeafRead) -> int:
+    return held.rows if isinstance(held, LeafState) else held.high
+
+
+def _set_held(held: LeafState | LeafRead, count: int) -> None:
+    if isinstance(held, LeafState):
+        held.rows = count
+    else:
+        held.high = count
 
 
 def _leaf_count(current: dict[str, str]) -> str:

@@ -345,3 +345,55 @@ def test_a_float_changed_in_its_last_digit_is_a_change(
             cursor.execute(f"UPDATE {schema}.m SET {change}")
         assert _sent(destination.sync(configuration)) == (1, 0, 0), change
     assert destination.rows(schema, "m", "v") == [(0.10000000000000002,)]
+
+
+def test_deletes_of_a_dropped_leaf_are_checkpointed_and_a_killed_sync_goes_on_with_them(
+    database: Database, schema: str, facts: Facts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    facts.create(months=2)
+    facts.insert(0, 300)
+    facts.insert(1, 20)
+    configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100")
+    destination.sync(configuration)
+    facts.drop_leaf(0)
+    real_checkpoint, checkpoints = sync.op.checkpoint, []
+
+    def checkpoint_then_crash(state: dict) -> None:
+        real_checkpoint(state)
+        checkpoints.append(state)
+        if len(checkpoints) == 2:
+            raise RuntimeError("killed among the deletes")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
+    with pytest.raises(Exception, match="killed among the deletes"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    saved = destination.saved_state()
+    held = [leaf["rows"] for leaf in saved["tables"][f"{schema}.facts"]["leaves"].values()]
+    assert sorted(held) == [20, 100], "the dropped leaf's count went down as its ids were deleted, 200 of 300"
+
+    counts = destination.sync(configuration, state=saved)
+    assert (counts["Upserts"], counts["Deletes"]) == (0, 100)
+    assert _landed(destination, schema) == facts.rows()
+
+
+def test_a_keyless_view_killed_mid_read_is_read_again_from_its_first_row_id(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view has no physical order to resume on: its read starts again, and lands every row exactly once."""
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE VIEW {schema}.v AS SELECT i % 7 AS n FROM generate_series(1, 300) i")
+    configuration = database.configuration(SCHEMAS=schema, TABLES=f"{schema}.v", BATCH_SIZE="50", CHECKPOINT_ROWS="100")
+    real_checkpoint = sync.op.checkpoint
+
+    def checkpoint_then_crash(state: dict) -> None:
+        real_checkpoint(state)
+        if (state["tables"][f"{schema}.v"]["reading"] or {}).get("sent", 0) >= 200:
+            raise RuntimeError("killed mid-read")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
+    with pytest.raises(Exception, match="killed mid-read"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    destination.sync(configuration, state=destination.saved_state())
+    assert destination.rows(schema, "v", "n") == sorted((i % 7,) for i in range(1, 301))
