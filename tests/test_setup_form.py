@@ -53,3 +53,8 @@ def test_an_unknown_key_is_a_warning_in_every_sync_and_in_the_setup_test(
         assert hint in capfd.readouterr().out
     assert connector.connection_test(configuration).success is True
     assert hint in capfd.readouterr().out
+
+
+def test_the_connection_test_is_strict_about_names_that_match_nothing(database: Database, schema: str) -> None:
+    failure = connector.connection_test(database.configuration(SCHEMAS=schema, TABLES=f"{schema}.typo"))
+    assert failure.failure == f"TABLES: '{schema}.typo' matches no table the user can see."
