@@ -4,6 +4,7 @@ tables. Each test compares the destination with the source as a multiset and cou
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from conftest import Database, Destination
@@ -95,6 +96,30 @@ def _sent(counts: dict[str, int]) -> tuple[int, int, int]:
     return counts["Upserts"], counts["Deletes"], counts["Truncates"]
 
 
+def _killed_after_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+    destination: Destination,
+    configuration: dict[str, str],
+    table: str,
+    when: Callable[[dict, int], bool],
+) -> dict:
+    """Runs a sync that dies right after the checkpoint at which `when(the table's state, checkpoint number)` holds;
+    returns the state it saved."""
+    real_checkpoint, count = sync.op.checkpoint, [0]
+
+    def checkpoint_then_die(state: dict) -> None:
+        real_checkpoint(state)
+        count[0] += 1
+        if when(state["tables"][table], count[0]):
+            raise RuntimeError("killed after a checkpoint")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)
+    with pytest.raises(Exception, match="killed after a checkpoint"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    return destination.saved_state()
+
+
 @pytest.fixture
 def facts(database: Database, source, schema: str) -> Facts:
     return Facts(database, source, schema)
@@ -168,19 +193,11 @@ def test_a_sync_killed_mid_leaf_resumes_there_and_the_next_sync_catches_what_cha
     facts.insert(0, 300)
     facts.insert(1, 300)
     configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="50", CHECKPOINT_ROWS="100")
-    real_checkpoint = sync.op.checkpoint
 
-    def checkpoint_then_crash(state: dict) -> None:
-        real_checkpoint(state)
-        reading = state["tables"][f"{schema}.facts"]["reading"]
-        if reading is not None and reading["sent"] >= 100 and len(state["tables"][f"{schema}.facts"]["leaves"]) == 1:
-            raise RuntimeError("killed mid-leaf")  # in the second leaf, after its first checkpoint
+    def in_the_second_leaf(table: dict, _: int) -> bool:  # after the second leaf's first checkpoint
+        return table["reading"] is not None and table["reading"]["sent"] >= 100 and len(table["leaves"]) == 1
 
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
-    with pytest.raises(Exception, match="killed mid-leaf"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    saved = destination.saved_state()
+    saved = _killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.facts", in_the_second_leaf)
     reading = saved["tables"][f"{schema}.facts"]["reading"]
     assert reading["sent"] >= 100 and saved["tables"][f"{schema}.facts"]["position"] is not None
     # The leaf being read loses rows before the read goes on: the read finishes on its old digest, and the next
@@ -356,19 +373,7 @@ def test_deletes_of_a_dropped_leaf_are_checkpointed_and_a_killed_sync_goes_on_wi
     configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100")
     destination.sync(configuration)
     facts.drop_leaf(0)
-    real_checkpoint, checkpoints = sync.op.checkpoint, []
-
-    def checkpoint_then_crash(state: dict) -> None:
-        real_checkpoint(state)
-        checkpoints.append(state)
-        if len(checkpoints) == 2:
-            raise RuntimeError("killed among the deletes")
-
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
-    with pytest.raises(Exception, match="killed among the deletes"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    saved = destination.saved_state()
+    saved = _killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.facts", lambda _, n: n == 2)
     held = [leaf["rows"] for leaf in saved["tables"][f"{schema}.facts"]["leaves"].values()]
     assert sorted(held) == [20, 100], "the dropped leaf's count went down as its ids were deleted, 200 of 300"
 
@@ -384,16 +389,10 @@ def test_a_keyless_view_killed_mid_read_is_read_again_from_its_first_row_id(
     with source.cursor() as cursor:
         cursor.execute(f"CREATE VIEW {schema}.v AS SELECT i % 7 AS n FROM generate_series(1, 300) i")
     configuration = database.configuration(SCHEMAS=schema, TABLES=f"{schema}.v", BATCH_SIZE="50", CHECKPOINT_ROWS="100")
-    real_checkpoint = sync.op.checkpoint
 
-    def checkpoint_then_crash(state: dict) -> None:
-        real_checkpoint(state)
-        if (state["tables"][f"{schema}.v"]["reading"] or {}).get("sent", 0) >= 200:
-            raise RuntimeError("killed mid-read")
+    def partway(table: dict, _: int) -> bool:
+        return (table["reading"] or {}).get("sent", 0) >= 200
 
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
-    with pytest.raises(Exception, match="killed mid-read"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    destination.sync(configuration, state=destination.saved_state())
+    saved = _killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.v", partway)
+    destination.sync(configuration, state=saved)
     assert destination.rows(schema, "v", "n") == sorted((i % 7,) for i in range(1, 301))
