@@ -5,6 +5,7 @@ after the bastion dies, verify-full still checks HOST, and no secret shows anywh
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -238,3 +239,13 @@ def test_the_setup_forms_connection_test_goes_through_the_tunnel(
     assert f"Accepted publickey for {bastion.user}" in bastion.log()
     refused = connector.connection_test(database.configuration(**_through(bastion, keys["stranger"])))
     assert "SSH_USER: the bastion" in refused.failure
+
+
+def test_an_unreachable_bastion_is_named(database: Database, bastion: SshServer, keys, destination) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    configuration = database.configuration(
+        CONNECT_TIMEOUT_SECONDS="2", **_through(bastion, keys["ed25519"], SSH_PORT=str(closed))
+    )
+    assert f"SSH_HOST: cannot reach the bastion 127.0.0.1:{closed}" in _failure(destination, configuration)
