@@ -24,8 +24,8 @@ class TableState:
     - `phase`: incremental reads go through rows with a cursor value ("values"), then rows whose cursor is NULL
       ("nulls"), which have no cursor to compare and are re-read by key on every sync.
     - `position`: the key (and cursor) of the last row sent in the read in progress; None when no read is in progress.
-    - `segment`: Greenplum keyless reads go one segment at a time; the segment being read.
-    - `in_pass`: a full pass has begun and its truncate is done, so resuming must not truncate again.
+    - `segment`: Greenplum keyless leaves are read one segment at a time; the segment being read.
+    - `in_pass`: a keyed full pass has begun and its truncate is done, so resuming must not truncate again.
     - `cursor_column`: the cursor column's name and type ("updated_at UTC_DATETIME") that `cursor` and `position`
       were read from; when the column or its type changes, they no longer apply (None in states of older versions).
     - `leaves`: full strategies: per leaf partition (the table itself when it is not partitioned), the digest taken
