@@ -121,10 +121,10 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
             else:
                 synced += 1
         op.checkpoint(sync_state.as_json())
-    log_summary(synced, skipped, planning.warnings)
+    _log_summary(synced, skipped, planning.warnings)
 
 
-def log_summary(synced: int, skipped: list[str], warnings: list[str]) -> None:
+def _log_summary(synced: int, skipped: list[str], warnings: list[str]) -> None:
     """The sync's last line: what synced, what was skipped, and how many settings match nothing or no longer apply."""
     parts = [f"Sync finished; {synced} table(s) synced"]
     if skipped:
