@@ -27,7 +27,8 @@ from values import (
     json_decoded,
 )
 
-# A custom query whose source changed (a table dropped or renamed, a grant revoked) cannot be described.
+# The source changed under one table (dropped or renamed, a column gone, a grant revoked): that table is left out
+# (a custom query that cannot be described, a read that fails) and the others still sync.
 SOURCE_CHANGED = (
     psycopg2.errors.UndefinedTable,
     psycopg2.errors.UndefinedColumn,

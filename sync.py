@@ -13,7 +13,6 @@ from itertools import repeat
 from typing import Any
 
 import psycopg2
-import psycopg2.errors
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
@@ -23,7 +22,7 @@ from catalog import RowLocator
 from changes import DeclaredKeyNotUnique, Leaf, check_declared_key, compare, leaf_digests, leaves_to_read
 from configuration import Settings
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
-from planning import ROW_ID_COLUMN, Strategy, TablePlan
+from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
 from state import LeafRead, LeafState, SyncState
 from values import position_text
@@ -34,13 +33,7 @@ class ReadCancelled(RuntimeError):
 
 
 # Errors that concern one table only: it is skipped with a warning and the others are still synced.
-TABLE_ERRORS = (
-    psycopg2.errors.InsufficientPrivilege,
-    psycopg2.errors.UndefinedTable,
-    psycopg2.errors.UndefinedColumn,
-    ReadCancelled,
-    DeclaredKeyNotUnique,
-)
+TABLE_ERRORS = (*SOURCE_CHANGED, ReadCancelled, DeclaredKeyNotUnique)
 # Lost connections in a row, with no row read in between, after which the table's read gives up.
 _MAX_RECONNECTS_WITHOUT_PROGRESS = 5
 # Integer cursors of any width hold the same values; other types are only comparable to themselves.
