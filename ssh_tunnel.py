@@ -22,6 +22,7 @@ import paramiko
 
 _KEY_CLASSES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _FORWARD_BUFFER = 65536
+_LOST = (OSError, EOFError, paramiko.SSHException)  # what a dead bastion or a closed socket raises
 
 
 class SshKeyError(ValueError):
@@ -173,7 +174,7 @@ class Tunnel:
                 return  # closed
             try:
                 channel = transport.open_channel("direct-tcpip", self._remote, peer, timeout=self._timeout)
-            except (paramiko.SSHException, OSError, EOFError):
+            except _LOST:
                 client.close()  # the database connection fails as lost, and the client opens the tunnel again
                 continue
             threading.Thread(target=_forward, args=(client, channel), name="ssh-forward", daemon=True).start()
@@ -196,10 +197,11 @@ def _forward(client: socket.socket, channel: paramiko.Channel) -> None:
                 client.sendall(data)
             if channel.closed:
                 return
-    except (OSError, EOFError, paramiko.SSHException):
+    except _LOST:
         return
     finally:
-        channel.close()
+        with contextlib.suppress(*_LOST):  # closing a channel writes to a transport that may be dead by now
+            channel.close()
         client.close()
 
 
