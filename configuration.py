@@ -26,6 +26,7 @@ OPTIONAL_KEYS = (
     "SSLROOTCERT",
     "BATCH_SIZE",
     "CHECKPOINT_ROWS",
+    "CHECKPOINT_SECONDS",
     "LOOKBACK_SECONDS",
     "CONNECT_TIMEOUT_SECONDS",
     "RETRY_SECONDS",
@@ -41,6 +42,7 @@ KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_CHECKPOINT_ROWS = 10000
+DEFAULT_CHECKPOINT_SECONDS = 60
 DEFAULT_LOOKBACK_SECONDS = 300
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10
 DEFAULT_RETRY_SECONDS = 300
@@ -107,6 +109,7 @@ class Settings:
     sslrootcert: str | None = field(default=None, repr=False)
     batch_size: int = DEFAULT_BATCH_SIZE
     checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
+    checkpoint_seconds: int = DEFAULT_CHECKPOINT_SECONDS
     lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS
     connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
     retry_seconds: int = DEFAULT_RETRY_SECONDS
@@ -162,6 +165,9 @@ def parse_settings(configuration: dict[str, Any]) -> Settings:
         sslrootcert=sslrootcert,
         batch_size=_integer(configuration, "BATCH_SIZE", DEFAULT_BATCH_SIZE, low=1, high=1_000_000),
         checkpoint_rows=_integer(configuration, "CHECKPOINT_ROWS", DEFAULT_CHECKPOINT_ROWS, low=1, high=10_000_000),
+        checkpoint_seconds=_integer(
+            configuration, "CHECKPOINT_SECONDS", DEFAULT_CHECKPOINT_SECONDS, low=1, high=86_400
+        ),
         lookback_seconds=_integer(configuration, "LOOKBACK_SECONDS", DEFAULT_LOOKBACK_SECONDS, low=0, high=10**9),
         connect_timeout_seconds=_integer(
             configuration, "CONNECT_TIMEOUT_SECONDS", DEFAULT_CONNECT_TIMEOUT_SECONDS, low=1, high=3600

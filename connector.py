@@ -15,6 +15,7 @@ from fivetran_connector_sdk import Operations as op
 
 from catalog import ServerInfo, discover, server_info
 from catalog_sql import PRIMARY_SEGMENTS
+from checkpoints import Checkpoints
 from configuration import Settings, parse_settings, unknown_keys
 from greenplum_client import GreenplumClient, one_line
 from planning import Planning, plan_tables, unreadable_tables
@@ -41,7 +42,8 @@ _FORM_FIELDS = (
     ("SSLMODE", "SSL mode", False, "disable, allow, prefer (default), require, verify-ca or verify-full."),
     ("SSLROOTCERT", "CA certificate", False, "PEM text of the CA, for verify-ca and verify-full."),
     ("BATCH_SIZE", "Batch size", False, "Rows fetched per round trip; default 5000."),
-    ("CHECKPOINT_ROWS", "Checkpoint rows", False, "Rows between checkpoints within a table; default 10000."),
+    ("CHECKPOINT_ROWS", "Checkpoint rows", False, "Rows or deletes sent between checkpoints; default 10000."),
+    ("CHECKPOINT_SECONDS", "Checkpoint seconds", False, "The longest time between checkpoints; default 60."),
     ("LOOKBACK_SECONDS", "Lookback seconds", False, "Re-read window before the saved cursor; default 300."),
     ("CONNECT_TIMEOUT_SECONDS", "Connect timeout", False, "Seconds to wait for each connection attempt; default 10."),
     ("RETRY_SECONDS", "Retry for", False, "Seconds to keep retrying a failed connection; default 300."),
@@ -110,9 +112,10 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
             op.warning(f"Skipped {name}: {reason}")
             skipped.append(name)
         synced = 0
+        checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
         for plan in planning.plans:
             try:
-                TableSync(client, settings, plan, sync_state, segments).run()
+                TableSync(client, settings, plan, sync_state, segments, checkpoints).run()
             except TABLE_ERRORS as error:
                 diagnostics = getattr(error, "diag", None)  # the server's message, without the statement
                 reason = one_line((diagnostics and diagnostics.message_primary) or error)
@@ -120,7 +123,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
                 skipped.append(plan.state_key)
             else:
                 synced += 1
-        op.checkpoint(sync_state.as_json())
+        checkpoints.now()
     _log_summary(synced, skipped, planning.warnings)
 
 

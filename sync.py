@@ -20,6 +20,7 @@ from psycopg2 import sql
 import reads
 from catalog import RowLocator
 from changes import DeclaredKeyNotUnique, Leaf, check_declared_key, compare, leaf_digests, leaves_to_read
+from checkpoints import Checkpoints
 from configuration import Settings
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
@@ -58,6 +59,7 @@ class TableSync:
         plan: TablePlan,
         sync_state: SyncState,
         segments: list[int],
+        checkpoints: Checkpoints,
     ) -> None:
         self._client = client
         self._settings = settings
@@ -67,7 +69,7 @@ class TableSync:
         self._segments = segments
         self._report = TableReport()
         self._started = time.monotonic()
-        self._rows_at_checkpoint = 0
+        self._checkpoints = checkpoints
         self._names = [c.name for c in plan.columns]
         if plan.strategy is Strategy.APPEND_ONLY:
             self._names.append(ROW_ID_COLUMN)  # the read computes it
@@ -137,7 +139,7 @@ class TableSync:
             if last is not None:
                 state.cursor = last[0]
             state.phase, state.position = "nulls", None
-            self._checkpoint()
+            self._checkpoints.progressed()
         if self._plan.cursor.nullable:
             self._read_all(nulls)
         state.phase, state.position = "values", None
@@ -226,7 +228,7 @@ class TableSync:
             self._delete_row_ids(leaf.key, reading, reading.sent)
             state.leaves[leaf.key] = LeafState(reading.digest, reading.sent)
             state.reading, state.position, state.segment = None, None, None
-            self._checkpoint()
+            self._checkpoints.progressed()
 
     def _digests(self) -> dict[str, str] | None:
         """The digest of each leaf, or None when statement_timeout cancelled the query (one statement over the whole
@@ -274,14 +276,12 @@ class TableSync:
         no longer has: highest first, lowering the count as it goes, so that a checkpoint on the way saves how far
         the deletes got and a sync that dies there goes on from it."""
         table, schema, delete = self._plan.destination_table, self._plan.destination_schema, op.delete
-        every = self._settings.checkpoint_rows
         while _held(held) > keep:
             ordinal = _held(held)
             delete(table, {ROW_ID_COLUMN: f"{leaf}:{ordinal}"}, schema=schema)
             _set_held(held, ordinal - 1)
             self._report.deleted += 1
-            if self._report.deleted % every == 0:
-                self._checkpoint()
+            self._sent(1)
 
     def _log_changes(self, current: dict[str, str], to_read: list[str], gone: list[str]) -> None:
         what = f"{len(to_read)} of {_leaf_count(current)} changed or new"
@@ -310,7 +310,7 @@ class TableSync:
                         last_row = batch[-1]
                         last_position = [position_text(last_row[i]) for i in read.position_columns]
                         self._state.position = last_position
-                    self._maybe_checkpoint()
+                    self._sent(len(batch))
                 return last_position
             except TABLE_ERRORS:
                 raise
@@ -377,14 +377,10 @@ class TableSync:
             if value not in examples:
                 examples.append(value)
 
-    def _maybe_checkpoint(self) -> None:
-        if self._report.rows - self._rows_at_checkpoint >= self._settings.checkpoint_rows:
-            self._checkpoint()
+    def _sent(self, count: int) -> None:
+        """Counts rows or deletes sent towards the next checkpoint, and logs the table's progress at each."""
+        if self._checkpoints.sent(count):
             self._log_progress()
-
-    def _checkpoint(self) -> None:
-        op.checkpoint(self._sync_state.as_json())
-        self._rows_at_checkpoint = self._report.rows
 
     def _log_progress(self, final: bool = False) -> None:
         rows = self._report.rows
@@ -396,7 +392,7 @@ class TableSync:
         log.info(f"{self._plan.state_key}: {verb}, {rows:,} rows, {rows / elapsed:,.0f} rows/s{share}{deleted}")
 
     def _finish(self) -> None:
-        self._checkpoint()
+        self._checkpoints.progressed()
         self._log_progress(final=True)
         for column, count in self._report.out_of_range_counts.items():
             examples = ", ".join(self._report.out_of_range[column])

@@ -1,0 +1,64 @@
+"""When progress is worth saving: `op.checkpoint` after CHECKPOINT_ROWS rows or deletes, or after CHECKPOINT_SECONDS,
+since the last checkpoint, counted across every table of the sync, and once at its end.
+
+Never per table or per leaf: each checkpoint of the SDK's runner brings every declared table up to its declaration, so
+its cost grows with the table count, and a checkpoint per table would make a sync of many small tables cost the square
+of their number. A sync killed between two checkpoints repeats what it sent since the last one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fivetran_connector_sdk import Operations as op
+
+from state import SyncState
+
+
+class Checkpoints:
+    """Counts what a sync sends and saves its state when enough was sent or enough time passed since the last save."""
+
+    def __init__(
+        self,
+        sync_state: SyncState,
+        rows_between: int,
+        seconds_between: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sync_state = sync_state
+        self._rows_between = rows_between
+        self._seconds_between = seconds_between
+        self._clock = clock
+        self._sent_since = 0
+        self._progress_since = False
+        self._last = clock()
+        self.taken = 0
+
+    def sent(self, count: int) -> bool:
+        """Counts `count` rows or deletes sent; checkpoints when they make CHECKPOINT_ROWS, or when CHECKPOINT_SECONDS
+        passed with progress unsaved. Returns whether it checkpointed."""
+        self._sent_since += count
+        self._progress_since = True
+        if self._sent_since >= self._rows_between:
+            self.now()
+            return True
+        return self.if_due()
+
+    def progressed(self) -> bool:
+        """Notes progress that sent nothing (a leaf found unchanged, a table done); checkpoints only when
+        CHECKPOINT_SECONDS passed since the last checkpoint."""
+        self._progress_since = True
+        return self.if_due()
+
+    def if_due(self) -> bool:
+        if self._progress_since and self._clock() - self._last >= self._seconds_between:
+            self.now()
+            return True
+        return False
+
+    def now(self) -> None:
+        """Saves the state whatever was sent: at the end of the sync."""
+        op.checkpoint(self._sync_state.as_json())
+        self._sent_since, self._progress_since, self._last = 0, False, self._clock()
+        self.taken += 1
