@@ -1,5 +1,5 @@
 """Change detection for the full strategies: a digest of each leaf partition, computed by the server, and from it
-which leaves are read again, which are gone, and whether a declared key is unique.
+which leaves are read again and which are gone.
 
 A leaf's digest is its row count and two sums over its rows of the two 64-bit halves of `md5` of the row's text
 (the selected columns only, as `ROW(...)::text`, floats in their binary form). The sums are exact (`sum(bigint)` is
@@ -25,11 +25,6 @@ from greenplum_client import GreenplumClient
 from planning import PlannedColumn, TablePlan
 from state import LeafState
 from type_mapping import ReadAs
-
-
-class DeclaredKeyNotUnique(RuntimeError):
-    """A PRIMARY_KEYS key has duplicates or NULLs at the source: syncing would collapse rows, so the table is
-    skipped."""
 
 
 @dataclass(frozen=True)
@@ -122,28 +117,6 @@ def leaves_to_read(client: GreenplumClient, plan: TablePlan, keys: list[str]) ->
         else:
             leaves.append(Leaf(key, plan.relation, sql.SQL("tableoid = %s"), (int(key),)))
     return leaves
-
-
-def check_declared_key(client: GreenplumClient, plan: TablePlan) -> None:
-    """Raises DeclaredKeyNotUnique naming one duplicated (or NULL) key value; one aggregate query."""
-    key = [sql.Identifier(name) for name in plan.primary_key]
-    statement = sql.SQL("SELECT {}, count(*) FROM {} GROUP BY {} HAVING count(*) > 1 OR {} LIMIT 1").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(column) for column in key),
-        plan.relation,
-        sql.SQL(", ").join(key),
-        sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(column) for column in key),
-    )
-    rows = client.query(statement)
-    if not rows:
-        return
-    *values, count = rows[0]
-    shown = ", ".join("NULL" if value is None else repr(value) for value in values)
-    columns = "+".join(plan.primary_key)
-    problem = "is NULL in" if None in values else "is shared by"
-    raise DeclaredKeyNotUnique(
-        f"PRIMARY_KEYS: the declared key {columns} of {plan.state_key} is not unique at the source: ({shown}) "
-        f"{problem} {count} row(s); the table is not synced until the key is unique"
-    )
 
 
 def _leaf_order(leaf: str) -> tuple[int, str]:

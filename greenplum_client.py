@@ -15,7 +15,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg2
@@ -128,7 +128,9 @@ class GreenplumClient:
                 self._connection.close()
         self._connection = None
 
-    def query(self, statement: str | sql.Composable, params: Mapping[str, Any] | None = None) -> list[tuple]:
+    def query(
+        self, statement: str | sql.Composable, params: Mapping[str, Any] | Sequence[Any] | None = None
+    ) -> list[tuple]:
         """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
         connection when the connection is lost."""
         return self._retrying(statement, params, lambda cursor: cursor.fetchall() if cursor.description else [])
@@ -143,7 +145,7 @@ class GreenplumClient:
     def _retrying(
         self,
         statement: str | sql.Composable,
-        params: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | Sequence[Any] | None,
         result: Callable[[psycopg2.extensions.cursor], Any],
     ) -> Any:
         for attempt in range(1, _QUERY_ATTEMPTS + 1):

@@ -45,6 +45,24 @@ def incremental_values(plan: TablePlan, state: TableState, lookback_seconds: int
     return Read(statement, params, tuple(_index(plan, name) for name in order))
 
 
+def incremental_window(plan: TablePlan, state: TableState, lookback_seconds: int) -> tuple[sql.Composable, list[Any]]:
+    """The rows an incremental sync is about to read, as a condition: the cursor from where the read starts (the saved
+    position, else the saved cursor minus the lookback; nothing more in the phase of NULL cursors), and every row whose
+    cursor is NULL, which each sync reads again."""
+    cursor = sql.Identifier(plan.cursor.name)
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    if state.phase == "values":
+        if state.position is not None:
+            params.append(state.position[0])
+        elif state.cursor is not None:
+            params.append(_minus_lookback(state.cursor, plan.cursor.kind, lookback_seconds))
+        conditions.append(sql.SQL("{} >= %s" if params else "{} IS NOT NULL").format(cursor))
+    if plan.cursor.nullable:
+        conditions.append(sql.SQL("{} IS NULL").format(cursor))
+    return sql.SQL(" OR ").join(conditions) if conditions else sql.SQL("false"), params
+
+
 def keyed(plan: TablePlan, state: TableState, extra_condition: sql.Composable | None = None) -> Read:
     """The table in key order, after the saved position."""
     conditions, params = [], []

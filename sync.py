@@ -19,9 +19,10 @@ from psycopg2 import sql
 
 import reads
 from catalog import RowLocator
-from changes import DeclaredKeyNotUnique, Leaf, check_declared_key, compare, leaf_digests, leaves_to_read
+from changes import Leaf, compare, leaf_digests, leaves_to_read
 from checkpoints import Checkpoints
 from configuration import Settings
+from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
@@ -112,9 +113,12 @@ class TableSync:
 
     def _run_incremental(self) -> None:
         plan, state = self._plan, self._state
-        if plan.declared_key and state.cursor is None and state.position is None and state.phase == "values":
-            check_declared_key(self._client, plan)  # the first sync: a key that is not unique would collapse rows
         lookback = self._settings.lookback_seconds
+        if plan.declared_key:  # a key that is not unique would collapse rows: nothing is sent then
+            if state.cursor is None and state.position is None and state.phase == "values":
+                check_whole_table(self._client, plan)  # the first sync reads every row
+            else:
+                check_window(self._client, plan, *reads.incremental_window(plan, state, lookback))
         nulls = sql.SQL("{} IS NULL").format(sql.Identifier(plan.cursor.name))
         self._run_cursor_phases(
             lambda: reads.incremental_values(plan, state, lookback), lambda: reads.keyed(plan, state, nulls)
@@ -180,7 +184,7 @@ class TableSync:
                 log.info(f"{plan.state_key}: unchanged since the last pass ({_leaf_count(current)}); nothing read")
                 return
             if plan.declared_key:
-                check_declared_key(self._client, plan)
+                check_whole_table(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
             op.truncate(plan.destination_table, schema=plan.destination_schema)
             state.in_pass, state.position, state.pass_leaves = True, None, current

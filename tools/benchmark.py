@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from configuration import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_ROWS  # noqa: E402
 from tools.change_benchmark import format_changes, run_changes  # noqa: E402
+from tools.scale_benchmark import format_scale, run_scale  # noqa: E402
 
 DATABASE = "benchmark"
 SCHEMA, TABLE = "bench", "items"
@@ -90,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dsn", help="with --changes: an existing database (e.g. a Greenplum) instead of our own")
     parser.add_argument(
+        "--tables",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: N small tables and a table of N leaves, first and unchanged syncs (e.g. --tables 100 1000)",
+    )
+    parser.add_argument(
         "--ssh", action="store_true", help="stage 2 also through an SSH tunnel (a throwaway local sshd), alternated"
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a stage-3 or stage-4 job file
@@ -100,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.changes:
         results = run_changes(args.rows, args.dsn, args.batch_size, args.checkpoint_rows)
         print(format_changes(results))
+    elif args.tables:
+        results = run_scale(args.tables)
+        print(format_scale(results))
     else:
         results = run(args)
         print(format_table(results))
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             extraction = _child(work, "extraction", configuration, args.rows, None)
             ceiling = _child(work, "ceiling", configuration, args.rows, rows_file)
             end_to_end = _child(work, "end_to_end", configuration, args.rows, None)
+            key_checks = _declared_key_checks(server, configuration, end_to_end["state"])
             _drop_cursor_index(server)
             unindexed = _child(work, "incremental", configuration, args.rows, None, state=end_to_end["state"])
             results["seconds"] |= {"3_sdk_ceiling": ceiling["seconds"], "4_connector_end_to_end": end_to_end["seconds"]}
@@ -182,6 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "indexed_share_of_full_sync": end_to_end["incremental_seconds"] / end_to_end["seconds"],
         "unindexed_cursor_seconds": unindexed["incremental_seconds"],
         "unindexed_cursor_logged": unindexed["logged_no_index"],
+        "declared_key_check_seconds": key_checks,
     }
     results["targets"] |= {
         "end_to_end_vs_ceiling >= 0.85": ratio >= TARGETS["end_to_end_vs_ceiling"],
@@ -224,6 +237,8 @@ def format_table(results: dict[str, Any]) -> str:
         f" {incremental['indexed_cursor_rows_reread']} rows of lookback re-read); "
         f"{incremental['unindexed_cursor_seconds']:.1f}s without the index (logged: "
         f"{incremental['unindexed_cursor_logged']})",
+        "declared key (PRIMARY_KEYS) checked on that window: "
+        + ", ".join(f"{seconds:.2f}s {how}" for how, seconds in incremental["declared_key_check_seconds"].items()),
     ]
     return "\n".join(lines)
 
@@ -260,6 +275,40 @@ def _through_ssh(stack: contextlib.ExitStack, work: Path, configuration: dict[st
     }
 
 
+def _declared_key_checks(
+    server: local_postgres.LocalServer, configuration: dict[str, str], state: dict[str, Any]
+) -> dict[str, float]:
+    """Seconds of the check an incremental sync of a table with a declared key makes on the window it reads (the
+    lookback after the end-to-end sync), on a copy of the table without its primary key (its cursor indexed as the
+    original's), with and without an index on the key column."""
+    import reads
+    from declared_keys import check_window
+    from state import load_state
+
+    copy = f"{TABLE}_declared"
+    connection = _connect(server)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE {SCHEMA}.{copy} AS SELECT * FROM {SCHEMA}.{TABLE}; "
+            f"CREATE INDEX ON {SCHEMA}.{copy} (updated_at, id); ANALYZE {SCHEMA}.{copy}"
+        )
+    configuration = configuration | {"TABLES": f"{SCHEMA}.{copy}", "PRIMARY_KEYS": f"{SCHEMA}.{copy}:id"}
+    client, plan, _ = _table_sync(configuration)
+    table_state = load_state(state).tables[f"{SCHEMA}.{TABLE}"]
+    window = reads.incremental_window(plan, table_state, int(configuration.get("LOOKBACK_SECONDS", "300")))
+    seconds = {}
+    for how in ("without an index on the key", "with one"):
+        if how == "with one":
+            with connection.cursor() as cursor:
+                cursor.execute(f"CREATE INDEX ON {SCHEMA}.{copy} (id); ANALYZE {SCHEMA}.{copy}")
+        started = time.perf_counter()
+        check_window(client, plan, *window)
+        seconds[how] = time.perf_counter() - started
+    client.close()
+    connection.close()
+    return seconds
+
+
 def _drop_cursor_index(server: local_postgres.LocalServer) -> None:
     connection = _connect(server)
     with connection.cursor() as cursor:
@@ -277,6 +326,7 @@ def _connect(server: local_postgres.LocalServer) -> psycopg2.extensions.connecti
 def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     """The connector's own client, plan and TableSync for the benchmark table, as update() builds them."""
     from catalog import discover, server_info
+    from checkpoints import Checkpoints
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
     from planning import plan_tables
@@ -286,7 +336,9 @@ def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     settings = parse_settings(configuration)
     client = GreenplumClient(settings)
     (plan,) = plan_tables(settings, discover(client, server_info(client), settings.schemas), client, strict=True).plans
-    return client, plan, TableSync(client, settings, plan, SyncState(), [])
+    sync_state = SyncState()
+    checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
+    return client, plan, TableSync(client, settings, plan, sync_state, [], checkpoints)
 
 
 def _first_read(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
