@@ -176,12 +176,110 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = ANY (%(oids)s::oid[])
 """
 
+# The leaves of Greenplum tables that a full pass reads, with their storage and file number (a new one after TRUNCATE
+# or a rewriting ALTER TABLE): legacy partitions' leaves are the rules no other rule has as parent; a table that is
+# not partitioned is its own leaf.
+LEAVES_GREENPLUM6 = """
+SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT'),
+       CASE c.relstorage WHEN 'h' THEN 'heap' WHEN 'a' THEN 'ao_row' WHEN 'c' THEN 'ao_column'
+            ELSE c.relstorage::text END,
+       c.relfilenode::bigint
+FROM pg_catalog.pg_partition p
+JOIN pg_catalog.pg_partition_rule r ON r.paroid = p.oid
+JOIN pg_catalog.pg_class c ON c.oid = r.parchildrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE p.parrelid = %(root)s
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_rule child WHERE child.parparentrule = r.oid)
+UNION ALL
+SELECT c.oid, n.nspname, c.relname, true,
+       CASE c.relstorage WHEN 'h' THEN 'heap' WHEN 'a' THEN 'ao_row' WHEN 'c' THEN 'ao_column'
+            ELSE c.relstorage::text END,
+       c.relfilenode::bigint
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(root)s AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition p WHERE p.parrelid = c.oid)
+"""
+
+LEAVES_GREENPLUM7 = (
+    _PARTITION_TREE.replace("%(oids)s::oid[]", "ARRAY[%(root)s]::oid[]")
+    + """
+SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT'),
+       COALESCE(am.amname::text, 'heap'), c.relfilenode::bigint
+FROM tree
+JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
+WHERE c.relkind NOT IN ('p', 'f')
+"""
+)
+
+# Append-optimized leaves: each segment file's tuples written and modification count. Greenplum 6's coordinator holds
+# each file's totals over all segments (one row per column of a column-oriented file: column 0 stands for them all);
+# its modification count grows with every insert, update and delete, where a segment's does not count deletes.
+AO_SEGMENT_FILES_GREENPLUM6 = """
+SELECT files.oid, (files.f).segno, (files.f).tupcount, (files.f).modcount
+FROM (SELECT c.oid, gp_toolkit.__gp_aoseg(c.oid) AS f FROM pg_catalog.pg_class c
+      WHERE c.oid = ANY (%(row_oriented)s::oid[])) AS files
+UNION ALL
+SELECT files.oid, (files.f).segno, (files.f).tupcount, (files.f).modcount
+FROM (SELECT c.oid, gp_toolkit.__gp_aocsseg(c.oid) AS f FROM pg_catalog.pg_class c
+      WHERE c.oid = ANY (%(column_oriented)s::oid[])) AS files
+WHERE (files.f).column_num = 0
+"""
+
+# Greenplum 7 and Cloudberry declare these functions EXECUTE ON ALL SEGMENTS: each call answers for every segment (no
+# coordinator totals), and one leaf at a time. A segment's modification count misses deletes: its hidden rows count
+# them. Columns are selected by name, as they differ between versions.
+_AO_SEGMENT_FILES_GREENPLUM7 = """
+SELECT files.segno, sum(files.tupcount)::bigint, sum(files.modcount)::bigint
+FROM gp_toolkit.{function}(%(leaf)s::regclass) AS files
+WHERE {files}
+GROUP BY files.segno
+"""
+AO_SEGMENT_FILES_GREENPLUM7_ROW = _AO_SEGMENT_FILES_GREENPLUM7.format(function="__gp_aoseg", files="true")
+AO_SEGMENT_FILES_GREENPLUM7_COLUMN = _AO_SEGMENT_FILES_GREENPLUM7.format(
+    function="__gp_aocsseg", files="files.column_num = 0"
+)
+AO_HIDDEN_TOTALS_GREENPLUM7 = """
+SELECT hidden.segno, sum(hidden.hidden_tupcount)::bigint
+FROM gp_toolkit.__gp_aovisimap_hidden_info(%(leaf)s::regclass) AS hidden
+GROUP BY hidden.segno
+"""
+AO_HIDDEN_COUNTS_GREENPLUM7 = """
+SELECT hidden.segment_id, hidden.segno, hidden.hidden_tupcount::bigint
+FROM gp_toolkit.__gp_aovisimap_hidden_info(%(leaf)s::regclass) AS hidden
+"""
+
+# Rows hidden in an append-optimized leaf (deleted, or the old version of an updated row), per segment: the
+# visibility map's entries, read on every segment. Read to the end: stopping early leaks buffers on Greenplum 6.
+AO_HIDDEN_ROWS = """
+SELECT hidden.gp_segment_id, (hidden.v).segno, (hidden.v).row_num
+FROM (SELECT gp_segment_id, gp_toolkit.__gp_aovisimap(%(leaf)s::regclass) AS v
+      FROM pg_catalog.gp_dist_random('gp_id')) AS hidden
+"""
+
+# How many rows are hidden per segment and segment file (Greenplum 6).
+AO_HIDDEN_COUNTS_GREENPLUM6 = """
+SELECT counts.gp_segment_id, (counts.v).segno, (counts.v).hidden_tupcount
+FROM (SELECT gp_segment_id, gp_toolkit.__gp_aovisimap_hidden_info(%(leaf)s::regclass) AS v
+      FROM pg_catalog.gp_dist_random('gp_id')) AS counts
+"""
+
 COLUMN_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                WHERE attrelid = %(relation)s::regclass AND attname = %(column)s AND NOT attisdropped)
 """
 
 GREENPLUM_ONLY = (
+    LEAVES_GREENPLUM6,
+    LEAVES_GREENPLUM7,
+    AO_SEGMENT_FILES_GREENPLUM6,
+    AO_SEGMENT_FILES_GREENPLUM7_ROW,
+    AO_SEGMENT_FILES_GREENPLUM7_COLUMN,
+    AO_HIDDEN_TOTALS_GREENPLUM7,
+    AO_HIDDEN_COUNTS_GREENPLUM7,
+    AO_HIDDEN_ROWS,
+    AO_HIDDEN_COUNTS_GREENPLUM6,
     RELATIONS_GREENPLUM6,
     RELATIONS_GREENPLUM7,
     EXTERNAL_LEAVES_GREENPLUM6,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
-import catalog_sql
 from greenplum_client import GreenplumClient
+from leaves import Leaf
 from planning import PlannedColumn, TablePlan
 from state import LeafState
 from type_mapping import ReadAs
@@ -40,24 +40,23 @@ class LeafChanges:
         return not self.changed and not self.gone
 
 
-@dataclass(frozen=True)
-class Leaf:
-    """How to read one leaf: through its own name when the user may, else through the root, filtered by tableoid."""
-
-    key: str
-    relation: sql.Composable
-    condition: sql.Composable | None = None
-    params: tuple[int, ...] = ()
-
-
-def leaf_digests(client: GreenplumClient, plan: TablePlan) -> dict[str, str]:
-    """leaf -> digest (`count:sum1:sum2`) of every leaf that holds a row, in one aggregate query."""
+def leaf_digests(client: GreenplumClient, plan: TablePlan, leaves: list[Leaf] | None = None) -> dict[str, str]:
+    """leaf -> digest (`count:sum1:sum2`) of every leaf that holds a row: of the given leaves, one query each through
+    its own name (where other leaves need no digest), else of the whole table in one aggregate query."""
     row_text = row_md5(plan)
     halves = sql.SQL(
         "count(*), sum(('x' || substr(h, 1, 16))::bit(64)::bigint)::text, "
         "sum(('x' || substr(h, 17, 16))::bit(64)::bigint)::text"
     )
-    if plan.partitioned:
+    if leaves is not None:
+        rows = []
+        for leaf in leaves:
+            inner = sql.SQL("SELECT {} AS h FROM {}").format(row_text, leaf.relation)
+            if leaf.condition is not None:
+                inner = sql.SQL("{} WHERE {}").format(inner, leaf.condition)
+            statement = sql.SQL("SELECT {} FROM ({}) AS digested").format(halves, inner)
+            rows += [(leaf.key, *row) for row in client.query(statement, list(leaf.params))]
+    elif plan.partitioned:
         statement = sql.SQL(
             "SELECT leaf, {} FROM (SELECT tableoid AS leaf, {} AS h FROM {}) AS digested GROUP BY leaf"
         ).format(halves, row_text, plan.relation)
@@ -101,22 +100,6 @@ def compare(saved: dict[str, LeafState], current: dict[str, str], in_progress: s
     ]
     gone = [leaf for leaf in sorted(saved, key=_leaf_order) if leaf not in current and leaf != in_progress]
     return LeafChanges(current, changed, gone)
-
-
-def leaves_to_read(client: GreenplumClient, plan: TablePlan, keys: list[str]) -> list[Leaf]:
-    """Each leaf's relation: its own name when the user may read it (the server then scans that leaf only)."""
-    if not plan.partitioned:
-        return [Leaf(key, plan.relation, None, ()) for key in keys]
-    rows = client.query(catalog_sql.LEAF_NAMES, {"oids": [int(key) for key in keys]}) if keys else []
-    names = {str(oid): (schema, name, readable) for oid, schema, name, readable in rows}
-    leaves = []
-    for key in keys:
-        schema, name, readable = names.get(key, (None, None, False))
-        if readable:
-            leaves.append(Leaf(key, sql.SQL("ONLY {}").format(sql.Identifier(schema, name)), None, ()))
-        else:
-            leaves.append(Leaf(key, plan.relation, sql.SQL("tableoid = %s"), (int(key),)))
-    return leaves
 
 
 def _leaf_order(leaf: str) -> tuple[int, str]:

@@ -35,30 +35,32 @@ class Checkpoints:
         self._last = clock()
         self.taken = 0
 
-    def sent(self, count: int) -> bool:
+    def sent(self, count: int, before: Callable[[], None] | None = None) -> bool:
         """Counts `count` rows or deletes sent; checkpoints when they make CHECKPOINT_ROWS, or when CHECKPOINT_SECONDS
-        passed with progress unsaved. Returns whether it checkpointed."""
+        passed with progress unsaved, calling `before` first. Returns whether it checkpointed."""
         self._sent_since += count
         self._progress_since = True
         if self._sent_since >= self._rows_between:
-            self.now()
+            self.now(before)
             return True
-        return self.if_due()
+        return self._if_due(before)
 
-    def progressed(self) -> bool:
+    def progressed(self, before: Callable[[], None] | None = None) -> bool:
         """Notes progress that sent nothing (a leaf found unchanged, a table done); checkpoints only when
         CHECKPOINT_SECONDS passed since the last checkpoint."""
         self._progress_since = True
-        return self.if_due()
+        return self._if_due(before)
 
-    def if_due(self) -> bool:
+    def _if_due(self, before: Callable[[], None] | None) -> bool:
         if self._progress_since and self._clock() - self._last >= self._seconds_between:
-            self.now()
+            self.now(before)
             return True
         return False
 
-    def now(self) -> None:
-        """Saves the state whatever was sent: at the end of the sync."""
+    def now(self, before: Callable[[], None] | None = None) -> None:
+        """Saves the state whatever was sent: at the end of the sync. `before` brings the state up to date first."""
+        if before is not None:
+            before()
         op.checkpoint(self._sync_state.as_json())
         self._sent_since, self._progress_since, self._last = 0, False, self._clock()
         self.taken += 1

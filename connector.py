@@ -20,7 +20,7 @@ from configuration import Settings, parse_settings, unknown_keys
 from greenplum_client import GreenplumClient, one_line
 from planning import Planning, plan_tables, unreadable_tables
 from state import load_state
-from sync import TABLE_ERRORS, TableSync
+from sync import TABLE_ERRORS, SyncContext, TableSync
 
 _FORM_FIELDS = (
     ("HOST", "Host", True, "Coordinator (master) host name or address."),
@@ -113,9 +113,10 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
             skipped.append(name)
         synced = 0
         checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
+        context = SyncContext(client, settings, info.flavour, segments, sync_state, checkpoints)
         for plan in planning.plans:
             try:
-                TableSync(client, settings, plan, sync_state, segments, checkpoints).run()
+                TableSync(context, plan).run()
             except TABLE_ERRORS as error:
                 diagnostics = getattr(error, "diag", None)  # the server's message, without the statement
                 reason = one_line((diagnostics and diagnostics.message_primary) or error)

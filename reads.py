@@ -14,7 +14,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from changes import Leaf, row_md5
+from changes import row_md5
+from leaves import Leaf
 from planning import ROW_ID_COLUMN, TablePlan
 from state import TableState
 
@@ -94,6 +95,22 @@ def leaf_physical(plan: TablePlan, leaf: Leaf, segment: int | None, state: Table
     # alias must differ from the system column's, or ORDER BY ctid would sort by this text.
     statement = _where(select(plan, leaf.relation, sql.SQL("ctid::text AS read_ctid")), conditions)
     return Read(sql.SQL("{} ORDER BY ctid").format(statement), params, (len(plan.columns),))
+
+
+def ao_rows(plan: TablePlan, leaf: Leaf, skipped: list[tuple[int, str, str]]) -> Read:
+    """An append-optimized leaf's rows in (segment, ctid) order, but for the given ranges (segment, from ctid, to
+    ctid, the end excluded), with the segment and the ctid's text last (zip() with the column names leaves them out
+    of the row). The ctid comparisons filter a scan: Greenplum has no TID range scan on AO storage."""
+    conditions: list[sql.Composable] = [leaf.condition] if leaf.condition is not None else []
+    params: list[Any] = list(leaf.params)
+    if skipped:
+        below = sql.SQL("(gp_segment_id = %s AND ctid >= %s::tid AND ctid < %s::tid)")
+        conditions.append(sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(below for _ in skipped)))
+        for segment, first, end in skipped:
+            params += [segment, first, end]
+    extra = (sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
+    statement = _where(select(plan, leaf.relation, *extra), conditions)
+    return Read(sql.SQL("{} ORDER BY gp_segment_id, ctid").format(statement), params, ())
 
 
 def leaf_whole(plan: TablePlan, leaf: Leaf) -> Read:

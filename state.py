@@ -49,10 +49,14 @@ class TableState:
 
 @dataclass
 class LeafState:
-    """One leaf's digest when its last read began, and the highest row id ordinal the destination holds for it."""
+    """One leaf's digest when its last read began, and the highest row id ordinal the destination holds for it; or,
+    for an append-optimized leaf whose changes the catalog tells (`ao`), its storage's file number (`rel`), the
+    catalog's fingerprint when its last pass began (`fp`) and its rows per segment file (`files`, as
+    `append_optimized.encode_files` writes them)."""
 
     digest: str
     rows: int = 0
+    ao: dict[str, Any] | None = None
 
 
 @dataclass
@@ -145,7 +149,22 @@ def _leaf_state(value: Any) -> Any:
 
 
 def _valid_leaf(value: Any) -> bool:
-    return isinstance(value, LeafState) and isinstance(value.digest, str) and _count(value.rows)
+    return (
+        isinstance(value, LeafState)
+        and isinstance(value.digest, str)
+        and _count(value.rows)
+        and (value.ao is None or _valid_ao(value.ao))
+    )
+
+
+def _valid_ao(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"rel", "fp", "files"}
+        and _count(value["rel"])
+        and isinstance(value["fp"], str)
+        and isinstance(value["files"], str)
+    )
 
 
 def _count(value: Any) -> bool:

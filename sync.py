@@ -1,6 +1,6 @@
-"""Each strategy's pass over a table, and the read, upsert and checkpoint loop they share.
+"""Each strategy's pass over a table, and the read, upsert, delete and checkpoint loop they share.
 
-The SQL of each read is in `reads.py`; which leaves a full pass reads again, and why, is in `changes.py`. Progress is
+The SQL of each read is in `reads.py`; a keyless table's full pass, leaf by leaf, is in `keyless_pass.py`. Progress is
 saved in the table's `TableState` and checkpointed with the whole `SyncState`, so a sync that dies anywhere resumes.
 """
 
@@ -18,15 +18,16 @@ from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
 
 import reads
-from catalog import RowLocator
-from changes import Leaf, compare, leaf_digests, leaves_to_read
+from catalog import Flavour
+from changes import compare, leaf_digests
 from checkpoints import Checkpoints
 from configuration import Settings
 from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
+from keyless_pass import KeylessPass
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
-from state import LeafRead, LeafState, SyncState
+from state import LeafState, SyncState
 from values import position_text
 
 
@@ -42,6 +43,19 @@ _MAX_RECONNECTS_WITHOUT_PROGRESS = 5
 _SAME_CURSOR_VALUES = {"SHORT": "integer", "INT": "integer", "LONG": "integer"}
 
 
+@dataclass(frozen=True)
+class SyncContext:
+    """What every table of one sync shares: the connection, the settings, the server, its segments, the state and
+    when to checkpoint it."""
+
+    client: GreenplumClient
+    settings: Settings
+    flavour: Flavour
+    segments: list[int]  # Greenplum's primary segments (content ids); none on PostgreSQL
+    sync_state: SyncState
+    checkpoints: Checkpoints
+
+
 @dataclass
 class TableReport:
     rows: int = 0
@@ -53,24 +67,19 @@ class TableReport:
 class TableSync:
     """Syncs one table per its plan, saving progress in its `TableState` and checkpointing the whole `SyncState`."""
 
-    def __init__(
-        self,
-        client: GreenplumClient,
-        settings: Settings,
-        plan: TablePlan,
-        sync_state: SyncState,
-        segments: list[int],
-        checkpoints: Checkpoints,
-    ) -> None:
-        self._client = client
-        self._settings = settings
+    def __init__(self, context: SyncContext, plan: TablePlan) -> None:
+        self.context = context
+        self.plan = plan
+        self.state, self._strategy_changed = context.sync_state.table(plan.state_key, plan.strategy.value)
+        # Called before each checkpoint, so that state kept in another form (a leaf's segment files) is saved too.
+        self.on_checkpoint: Callable[[], None] | None = None
+        self._client = context.client
+        self._settings = context.settings
         self._plan = plan
-        self._sync_state = sync_state
-        self._state, self._strategy_changed = sync_state.table(plan.state_key, plan.strategy.value)
-        self._segments = segments
+        self._state = self.state
         self._report = TableReport()
         self._started = time.monotonic()
-        self._checkpoints = checkpoints
+        self._checkpoints = context.checkpoints
         self._names = [c.name for c in plan.columns]
         if plan.strategy is Strategy.APPEND_ONLY:
             self._names.append(ROW_ID_COLUMN)  # the read computes it
@@ -95,7 +104,7 @@ class TableSync:
         elif plan.strategy is Strategy.FULL_WITH_KEY:
             self._run_keyed_full()
         else:
-            self._run_keyless_full()
+            KeylessPass(self).run()
         self._finish()
         return self._report
 
@@ -129,8 +138,8 @@ class TableSync:
         plan, state = self._plan, self._state
         if state.cursor is None and state.position is None and state.phase == "values":
             # A first sync: rows another strategy left in the destination have other ids.
-            self._probe(reads.append_only(plan, state, self._settings.lookback_seconds))
-            op.truncate(plan.destination_table, schema=plan.destination_schema)
+            self.probe(reads.append_only(plan, state, self._settings.lookback_seconds))
+            self.truncate()
         lookback = self._settings.lookback_seconds
         self._run_cursor_phases(
             lambda: reads.append_only(plan, state, lookback), lambda: reads.append_only(plan, state, 0, nulls=True)
@@ -139,13 +148,13 @@ class TableSync:
     def _run_cursor_phases(self, values: Callable[[], Read], nulls: Callable[[], Read]) -> None:
         state = self._state
         if state.phase == "values":
-            last = self._read_all(values)
+            last = self.read_all(values)
             if last is not None:
                 state.cursor = last[0]
             state.phase, state.position = "nulls", None
-            self._checkpoints.progressed()
+            self.progressed()
         if self._plan.cursor.nullable:
-            self._read_all(nulls)
+            self.read_all(nulls)
         state.phase, state.position = "values", None
 
     def _check_cursor_column(self) -> None:
@@ -186,53 +195,12 @@ class TableSync:
             if plan.declared_key:
                 check_whole_table(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
-            op.truncate(plan.destination_table, schema=plan.destination_schema)
+            self.truncate()
             state.in_pass, state.position, state.pass_leaves = True, None, current
-        self._read_all(lambda: reads.keyed(plan, state))
+        self.read_all(lambda: reads.keyed(plan, state))
         if state.pass_leaves is not None:
             state.leaves = {leaf: LeafState(digest) for leaf, digest in state.pass_leaves.items()}
         state.in_pass, state.position, state.pass_leaves = False, None, None
-
-    # Full without key: only changed leaves are read, with row ids leaf:ordinal; ids a leaf no longer has are deleted.
-
-    def _run_keyless_full(self) -> None:
-        plan, state = self._plan, self._state
-        current = self._digests()  # fails, before anything is deleted, if the table is unreadable
-        if current is None:
-            raise ReadCancelled(
-                "the server cancelled the digest query that tells which leaves changed; raise statement_timeout for "
-                "USERNAME"
-            )
-        if state.leaves is None:
-            # The first pass: rows another strategy (or an older version) left in the destination have other ids.
-            first = leaves_to_read(self._client, plan, sorted(current)[:1]) or [Leaf(plan.leaf_key, plan.relation)]
-            self._probe(self._leaf_read(first[0], None))
-            op.truncate(plan.destination_table, schema=plan.destination_schema)
-            state.leaves, state.reading, state.position, state.segment, state.in_pass = {}, None, None, None, False
-        reading = state.reading
-        if reading is not None and reading.leaf not in current:  # the leaf being read is gone since
-            reading.high, reading.sent = max(reading.high, reading.sent), 0
-            self._delete_row_ids(reading.leaf, reading, 0)
-            state.leaves.pop(reading.leaf, None)
-            state.reading = reading = None
-        in_progress = reading.leaf if reading is not None else None
-        changes = compare(state.leaves, current, in_progress)
-        to_read = ([in_progress] if in_progress is not None else []) + changes.changed
-        self._log_changes(current, to_read, changes.gone)
-        for leaf in changes.gone:
-            self._delete_row_ids(leaf, state.leaves[leaf], 0)
-            del state.leaves[leaf]
-        for leaf in leaves_to_read(self._client, plan, to_read):
-            if state.reading is None or state.reading.leaf != leaf.key:
-                saved = state.leaves.get(leaf.key)
-                state.reading = LeafRead(leaf.key, current[leaf.key], 0, saved.rows if saved else 0)
-                state.position, state.segment = None, None
-            self._read_leaf(leaf)
-            reading = state.reading
-            self._delete_row_ids(leaf.key, reading, reading.sent)
-            state.leaves[leaf.key] = LeafState(reading.digest, reading.sent)
-            state.reading, state.position, state.segment = None, None, None
-            self._checkpoints.progressed()
 
     def _digests(self) -> dict[str, str] | None:
         """The digest of each leaf, or None when statement_timeout cancelled the query (one statement over the whole
@@ -245,60 +213,40 @@ class TableSync:
             log.warning(f"{self._plan.state_key}: the digest query was cancelled ({one_line(error)})")
             return None
 
-    def _read_leaf(self, leaf: Leaf) -> None:
-        plan, state = self._plan, self._state
-        if plan.row_locator is RowLocator.NONE:  # a view, a query, a replicated table: no physical position
-            if state.reading.sent:  # an earlier sync's read died partway: it starts again from id 1
-                self._restart_leaf()
-            self._read_all(lambda: self._leaf_read(leaf, None), on_restart=self._restart_leaf)
-            return
-        # No segment listed (Cloudberry's single-node mode has none with content >= 0): the leaf is read whole.
-        segments = self._segments if plan.split_by_segment and self._segments else [None]
-        start = segments.index(state.segment) if state.segment in segments else 0
-        for segment in segments[start:]:
-            if state.segment != segment:
-                state.segment, state.position = segment, None
-            self._read_all(lambda segment=segment: self._leaf_read(leaf, segment))
-
-    def _leaf_read(self, leaf: Leaf, segment: int | None) -> Read:
-        if self._plan.row_locator is RowLocator.NONE:
-            return reads.leaf_whole(self._plan, leaf)
-        return reads.leaf_physical(self._plan, leaf, segment, self._state)
-
-    def _probe(self, read: Read) -> None:
+    def probe(self, read: Read) -> None:
         """Runs a read for no row: what would fail it (a privilege, a hidden system column, a dropped column) fails
         here, before anything in the destination is truncated."""
         self._client.query(sql.SQL("{} LIMIT 0").format(read.statement), read.params)
 
-    def _restart_leaf(self) -> None:
-        """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
-        reading = self._state.reading
-        reading.high, reading.sent = max(reading.high, reading.sent), 0
+    def truncate(self) -> None:
+        """Marks every row sent before as deleted; rows upserted after stay live."""
+        op.truncate(self._plan.destination_table, schema=self._plan.destination_schema)
 
-    def _delete_row_ids(self, leaf: str, held: LeafState | LeafRead, keep: int) -> None:
-        """Deletes the ids leaf:keep+1 up to the highest the destination may hold (`held`'s count), which the source
-        no longer has: highest first, lowering the count as it goes, so that a checkpoint on the way saves how far
-        the deletes got and a sync that dies there goes on from it."""
-        table, schema, delete = self._plan.destination_table, self._plan.destination_schema, op.delete
-        while _held(held) > keep:
-            ordinal = _held(held)
-            delete(table, {ROW_ID_COLUMN: f"{leaf}:{ordinal}"}, schema=schema)
-            _set_held(held, ordinal - 1)
-            self._report.deleted += 1
-            self._sent(1)
+    def delete(self, keys: dict[str, str]) -> None:
+        """Deletes one row of the destination by its key, counted towards the next checkpoint."""
+        op.delete(self._plan.destination_table, keys, schema=self._plan.destination_schema)
+        self._report.deleted += 1
+        self._sent(1)
 
-    def _log_changes(self, current: dict[str, str], to_read: list[str], gone: list[str]) -> None:
-        what = f"{len(to_read)} of {_leaf_count(current)} changed or new"
-        if gone:
-            what += f", {len(gone)} gone"
-        if not to_read and not gone:
-            what = f"unchanged since the last pass ({_leaf_count(current)}); nothing read"
-        log.info(f"{self._plan.state_key}: {what}")
+    def progressed(self) -> None:
+        """Progress that sent nothing (a leaf done, a phase over): a checkpoint if CHECKPOINT_SECONDS passed."""
+        self._checkpoints.progressed(self._before_checkpoint)
 
-    def _read_all(self, build: Callable[[], Read], on_restart: Callable[[], None] | None = None) -> list[str] | None:
+    @staticmethod
+    def is_cancelled(error: BaseException) -> bool:
+        return is_statement_cancelled(error)
+
+    def read_all(
+        self,
+        build: Callable[[], Read],
+        prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> list[str] | None:
         """Streams a read to the end, reconnecting and continuing from the last row sent when the connection drops.
 
-        A read without positions (`on_restart` given) starts again from its beginning instead.
+        `prepare` gives the rows of a batch their ids (and may leave some out) from the batch as read. A read without
+        positions (`on_restart` given) starts again from its beginning instead; one built anew from what was sent
+        (no position columns, no `on_restart`) goes on from there.
         Returns the position of the last row read, or None when the read returned nothing.
         """
         resumable = on_restart is None
@@ -309,7 +257,7 @@ class TableSync:
             rows_before = self._report.rows
             try:
                 for batch in self._client.stream(read.statement, read.params):
-                    self._send(batch)
+                    self._send(batch, prepare)
                     if read.position_columns:
                         last_row = batch[-1]
                         last_position = [position_text(last_row[i]) for i in read.position_columns]
@@ -340,16 +288,14 @@ class TableSync:
                 if on_restart is not None:
                     on_restart()
 
-    def _send(self, batch: list[tuple]) -> None:
+    def _send(
+        self, batch: list[tuple], prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None
+    ) -> None:
         plan = self._plan
         table, schema, upsert = plan.destination_table, plan.destination_schema, op.upsert
         rows = self.upsert_ready(batch)
-        reading = self._state.reading
-        if plan.strategy is Strategy.FULL_WITHOUT_KEY:  # row ids leaf:ordinal, the ordinal counted across the leaf
-            prefix = f"{reading.leaf}:"
-            for ordinal, row in enumerate(rows, start=reading.sent + 1):
-                row[ROW_ID_COLUMN] = prefix + str(ordinal)
-            reading.sent += len(rows)
+        if prepare is not None:
+            rows = prepare(batch, rows)
         for row in rows:
             upsert(table, row, schema=schema)
         self._report.rows += len(batch)
@@ -383,8 +329,12 @@ class TableSync:
 
     def _sent(self, count: int) -> None:
         """Counts rows or deletes sent towards the next checkpoint, and logs the table's progress at each."""
-        if self._checkpoints.sent(count):
+        if self._checkpoints.sent(count, self._before_checkpoint):
             self._log_progress()
+
+    def _before_checkpoint(self) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
 
     def _log_progress(self, final: bool = False) -> None:
         rows = self._report.rows
@@ -396,7 +346,7 @@ class TableSync:
         log.info(f"{self._plan.state_key}: {verb}, {rows:,} rows, {rows / elapsed:,.0f} rows/s{share}{deleted}")
 
     def _finish(self) -> None:
-        self._checkpoints.progressed()
+        self.progressed()
         self._log_progress(final=True)
         for column, count in self._report.out_of_range_counts.items():
             examples = ", ".join(self._report.out_of_range[column])
@@ -404,17 +354,6 @@ class TableSync:
                 f"{self._plan.state_key}.{column}: {count} value(s) the destination type cannot hold "
                 f"(e.g. {examples}) were stored as NULL"
             )
-
-
-def _held(held: LeafState | LeafRead) -> int:
-    return held.rows if isinstance(held, LeafState) else held.high
-
-
-def _set_held(held: LeafState | LeafRead, count: int) -> None:
-    if isinstance(held, LeafState):
-        held.rows = count
-    else:
-        held.high = count
 
 
 def _leaf_count(current: dict[str, str]) -> str:

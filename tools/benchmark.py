@@ -331,14 +331,16 @@ def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     from greenplum_client import GreenplumClient
     from planning import plan_tables
     from state import SyncState
-    from sync import TableSync
+    from sync import SyncContext, TableSync
 
     settings = parse_settings(configuration)
     client = GreenplumClient(settings)
     (plan,) = plan_tables(settings, discover(client, server_info(client), settings.schemas), client, strict=True).plans
     sync_state = SyncState()
     checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
-    return client, plan, TableSync(client, settings, plan, sync_state, [], checkpoints)
+    info = server_info(client)
+    context = SyncContext(client, settings, info.flavour, [], sync_state, checkpoints)
+    return client, plan, TableSync(context, plan)
 
 
 def _first_read(configuration: dict[str, str]) -> tuple[Any, Any, Any]:

@@ -1,0 +1,270 @@
+"""Change capture for append-optimized (AO) leaves, from Greenplum's own catalogs: which leaves changed, which rows
+were appended, which were hidden (deleted, or the old version of an updated row), and which segment files were
+rewritten, without scanning an unchanged leaf. The decisions are plain functions of catalog facts and saved state.
+
+An AO row's `ctid` names its segment file and its row number there, which only grows: Greenplum reserves row numbers
+100 at a time per insert and never reuses one until the leaf's storage is replaced (TRUNCATE, a rewriting ALTER). So a
+row's id, `leaf:segment:segment file:row number`, names that source row for as long as it lives, appended rows are
+those above the highest row number read, and the visibility map lists the rows hidden since. VACUUM compaction
+moves a segment file's live rows into another one (new row numbers there): the old file's ids are then deleted and
+the moved rows read as appended rows of the other.
+
+What is saved per leaf: the catalog's fingerprint, the storage's file number, and per segment and segment file the
+runs of row numbers read (ids the destination may hold) and the row numbers deleted since they were read.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import catalog_sql
+from catalog import Flavour
+from greenplum_client import GreenplumClient
+from leaves import APPEND_OPTIMIZED, Leaf
+
+# A segment file's rows are numbered in the ctid's block number: segment file << 25 | row number >> 15, and its
+# offset: (row number & 0x7FFF) + 1 (never 0).
+_ROWS_PER_BLOCK = 1 << 15
+_BLOCKS_PER_SEGMENT_FILE = 1 << 25
+# Runs of row numbers kept per segment file: beyond it the closest runs merge, and the row numbers between them are
+# deleted in vain if the file is ever rewritten (a few small inserts leave gaps of reserved numbers between runs).
+MAX_RUNS = 8
+
+
+class LeafChange(enum.Enum):
+    NEW = "new"  # no saved state: every row is read
+    UNCHANGED = "unchanged"  # the catalog says nothing happened: nothing is read
+    CHANGED = "changed"  # rows appended, hidden or compacted: the visibility map and the appended rows are read
+    REWRITTEN = "rewritten"  # new storage (TRUNCATE, a rewriting ALTER TABLE): every id is deleted, every row read
+
+
+@dataclass(frozen=True)
+class AoFacts:
+    """What the catalog says of a leaf now: its storage's file number and a fingerprint of its segment files (per
+    file: tuples written, and what grows with every insert, update and delete)."""
+
+    relfilenode: int
+    fingerprint: str
+
+
+@dataclass
+class SegmentFileRows:
+    """The rows of one segment file on one segment that the destination may hold: runs of row numbers read, minus the
+    row numbers deleted since."""
+
+    runs: list[tuple[int, int]] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)  # sorted
+
+    @property
+    def high(self) -> int:
+        """The highest row number read: rows above it were appended since."""
+        return self.runs[-1][1] if self.runs else 0
+
+    def add(self, row_number: int) -> None:
+        """Notes a row read (row numbers arrive in increasing order)."""
+        if self.runs and self.runs[-1][1] + 1 == row_number:
+            self.runs[-1] = (self.runs[-1][0], row_number)
+        else:
+            self.runs.append((row_number, row_number))
+            if len(self.runs) > MAX_RUNS:
+                self.runs = merge_closest(self.runs)
+
+    def newly_hidden(self, hidden: Iterable[int]) -> list[int]:
+        """Of the row numbers hidden now, those the destination still holds, in increasing order."""
+        deleted = set(self.deleted)
+        return sorted(r for r in hidden if r not in deleted and _in_runs(self.runs, r))
+
+    def note_deleted(self, row_number: int) -> None:
+        bisect.insort(self.deleted, row_number)
+
+    def pop_highest(self) -> int | None:
+        """Removes the highest row number the destination may hold and returns it (None when there is none), so that
+        deletes highest first shrink what is saved as they go."""
+        while self.runs:
+            first, last = self.runs[-1]
+            if first == last:
+                self.runs.pop()
+            else:
+                self.runs[-1] = (first, last - 1)
+            if self.deleted and self.deleted[-1] == last:
+                self.deleted.pop()
+                continue
+            return last
+        return None
+
+    def take_up_to(self, limit: int) -> SegmentFileRows:
+        """Removes the row numbers up to `limit` and returns them: the rows of a file before it was rewritten."""
+        below = [(first, min(last, limit)) for first, last in self.runs if first <= limit]
+        self.runs = [(max(first, limit + 1), last) for first, last in self.runs if last > limit]
+        cut = bisect.bisect_right(self.deleted, limit)
+        taken = SegmentFileRows(below, self.deleted[:cut])
+        self.deleted = self.deleted[cut:]
+        return taken
+
+
+def leaf_change(saved: tuple[int, str] | None, facts: AoFacts) -> LeafChange:
+    """What happened to a leaf, from its saved (storage file number, fingerprint) and the catalog's facts now."""
+    if saved is None:
+        return LeafChange.NEW
+    relfilenode, fingerprint = saved
+    if relfilenode != facts.relfilenode:
+        return LeafChange.REWRITTEN
+    return LeafChange.UNCHANGED if fingerprint == facts.fingerprint else LeafChange.CHANGED
+
+
+def read_from(files: dict[tuple[int, int], SegmentFileRows]) -> list[tuple[int, str, str]]:
+    """What a read of a leaf skips: per (segment, segment file) read before, the rows below the highest read so far
+    (segment, first ctid, ctid of that row). That row is read again: the witness that the file was not rewritten
+    since. Files not listed are read from their first row."""
+    return [
+        (segment, tid(segno, 0), tid(segno, rows.high)) for (segment, segno), rows in sorted(files.items()) if rows.high
+    ]
+
+
+def rewritten(
+    witnesses: dict[tuple[int, int], int], witnessed: set[tuple[int, int]], hidden: dict[tuple[int, int], set[int]]
+) -> list[tuple[int, int]]:
+    """The files rewritten since they were read: the row last read there (the witness) was neither read again nor
+    hidden. VACUUM moves every live row of a file it compacts, and row numbers are never reused, so one row missing
+    says it all."""
+    return sorted(
+        key for key, row_number in witnesses.items() if key not in witnessed and row_number not in hidden.get(key, ())
+    )
+
+
+def tid(segno: int, row_number: int) -> str:
+    """The ctid of a row of an AO segment file."""
+    block = segno * _BLOCKS_PER_SEGMENT_FILE + row_number // _ROWS_PER_BLOCK
+    return f"({block},{row_number % _ROWS_PER_BLOCK + 1})"
+
+
+def parse_tid(text: str) -> tuple[int, int]:
+    """(segment file, row number) of an AO row's ctid text."""
+    block, offset = (int(part) for part in text.strip("()").split(","))
+    return block // _BLOCKS_PER_SEGMENT_FILE, (block % _BLOCKS_PER_SEGMENT_FILE) * _ROWS_PER_BLOCK + offset - 1
+
+
+def row_id(leaf: str, segment: int, segno: int, row_number: int) -> str:
+    return f"{leaf}:{segment}:{segno}:{row_number}"
+
+
+def fetch_facts(client: GreenplumClient, flavour: Flavour, leaves: list[Leaf]) -> dict[str, AoFacts]:
+    """The catalog's facts of each AO leaf, without reading a row: on Greenplum 6 one query on the coordinator for
+    every leaf; on Greenplum 7 and Cloudberry two calls a leaf, answered by every segment. Raises psycopg2.Error
+    where the functions are missing or refused."""
+    files: dict[str, list[tuple[int, ...]]] = {leaf.key: [] for leaf in leaves}
+    if flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6):
+        oids = {storage: [int(leaf.key) for leaf in leaves if leaf.storage == storage] for storage in APPEND_OPTIMIZED}
+        rows = client.query(
+            catalog_sql.AO_SEGMENT_FILES_GREENPLUM6,
+            {"row_oriented": oids["ao_row"], "column_oriented": oids["ao_column"]},
+        )
+        for oid, *numbers in rows:
+            files[str(oid)].append(tuple(numbers))
+    else:
+        for leaf in leaves:
+            statement = (
+                catalog_sql.AO_SEGMENT_FILES_GREENPLUM7_ROW
+                if leaf.storage == "ao_row"
+                else catalog_sql.AO_SEGMENT_FILES_GREENPLUM7_COLUMN
+            )
+            hidden = dict(client.query(catalog_sql.AO_HIDDEN_TOTALS_GREENPLUM7, {"leaf": int(leaf.key)}))
+            for segno, tuples, modifications in client.query(statement, {"leaf": int(leaf.key)}):
+                files[leaf.key].append((segno, tuples, modifications, hidden.get(segno, 0)))
+    return {leaf.key: AoFacts(leaf.relfilenode, _fingerprint(files[leaf.key])) for leaf in leaves}
+
+
+def _fingerprint(files: list[tuple[int, ...]]) -> str:
+    return ",".join(":".join(map(str, numbers)) for numbers in sorted(files))
+
+
+def fetch_hidden(client: GreenplumClient, leaf: Leaf) -> dict[tuple[int, int], set[int]]:
+    """(segment, segment file) -> the row numbers hidden there, from the visibility map (no row is read)."""
+    hidden: dict[tuple[int, int], set[int]] = {}
+    for segment, segno, row_number in client.query(catalog_sql.AO_HIDDEN_ROWS, {"leaf": int(leaf.key)}):
+        hidden.setdefault((segment, segno), set()).add(row_number)
+    return hidden
+
+
+def merge_closest(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The runs with the two closest merged into one."""
+    gaps = [runs[index + 1][0] - runs[index][1] for index in range(len(runs) - 1)]
+    at = gaps.index(min(gaps))
+    return [*runs[:at], (runs[at][0], runs[at + 1][1]), *runs[at + 2 :]]
+
+
+def _in_runs(runs: list[tuple[int, int]], row_number: int) -> bool:
+    return any(first <= row_number <= last for first, last in runs)
+
+
+# The state's text form, compact because a leaf has a file per segment (and more where loads ran concurrently): per
+# file "segment.segno.runs[.deleted]", ';'-separated; runs "first-last" in base 36, '+'-separated; deleted row numbers
+# as base64 of their varint-encoded increasing gaps.
+
+
+def encode_files(files: dict[tuple[int, int], SegmentFileRows]) -> str:
+    parts = []
+    for (segment, segno), rows in sorted(files.items()):
+        runs = "+".join(f"{_b36(first)}-{_b36(last)}" for first, last in rows.runs)
+        text = f"{_b36(segment)}.{_b36(segno)}.{runs}"
+        if rows.deleted:
+            text += "." + _encode_increasing(rows.deleted)
+        parts.append(text)
+    return ";".join(parts)
+
+
+def decode_files(text: str) -> dict[tuple[int, int], SegmentFileRows]:
+    """Raises ValueError when the text is not what encode_files writes."""
+    files = {}
+    for part in filter(None, text.split(";")):
+        fields = part.split(".")
+        if len(fields) not in (3, 4):
+            raise ValueError(f"segment file entry {part!r}")
+        segment, segno = int(fields[0], 36), int(fields[1], 36)
+        runs = []
+        for run in filter(None, fields[2].split("+")):
+            first, _, last = run.partition("-")
+            runs.append((int(first, 36), int(last, 36)))
+        deleted = _decode_increasing(fields[3]) if len(fields) == 4 else []
+        files[(segment, segno)] = SegmentFileRows(runs, deleted)
+    return files
+
+
+def _b36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+        if not number:
+            return text
+
+
+def _encode_increasing(numbers: list[int]) -> str:
+    out, previous = bytearray(), 0
+    for number in numbers:
+        gap = number - previous
+        previous = number
+        while gap >= 0x80:
+            out.append(gap & 0x7F | 0x80)
+            gap >>= 7
+        out.append(gap)
+    return base64.urlsafe_b64encode(bytes(out)).decode().rstrip("=")
+
+
+def _decode_increasing(text: str) -> list[int]:
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    numbers, current, gap, shift = [], 0, 0, 0
+    for byte in data:
+        gap |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            continue
+        current += gap
+        numbers.append(current)
+        gap, shift = 0, 0
+    return numbers
