@@ -58,6 +58,7 @@ class SegmentFileRows:
 
     runs: list[tuple[int, int]] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)  # sorted
+    stale: int = 0  # the file was rewritten: ids up to this row number are deleted before anything else
 
     @property
     def high(self) -> int:
@@ -96,14 +97,23 @@ class SegmentFileRows:
             return last
         return None
 
-    def take_up_to(self, limit: int) -> SegmentFileRows:
-        """Removes the row numbers up to `limit` and returns them: the rows of a file before it was rewritten."""
-        below = [(first, min(last, limit)) for first, last in self.runs if first <= limit]
-        self.runs = [(max(first, limit + 1), last) for first, last in self.runs if last > limit]
-        cut = bisect.bisect_right(self.deleted, limit)
-        taken = SegmentFileRows(below, self.deleted[:cut])
-        self.deleted = self.deleted[cut:]
-        return taken
+    def pop_stale(self) -> int | None:
+        """Removes the highest row number up to `stale` that the destination may hold and returns it; None (and no
+        stale rows left) when there is none."""
+        while True:
+            below = [index for index, (first, _) in enumerate(self.runs) if first <= self.stale]
+            if not below:
+                self.stale = 0
+                return None
+            index = below[-1]
+            first, last = self.runs[index]
+            top = min(last, self.stale)
+            self.runs[index : index + 1] = [(a, b) for a, b in ((first, top - 1), (top + 1, last)) if a <= b]
+            at = bisect.bisect_left(self.deleted, top)
+            if at < len(self.deleted) and self.deleted[at] == top:
+                del self.deleted[at]  # deleted when it was hidden: nothing more to send
+                continue
+            return top
 
 
 def leaf_change(saved: tuple[int, str] | None, facts: AoFacts) -> LeafChange:
@@ -202,8 +212,8 @@ def _in_runs(runs: list[tuple[int, int]], row_number: int) -> bool:
 
 
 # The state's text form, compact because a leaf has a file per segment (and more where loads ran concurrently): per
-# file "segment.segno.runs[.deleted]", ';'-separated; runs "first-last" in base 36, '+'-separated; deleted row numbers
-# as base64 of their varint-encoded increasing gaps.
+# file "segment.segno.runs[.deleted[.stale]]", ';'-separated; runs "first-last" in base 36, '+'-separated; deleted
+# row numbers as base64 of their varint-encoded increasing gaps; stale in base 36.
 
 
 def encode_files(files: dict[tuple[int, int], SegmentFileRows]) -> str:
@@ -211,8 +221,10 @@ def encode_files(files: dict[tuple[int, int], SegmentFileRows]) -> str:
     for (segment, segno), rows in sorted(files.items()):
         runs = "+".join(f"{_b36(first)}-{_b36(last)}" for first, last in rows.runs)
         text = f"{_b36(segment)}.{_b36(segno)}.{runs}"
-        if rows.deleted:
+        if rows.deleted or rows.stale:
             text += "." + _encode_increasing(rows.deleted)
+        if rows.stale:
+            text += "." + _b36(rows.stale)
         parts.append(text)
     return ";".join(parts)
 
@@ -222,15 +234,16 @@ def decode_files(text: str) -> dict[tuple[int, int], SegmentFileRows]:
     files = {}
     for part in filter(None, text.split(";")):
         fields = part.split(".")
-        if len(fields) not in (3, 4):
+        if len(fields) not in (3, 4, 5):
             raise ValueError(f"segment file entry {part!r}")
         segment, segno = int(fields[0], 36), int(fields[1], 36)
         runs = []
         for run in filter(None, fields[2].split("+")):
             first, _, last = run.partition("-")
             runs.append((int(first, 36), int(last, 36)))
-        deleted = _decode_increasing(fields[3]) if len(fields) == 4 else []
-        files[(segment, segno)] = SegmentFileRows(runs, deleted)
+        deleted = _decode_increasing(fields[3]) if len(fields) >= 4 else []
+        stale = int(fields[4], 36) if len(fields) == 5 else 0
+        files[(segment, segno)] = SegmentFileRows(runs, deleted, stale)
     return files
 
 

@@ -255,14 +255,14 @@ FROM gp_toolkit.__gp_aovisimap_hidden_info(%(leaf)s::regclass) AS hidden
 AO_HIDDEN_ROWS = """
 SELECT hidden.gp_segment_id, (hidden.v).segno, (hidden.v).row_num
 FROM (SELECT gp_segment_id, gp_toolkit.__gp_aovisimap(%(leaf)s::regclass) AS v
-      FROM pg_catalog.gp_dist_random('gp_id')) AS hidden
+      FROM gp_dist_random('gp_id')) AS hidden
 """
 
 # How many rows are hidden per segment and segment file (Greenplum 6).
 AO_HIDDEN_COUNTS_GREENPLUM6 = """
 SELECT counts.gp_segment_id, (counts.v).segno, (counts.v).hidden_tupcount
 FROM (SELECT gp_segment_id, gp_toolkit.__gp_aovisimap_hidden_info(%(leaf)s::regclass) AS v
-      FROM pg_catalog.gp_dist_random('gp_id')) AS counts
+      FROM gp_dist_random('gp_id')) AS counts
 """
 
 COLUMN_EXISTS = """

@@ -225,14 +225,14 @@ class KeylessPass:
         files = ao.decode_files(saved.ao["files"])
         self._table.on_checkpoint = lambda: _save_files(saved, files)
         try:
+            self._delete_stale(leaf.key, files)  # an earlier sync's, killed partway
             hidden = self._delete_hidden(leaf, files) if change is ao.LeafChange.CHANGED else {}
             witnesses = {key: rows.high for key, rows in files.items() if rows.high}
             witnessed = self._read_ao_rows(leaf, files)
             for key in ao.rewritten(witnesses, witnessed, hidden):
                 log.info(f"{self._plan.state_key}: leaf {leaf.key}, segment {key[0]}: segment file {key[1]} rewritten")
-                self._delete_file(leaf.key, key, files[key].take_up_to(witnesses[key]))
-                if not files[key].runs:
-                    del files[key]
+                files[key].stale = witnesses[key]
+            self._delete_stale(leaf.key, files)
         finally:
             self._table.on_checkpoint = None
         _save_files(saved, files)
@@ -289,6 +289,14 @@ class KeylessPass:
     def _delete_file(self, leaf: str, key: tuple[int, int], rows: ao.SegmentFileRows) -> None:
         while (row_number := rows.pop_highest()) is not None:
             self._table.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
+
+    def _delete_stale(self, leaf: str, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
+        """Deletes the ids of rewritten files' rows from before the rewrite, keeping the rows read since."""
+        for key, rows in sorted(files.items()):
+            while rows.stale and (row_number := rows.pop_stale()) is not None:
+                self._table.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
+        for key in [key for key, rows in files.items() if not rows.runs]:
+            del files[key]
 
 
 def _ao_header(saved: LeafState | None) -> tuple[int, str] | None:

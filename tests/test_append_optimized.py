@@ -3,11 +3,16 @@ needs, which rows a read skips, which ids are deleted, what is saved, and how bi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 
 import pytest
+from conftest import Database, Destination
 
 import append_optimized as ao
+import sync
+from catalog import Flavour, detect_flavour
 from state import LeafState, SyncState, TableState, load_state
 
 
@@ -57,11 +62,14 @@ def test_deletes_highest_first_shrink_what_is_saved() -> None:
     assert popped == [101, 3, 1] and rows.runs == [] and rows.deleted == []
 
 
-def test_a_rewritten_file_gives_up_its_rows_up_to_the_witness_and_keeps_those_read_after() -> None:
-    rows = ao.SegmentFileRows([(1, 100), (201, 250), (401, 405)], [7, 230])
-    old = rows.take_up_to(250)
-    assert old.runs == [(1, 100), (201, 250)] and old.deleted == [7, 230]
-    assert rows.runs == [(401, 405)] and rows.deleted == []
+def test_a_rewritten_file_deletes_its_rows_up_to_the_witness_and_keeps_those_read_after() -> None:
+    rows = ao.SegmentFileRows([(1, 5), (8, 12)], [3, 10], stale=11)
+    rows.add(13)  # read after the rewrite, right after the old last row: the runs join
+    popped = []
+    while (number := rows.pop_stale()) is not None:
+        popped.append(number)
+    assert popped == [11, 9, 8, 5, 4, 2, 1]
+    assert rows.runs == [(12, 13)] and rows.stale == 0 and rows.deleted == []
 
 
 @pytest.mark.parametrize(
@@ -100,6 +108,7 @@ def test_a_file_whose_witness_is_neither_read_nor_hidden_was_rewritten() -> None
 def test_saved_files_read_back_as_they_were() -> None:
     files = {
         (0, 1): ao.SegmentFileRows([(1, 1_000_000)], [5, 17, 100_000]),
+        (1, 1): ao.SegmentFileRows([(1, 50), (90, 99)], [], stale=50),
         (35, 2): ao.SegmentFileRows([(401, 406), (501, 502)]),
         (7, 127): ao.SegmentFileRows([(2**40 - 3, 2**40 - 1)]),
     }
@@ -122,3 +131,232 @@ def test_the_state_of_1000_leaves_on_100_segments_stays_under_2_mb() -> None:
     text = json.dumps(state.as_json())
     assert len(text) < 2_000_000, len(text)
     assert load_state(json.loads(text)).tables["s.facts"].leaves["100000"].ao["rel"] == 200_000
+
+
+# On a real Greenplum (GREENPLUM_TEST_DSN): every kind of change and rewrite of append-optimized leaves, with the rows
+# each sync sent, the leaves it scanned, and the destination equal to the source as a multiset.
+
+MONTHS = ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01")
+LEAVES = ("facts_1_prt_1", "facts_1_prt_2", "facts_1_prt_3")
+
+
+class AoFacts:
+    """A keyless append-optimized table, partitioned by month or not; ids are unique, so deleted rows can be named."""
+
+    def __init__(self, database: Database, schema: str) -> None:
+        flavour = detect_flavour(database.version)
+        if flavour is not Flavour.GREENPLUM6:
+            needs = "needs Greenplum 6's append-optimized storage and catalog (GREENPLUM_TEST_DSN)"
+            pytest.skip(f"{needs}; this is {flavour.value}")
+        self.database, self.schema, self.table = database, schema, f"{schema}.facts"
+        self.configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="500", CHECKPOINT_ROWS="400")
+
+    def create(self, orientation: str = "column", rows: int = 3000, partitioned: bool = True) -> None:
+        months = f"START (date '{MONTHS[0]}') END (date '{MONTHS[3]}') EVERY (interval '1 month')"
+        self.run(
+            f"""CREATE TABLE {self.table} (id int, day date, note text)
+            WITH (appendonly=true, orientation={orientation}) DISTRIBUTED RANDOMLY
+            {f"PARTITION BY RANGE (day) ({months})" if partitioned else ""}"""
+        )
+        self.insert(1, rows)
+
+    def insert(self, first: int, last: int, day: str | None = None, note: str = "n") -> None:
+        when = f"date '{day}'" if day else f"date '{MONTHS[0]}' + (i % 90)"
+        self.run(f"INSERT INTO {self.table} SELECT i, {when}, '{note}' || i FROM generate_series({first}, {last}) i")
+
+    def run(self, *statements: str) -> list[tuple]:
+        """Runs statements on a connection of their own, closed after: a backend sends its scan counts when it
+        ends, so they never land in another sync's count."""
+        with contextlib.closing(self.database.connect()) as connection, connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def rows(self, where: str = "true") -> list[tuple]:
+        return sorted(self.run(f"SELECT id, day, note FROM {self.table} WHERE {where}"))
+
+    def scans(self) -> dict[str, int]:
+        """Sequential scans of each leaf so far, as the coordinator counts them (its statistics lag a little)."""
+        time.sleep(1.0)
+        statement = "SELECT relname, seq_scan FROM pg_stat_all_tables WHERE schemaname = '{}' AND relname LIKE 'facts%'"
+        return dict(self.run(statement.format(self.schema)))
+
+    def sync(self, destination: Destination, state: dict | None = None) -> tuple[tuple[int, int, int], set[str]]:
+        """One sync: its (upserts, deletes, truncates) and the leaves it scanned. The destination equals the source
+        after it, and the rows marked deleted are rows the source no longer has."""
+        before = self.scans()
+        counts = destination.sync(self.configuration, state)
+        after = self.scans()
+        live, source = destination.rows(self.schema, "facts", "id, day, note"), self.rows()
+        assert live == source
+        marked = destination.query(
+            f'SELECT id, day, note FROM "tester_{self.schema}".facts WHERE _fivetran_deleted ORDER BY ALL'
+        )
+        assert not (set(marked) - set(live)) & set(source), "a row marked deleted that the source still has"
+        scanned = {leaf for leaf in after if after[leaf] != before.get(leaf, 0)}
+        return (counts["Upserts"], counts["Deletes"], counts["Truncates"]), scanned
+
+
+@pytest.fixture
+def facts(database: Database, schema: str) -> AoFacts:
+    return AoFacts(database, schema)
+
+
+def test_an_unchanged_leaf_is_not_scanned_and_appends_cost_the_appended_rows(
+    facts: AoFacts, destination: Destination
+) -> None:
+    facts.create()
+    assert facts.sync(destination)[0] == (3000, 0, 1)
+    assert facts.sync(destination) == ((0, 0, 0), set()), "nothing changed: the catalog says so, no leaf is scanned"
+    facts.insert(5001, 5120, day=MONTHS[1], note="appended")
+    assert facts.sync(destination) == ((120, 0, 0), {LEAVES[1]}), "the appended rows alone; only their leaf scanned"
+    facts.run(f"BEGIN; INSERT INTO {facts.table} SELECT i, date '{MONTHS[2]}', 'x' FROM generate_series(1, 500) i")
+    facts.run("ROLLBACK")
+    assert facts.sync(destination) == ((0, 0, 0), set()), "an aborted insert changes nothing"
+
+
+def test_deletes_and_updates_land_on_their_own_rows(facts: AoFacts, destination: Destination) -> None:
+    """A delete deletes that row's id; an update deletes the old version's id and sends the new version."""
+    facts.create()
+    facts.sync(destination)
+    facts.run(
+        f"DELETE FROM {facts.table} WHERE id IN (3, 40, 75, 1030, 2999)",  # day: 1 January + id % 90
+        f"UPDATE {facts.table} SET note = 'updated' WHERE id IN (10, 1045, 2060)",
+    )
+    sent, scanned = facts.sync(destination)
+    assert sent == (3, 5 + 3, 0) and scanned == set(LEAVES)
+    marked = destination.query(
+        f'SELECT id, note FROM "tester_{facts.schema}".facts WHERE _fivetran_deleted ORDER BY id, note'
+    )
+    expected = [(3, "n3"), (10, "n10"), (40, "n40"), (75, "n75"), (1030, "n1030"), (1045, "n1045"), (2060, "n2060")]
+    assert marked == [*expected, (2999, "n2999")], "the rows the source deleted, and the old versions updated away"
+    facts.insert(6001, 6010, day=MONTHS[0])
+    facts.run(f"DELETE FROM {facts.table} WHERE id BETWEEN 6001 AND 6004")  # inserted and deleted between two syncs
+    assert facts.sync(destination)[0] == (6, 0, 0)
+
+
+def test_changes_spread_over_every_leaf_cost_the_rows_changed(facts: AoFacts, destination: Destination) -> None:
+    """As TPC-H's refresh functions change orders and lineitem: new rows and deletes of old ones in every leaf."""
+    facts.create(rows=6000)
+    facts.sync(destination)
+    facts.insert(10_001, 10_030)  # spread over the 90 days
+    facts.run(f"DELETE FROM {facts.table} WHERE id % 200 = 7 AND id <= 6000")  # 30 old rows, every leaf
+    assert facts.sync(destination)[0] == (30, 30, 0)
+
+
+@pytest.mark.parametrize("orientation", ["row", "column"])
+def test_an_unpartitioned_table_is_one_leaf(facts: AoFacts, destination: Destination, orientation: str) -> None:
+    facts.create(orientation=orientation, rows=900, partitioned=False)
+    assert facts.sync(destination)[0] == (900, 0, 1)
+    assert facts.sync(destination) == ((0, 0, 0), set())
+    facts.insert(901, 950)
+    facts.run(f"DELETE FROM {facts.table} WHERE id <= 5")
+    assert facts.sync(destination) == ((50, 5, 0), {"facts"})
+
+
+REWRITES = {
+    # Plain VACUUM compacts segment files whose hidden share passes gp_appendonly_compaction_threshold (10%): their
+    # live rows move to another file, with new row numbers.
+    "vacuum": ((f"DELETE FROM {{t}} WHERE id % 3 = 0 AND day < '{MONTHS[1]}'", "VACUUM {t}"), {LEAVES[0]}),
+    "vacuum full": ((f"DELETE FROM {{t}} WHERE id % 50 = 0 AND day >= '{MONTHS[2]}'", "VACUUM FULL {t}"), {LEAVES[2]}),
+    "truncate and reload": (
+        (
+            "TRUNCATE {t}_1_prt_2",
+            f"INSERT INTO {{t}} SELECT i, date '{MONTHS[1]}', 'reload' FROM generate_series(1, 40) i",
+        ),
+        {LEAVES[1]},
+    ),
+    "exchange partition": (
+        (
+            "CREATE TABLE {t}_stage (id int, day date, note text) WITH (appendonly=true) DISTRIBUTED RANDOMLY",
+            f"INSERT INTO {{t}}_stage SELECT i, date '{MONTHS[2]}', 'exchanged' FROM generate_series(1, 25) i",
+            f"ALTER TABLE {{t}} EXCHANGE PARTITION FOR (date '{MONTHS[2]}') WITH TABLE {{t}}_stage",
+            "DROP TABLE {t}_stage",
+        ),
+        {LEAVES[2]},
+    ),
+    "set distributed by": (("ALTER TABLE {t} SET DISTRIBUTED BY (id)",), set(LEAVES)),
+    "add partition": (
+        (
+            f"ALTER TABLE {{t}} ADD PARTITION START (date '{MONTHS[3]}') END (date '{MONTHS[4]}') "
+            "WITH (appendonly=true, orientation=column)",
+            f"INSERT INTO {{t}} SELECT i, date '{MONTHS[3]}', 'april' FROM generate_series(1, 15) i",
+        ),
+        set(),
+    ),
+    "drop partition": ((f"ALTER TABLE {{t}} DROP PARTITION FOR (date '{MONTHS[1]}')",), {LEAVES[1]}),
+    "split partition": (
+        (
+            f"ALTER TABLE {{t}} SPLIT PARTITION FOR (date '{MONTHS[0]}') AT (date '2024-01-15') "
+            "INTO (PARTITION a, PARTITION b)",
+        ),
+        {LEAVES[0]},
+    ),
+}
+
+
+@pytest.mark.parametrize("rewrite", list(REWRITES))
+def test_rewrites_stay_exact_and_cost_what_they_rewrote(facts: AoFacts, destination: Destination, rewrite: str) -> None:
+    facts.create()
+    facts.sync(destination)
+    statements, rewritten_leaves = REWRITES[rewrite]
+    rewritten_rows = sum(len(facts.rows(_month_of(leaf))) for leaf in rewritten_leaves)
+    facts.run(*(statement.format(t=facts.table) for statement in statements))
+    (upserts, deletes, truncates), _ = facts.sync(destination)
+    # Each rewritten leaf's ids deleted and its rows sent again (a leaf split in two, or new, counts its rows once).
+    assert truncates == 0 and deletes <= rewritten_rows and upserts <= rewritten_rows + 40, (upserts, deletes)
+    assert facts.sync(destination)[0] == (0, 0, 0)
+
+
+def _month_of(leaf: str) -> str:
+    month = MONTHS[LEAVES.index(leaf)]
+    return f"day >= '{month}' AND day < '{MONTHS[LEAVES.index(leaf) + 1]}'"
+
+
+def test_changes_committed_while_a_sync_reads_are_caught_by_the_next(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    facts.create()
+    facts.sync(destination)
+    facts.insert(5001, 5600, day=MONTHS[1])
+    real_send, changed = sync.TableSync._send, []
+
+    def send_then_change(self, batch, prepare):
+        real_send(self, batch, prepare)
+        if not changed:
+            changed.append(True)
+            facts.insert(7001, 7010, day=MONTHS[1], note="during")
+            facts.run(f"DELETE FROM {facts.table} WHERE id IN (5, 5001, 7001)")
+
+    monkeypatch.setattr(sync.TableSync, "_send", send_then_change)
+    counts = destination.sync(facts.configuration)
+    monkeypatch.undo()
+    assert counts["Upserts"] >= 600
+    facts.sync(destination)  # equal to the source after it
+    assert facts.sync(destination)[0] == (0, 0, 0)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 6])
+def test_a_sync_killed_anywhere_goes_on_and_converges(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, kill_at: int
+) -> None:
+    """Deletes of hidden rows, appended rows and a compacted file's deletes, killed after the n-th checkpoint."""
+    facts.create()
+    facts.sync(destination)
+    facts.run(f"DELETE FROM {facts.table} WHERE id % 4 = 0 AND day < '{MONTHS[1]}'")
+    facts.insert(5001, 5900)
+    facts.run(f"DELETE FROM {facts.table} WHERE id % 3 = 0 AND day >= '{MONTHS[2]}'", f"VACUUM {facts.table}")
+    real_checkpoint, taken = sync.op.checkpoint, []
+
+    def checkpoint_then_die(state: dict) -> None:
+        real_checkpoint(state)
+        taken.append(1)
+        if len(taken) == kill_at:
+            raise RuntimeError("killed after a checkpoint")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)
+    with pytest.raises(Exception, match="killed after a checkpoint"):
+        destination.sync(facts.configuration)
+    monkeypatch.undo()
+    facts.sync(destination, state=destination.saved_state())
+    assert facts.sync(destination)[0] == (0, 0, 0)
