@@ -126,12 +126,14 @@ def leaf_change(saved: tuple[int, str] | None, facts: AoFacts) -> LeafChange:
     return LeafChange.UNCHANGED if fingerprint == facts.fingerprint else LeafChange.CHANGED
 
 
-def read_from(files: dict[tuple[int, int], SegmentFileRows]) -> list[tuple[int, str, str]]:
+def read_from(files: dict[tuple[int, int], SegmentFileRows], witness: bool = True) -> list[tuple[int, str, str]]:
     """What a read of a leaf skips: per (segment, segment file) read before, the rows below the highest read so far
-    (segment, first ctid, ctid of that row). That row is read again: the witness that the file was not rewritten
-    since. Files not listed are read from their first row."""
+    (segment, first ctid, end ctid excluded). With `witness`, that row is read again: the witness that the file was
+    not rewritten since. Files not listed are read from their first row."""
     return [
-        (segment, tid(segno, 0), tid(segno, rows.high)) for (segment, segno), rows in sorted(files.items()) if rows.high
+        (segment, tid(segno, 0), tid(segno, rows.high if witness else rows.high + 1))
+        for (segment, segno), rows in sorted(files.items())
+        if rows.high
     ]
 
 
@@ -190,6 +192,27 @@ def fetch_facts(client: GreenplumClient, flavour: Flavour, leaves: list[Leaf]) -
 
 def _fingerprint(files: list[tuple[int, ...]]) -> str:
     return ",".join(":".join(map(str, numbers)) for numbers in sorted(files))
+
+
+def fetch_hidden_counts(client: GreenplumClient, flavour: Flavour, leaf: Leaf) -> dict[tuple[int, int], int]:
+    """(segment, segment file) -> how many rows are hidden there (files with none left out)."""
+    legacy = flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
+    statement = catalog_sql.AO_HIDDEN_COUNTS_GREENPLUM6 if legacy else catalog_sql.AO_HIDDEN_COUNTS_GREENPLUM7
+    rows = client.query(statement, {"leaf": int(leaf.key)})
+    return {(segment, segno): count for segment, segno, count in rows if count}
+
+
+def encode_counts(counts: dict[tuple[int, int], int]) -> str:
+    parts = (f"{_b36(segment)}.{_b36(segno)}.{_b36(count)}" for (segment, segno), count in sorted(counts.items()))
+    return ";".join(parts)
+
+
+def decode_counts(text: str) -> dict[tuple[int, int], int]:
+    counts = {}
+    for part in filter(None, text.split(";")):
+        segment, segno, count = (int(field, 36) for field in part.split("."))
+        counts[(segment, segno)] = count
+    return counts
 
 
 def fetch_hidden(client: GreenplumClient, leaf: Leaf) -> dict[tuple[int, int], set[int]]:

@@ -32,19 +32,32 @@ def check_whole_table(client: GreenplumClient, plan: TablePlan) -> None:
 
 def check_window(client: GreenplumClient, plan: TablePlan, window: sql.Composable, params: list[Any]) -> None:
     """Raises DeclaredKeyNotUnique naming one key value that a row of the window (`WHERE window`) shares with another
-    row of the table, or that is NULL in the window. The server joins the window's keys with the table: with an index
-    on the key, one index lookup per window row; without, one scan of the table."""
+    row of the table, or that is NULL in the window."""
+    check_windows(client, plan, [(plan.relation, window, params)])
+
+
+def check_windows(
+    client: GreenplumClient, plan: TablePlan, windows: list[tuple[sql.Composable, sql.Composable, list[Any]]]
+) -> None:
+    """As check_window, for the rows of several (relation, condition, parameters) windows at once: the server joins
+    their keys with the table, with an index on the key one index lookup per window row, without one scan of the
+    table."""
     key = _key(plan)
-    keys, table = sql.SQL(", ").join(key), plan.relation
-    shared = sql.SQL(
-        "SELECT {text}, count(*) FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM {table} WHERE {window}) "
-        "GROUP BY {keys} HAVING count(*) > 1"
-    ).format(text=_as_text(key), table=table, keys=keys, window=window)
-    null = sql.SQL("SELECT {text}, 1::bigint FROM {table} WHERE ({window}) AND ({null})").format(
-        text=_as_text(key), table=table, window=window, null=_any_null(key)
+    keys, text = sql.SQL(", ").join(key), _as_text(key)
+    select = sql.SQL("SELECT {} FROM {} WHERE {}")
+    selects = [select.format(keys, relation, condition) for relation, condition, _ in windows]
+    nulls = [
+        sql.SQL("SELECT {}, 1::bigint FROM {} WHERE ({}) AND ({})").format(text, relation, condition, _any_null(key))
+        for relation, condition, _ in windows
+    ]
+    shared = sql.SQL("SELECT {}, count(*) FROM {} WHERE ({}) IN ({}) GROUP BY {} HAVING count(*) > 1").format(
+        text, plan.relation, keys, sql.SQL(" UNION ALL ").join(selects), keys
     )
-    statement = sql.SQL("SELECT * FROM (({}) UNION ALL ({})) AS problems LIMIT 1").format(shared, null)
-    _raise_for(plan, client.query(statement, [*params, *params]))  # the window appears twice
+    statement = sql.SQL("SELECT * FROM (({}) UNION ALL {}) AS problems LIMIT 1").format(
+        shared, sql.SQL(" UNION ALL ").join(sql.SQL("({})").format(null) for null in nulls)
+    )
+    params = [param for _, _, window_params in windows for param in window_params]
+    _raise_for(plan, client.query(statement, params + params))  # the windows appear twice
 
 
 def _raise_for(plan: TablePlan, rows: list[tuple]) -> None:

@@ -64,15 +64,21 @@ def incremental_window(plan: TablePlan, state: TableState, lookback_seconds: int
     return sql.SQL(" OR ").join(conditions) if conditions else sql.SQL("false"), params
 
 
-def keyed(plan: TablePlan, state: TableState, extra_condition: sql.Composable | None = None) -> Read:
-    """The table in key order, after the saved position."""
+def keyed(
+    plan: TablePlan,
+    state: TableState,
+    extra_condition: sql.Composable | None = None,
+    extra: tuple[sql.Composable, ...] = (),
+) -> Read:
+    """The table in key order, after the saved position; `extra` columns follow the plan's (zip() with the column
+    names leaves them out of the row)."""
     conditions, params = [], []
     if extra_condition is not None:
         conditions.append(extra_condition)
     if state.position is not None:
         condition, params = _after(plan.primary_key, state.position)
         conditions.append(condition)
-    statement = _where(select(plan), conditions)
+    statement = _where(select(plan, None, *extra), conditions)
     statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(plan.primary_key))
     return Read(statement, params, tuple(_index(plan, name) for name in plan.primary_key))
 
@@ -101,6 +107,14 @@ def ao_rows(plan: TablePlan, leaf: Leaf, skipped: list[tuple[int, str, str]]) ->
     """An append-optimized leaf's rows in (segment, ctid) order, but for the given ranges (segment, from ctid, to
     ctid, the end excluded), with the segment and the ctid's text last (zip() with the column names leaves them out
     of the row). The ctid comparisons filter a scan: Greenplum has no TID range scan on AO storage."""
+    _, condition, params = ao_rows_window(leaf, skipped)
+    extra = (sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
+    statement = sql.SQL("{} WHERE {}").format(select(plan, leaf.relation, *extra), condition)
+    return Read(sql.SQL("{} ORDER BY gp_segment_id, ctid").format(statement), params, ())
+
+
+def ao_rows_window(leaf: Leaf, skipped: list[tuple[int, str, str]]) -> tuple[sql.Composable, sql.Composable, list]:
+    """(relation, condition, parameters) of an append-optimized leaf's rows but for the given ranges."""
     conditions: list[sql.Composable] = [leaf.condition] if leaf.condition is not None else []
     params: list[Any] = list(leaf.params)
     if skipped:
@@ -108,9 +122,7 @@ def ao_rows(plan: TablePlan, leaf: Leaf, skipped: list[tuple[int, str, str]]) ->
         conditions.append(sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(below for _ in skipped)))
         for segment, first, end in skipped:
             params += [segment, first, end]
-    extra = (sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
-    statement = _where(select(plan, leaf.relation, *extra), conditions)
-    return Read(sql.SQL("{} ORDER BY gp_segment_id, ctid").format(statement), params, ())
+    return leaf.relation, sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"), params
 
 
 def leaf_whole(plan: TablePlan, leaf: Leaf) -> Read:

@@ -31,7 +31,8 @@ class TableState:
     - `leaves`: full strategies: per leaf partition (the table itself when it is not partitioned), the digest taken
       before its last completed read and, for keyless tables, how many row ids it holds in the destination. None
       until a first full pass has begun.
-    - `pass_leaves`: a keyed full pass in progress: the digests taken before it began, saved as `leaves` at its end.
+    - `pass_leaves`: a keyed full pass in progress: what it saves as `leaves` at its end (digests taken before it
+      began, and of append-optimized leaves the catalog's facts then and the highest row number read per file).
     - `reading`: a keyless leaf whose read is in progress (see `LeafRead`).
     """
 
@@ -43,7 +44,7 @@ class TableState:
     in_pass: bool = False
     cursor_column: str | None = None
     leaves: dict[str, LeafState] | None = None
-    pass_leaves: dict[str, str] | None = None
+    pass_leaves: dict[str, LeafState] | None = None
     reading: LeafRead | None = None
 
 
@@ -108,6 +109,11 @@ def _table_state(key: str, entry: Any) -> TableState:
         state = TableState(**entry)
         if isinstance(state.leaves, dict):
             state.leaves = {leaf: _leaf_state(value) for leaf, value in state.leaves.items()}
+        if isinstance(state.pass_leaves, dict):  # digests alone in states of older versions
+            state.pass_leaves = {
+                leaf: LeafState(value) if isinstance(value, str) else _leaf_state(value)
+                for leaf, value in state.pass_leaves.items()
+            }
         if isinstance(state.reading, dict):
             state.reading = LeafRead(**state.reading)
     except TypeError as error:
@@ -125,7 +131,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("in_pass", isinstance(state.in_pass, bool)),
         ("cursor_column", state.cursor_column is None or isinstance(state.cursor_column, str)),
         ("leaves", _leaves_valid(state.leaves)),
-        ("pass_leaves", state.pass_leaves is None or _string_map(state.pass_leaves)),
+        ("pass_leaves", _leaves_valid(state.pass_leaves)),
         (
             "reading",
             state.reading is None
@@ -160,7 +166,7 @@ def _valid_leaf(value: Any) -> bool:
 def _valid_ao(value: Any) -> bool:
     return (
         isinstance(value, dict)
-        and set(value) == {"rel", "fp", "files"}
+        and {"rel", "fp", "files"} <= set(value) <= {"rel", "fp", "files", "hidden"}
         and _count(value["rel"])
         and isinstance(value["fp"], str)
         and isinstance(value["files"], str)
@@ -169,10 +175,6 @@ def _valid_ao(value: Any) -> bool:
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _string_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 def _leaves_valid(leaves: Any) -> bool:

@@ -19,15 +19,15 @@ from psycopg2 import sql
 
 import reads
 from catalog import Flavour
-from changes import compare, leaf_digests
 from checkpoints import Checkpoints
 from configuration import Settings
 from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
+from keyed_pass import KeyedPass
 from keyless_pass import KeylessPass
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
-from state import LeafState, SyncState
+from state import SyncState
 from values import position_text
 
 
@@ -102,7 +102,7 @@ class TableSync:
         elif plan.strategy is Strategy.APPEND_ONLY:
             self._run_append_only()
         elif plan.strategy is Strategy.FULL_WITH_KEY:
-            self._run_keyed_full()
+            KeyedPass(self).run()
         else:
             KeylessPass(self).run()
         self._finish()
@@ -180,38 +180,6 @@ class TableSync:
                 )
                 state.cursor, state.position, state.phase = None, None, "values"
         state.cursor_column = current
-
-    # Full with key: unchanged leaves skip the table; a change re-reads it all after a truncate (deletes captured).
-
-    def _run_keyed_full(self) -> None:
-        plan, state = self._plan, self._state
-        if not state.in_pass:
-            # The digest query reads every selected column: a table that cannot be read fails here, before its rows
-            # are marked deleted.
-            current = self._digests()
-            if current is not None and state.leaves is not None and compare(state.leaves, current).unchanged:
-                log.info(f"{plan.state_key}: unchanged since the last pass ({_leaf_count(current)}); nothing read")
-                return
-            if plan.declared_key:
-                check_whole_table(self._client, plan)
-            # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
-            self.truncate()
-            state.in_pass, state.position, state.pass_leaves = True, None, current
-        self.read_all(lambda: reads.keyed(plan, state))
-        if state.pass_leaves is not None:
-            state.leaves = {leaf: LeafState(digest) for leaf, digest in state.pass_leaves.items()}
-        state.in_pass, state.position, state.pass_leaves = False, None, None
-
-    def _digests(self) -> dict[str, str] | None:
-        """The digest of each leaf, or None when statement_timeout cancelled the query (one statement over the whole
-        table, where a read's fetches are each their own): a keyed table is then read in full, as without digests."""
-        try:
-            return leaf_digests(self._client, self._plan)
-        except psycopg2.Error as error:
-            if not is_statement_cancelled(error):
-                raise
-            log.warning(f"{self._plan.state_key}: the digest query was cancelled ({one_line(error)})")
-            return None
 
     def probe(self, read: Read) -> None:
         """Runs a read for no row: what would fail it (a privilege, a hidden system column, a dropped column) fails
@@ -354,7 +322,3 @@ class TableSync:
                 f"{self._plan.state_key}.{column}: {count} value(s) the destination type cannot hold "
                 f"(e.g. {examples}) were stored as NULL"
             )
-
-
-def _leaf_count(current: dict[str, str]) -> str:
-    return f"{len(current)} lea{'f' if len(current) == 1 else 'ves'} holding rows"

@@ -360,3 +360,26 @@ def test_a_sync_killed_anywhere_goes_on_and_converges(
     monkeypatch.undo()
     facts.sync(destination, state=destination.saved_state())
     assert facts.sync(destination)[0] == (0, 0, 0)
+
+
+def test_a_keyed_table_upserts_appended_rows_alone_once_their_keys_are_checked(
+    facts: AoFacts, destination: Destination, capfd
+) -> None:
+    """PRIMARY_KEYS on an append-optimized table without a cursor: appends alone are upserted without a truncate;
+    a duplicate key skips the table; a delete (or any other change) keeps the full pass that captures it."""
+    facts.create()
+    facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
+    assert facts.sync(destination)[0] == (3000, 0, 1)
+    assert facts.sync(destination) == ((0, 0, 0), set())
+    facts.insert(5001, 5050, day=MONTHS[1], note="appended")
+    (sent, scanned) = facts.sync(destination)
+    assert sent == (50, 0, 0), "the appended rows alone, no truncate"
+    capfd.readouterr()
+
+    facts.insert(2, 2, day=MONTHS[1], note="duplicate")
+    assert facts.run(f"SELECT count(*) FROM {facts.table} WHERE id = 2") == [(2,)]
+    counts = destination.sync(facts.configuration)
+    assert counts["Upserts"] == 0 and "('2') is shared by 2 row(s)" in capfd.readouterr().out
+    facts.run(f"DELETE FROM {facts.table} WHERE note = 'duplicate2'")
+    assert facts.sync(destination)[0] == (3050, 0, 1), "a delete: the full pass, deletes captured"
+    assert facts.sync(destination)[0] == (0, 0, 0)

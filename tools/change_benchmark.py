@@ -1,11 +1,15 @@
 """What a full-strategy sync costs when little or nothing changed, measured in one run (`python -m tools.benchmark
 --changes`).
 
-On a keyless table of N rows partitioned by month into 12 leaves (append-optimized and column-oriented on Greenplum
-6), through the SDK's runner: rows sent and seconds of (a) the first sync, (b) a sync with nothing changed, (c) a
-sync after inserting 0.1% of N into one leaf and deleting 0.1% of N from another; and the digest query's time next
-to a full read of the table by the connector without the SDK. On a throwaway local PostgreSQL, or with `--dsn` on an
-existing database (a real Greenplum), where it creates the schema `bench_changes` and drops it afterwards.
+On a keyless table of N rows partitioned by month into 12 leaves, through the SDK's runner:
+- PostgreSQL (a throwaway local server): rows sent and seconds of (a) the first sync, (b) a sync with nothing changed,
+  (c) a sync after inserting 0.1% of N into one leaf and deleting 0.1% of N from another; and the digest query's time
+  next to a full read of the table by the connector without the SDK.
+- Greenplum 6 (`--dsn`, by hand; the leaves append-optimized and column-oriented): rows sent, seconds and the leaves
+  each sync scanned (the coordinator's `seq_scan`) for (a) the first sync, (b) nothing changed, (c) 0.1% of N appended
+  to one leaf, (d) 0.1% of N inserted and 0.1% deleted across every leaf, as TPC-H's refresh functions change orders;
+  and the state's size after (d).
+With `--dsn` it creates the schema `bench_changes` and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import psycopg2.extensions
 from tools import local_postgres
 
 SCHEMA = "bench_changes"
-TARGETS = {"unchanged_share_of_first": 0.05, "extra_rows_share": 0.01}
+TARGETS = {"unchanged_share_of_first": 0.05, "extra_rows_share": 0.01, "spread_sent_over_changed": 1.1, "slack": 100}
 
 _COLUMNS = "id bigint, day date, store int, product int, quantity int, amount numeric(12, 2), note text"
 _PARTITIONS_LEGACY = (
@@ -60,6 +64,8 @@ def _measure(params: dict[str, Any], rows: int, work: Path, batch_size: int, che
     try:
         version = _one(source, "SELECT version()")
         legacy = "Greenplum Database 6" in version or "Greenplum Database 5" in version
+        if legacy:
+            return _measure_append_optimized(source, params, version, rows, work, batch_size, checkpoint_rows)
         started = time.monotonic()
         _build(source, rows, legacy, "Greenplum" in version)
         print(f"built {rows:,} rows in 12 leaves in {time.monotonic() - started:.0f}s", file=sys.stderr)
@@ -115,9 +121,98 @@ def _measure(params: dict[str, Any], rows: int, work: Path, batch_size: int, che
     return results
 
 
+def _measure_append_optimized(
+    source: psycopg2.extensions.connection,
+    params: dict[str, Any],
+    version: str,
+    rows: int,
+    work: Path,
+    batch_size: int,
+    checkpoint_rows: int,
+) -> dict[str, Any]:
+    """Greenplum 6: the four syncs of an append-optimized column table, with the leaves each scanned."""
+    started = time.monotonic()
+    _build(source, rows, legacy=True, greenplum=True)
+    print(f"built {rows:,} rows in 12 leaves in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    configuration = _configuration(params, batch_size, checkpoint_rows)
+    change = max(rows // 1000, 1)
+    syncs = {"a_first": _scanned_sync(params, work, configuration, "first sync")}
+    syncs["b_unchanged"] = _scanned_sync(params, work, configuration, "nothing changed")
+    with source.cursor() as cursor:
+        cursor.execute(_FILL.format(day="date '2024-03-15'"), (rows + 1, rows + change))
+    syncs["c_appended"] = _scanned_sync(params, work, configuration, "0.1% appended to one leaf")
+    with source.cursor() as cursor:  # new rows on every day of the year, and old rows of every leaf deleted
+        cursor.execute(_FILL.format(day="date '2024-01-01' + (g %% 366)::int"), (rows + change + 1, rows + 2 * change))
+        cursor.execute(f"DELETE FROM {SCHEMA}.facts WHERE id <= {rows} AND id % 1000 = 7")
+        deleted = cursor.rowcount
+    syncs["d_spread"] = _scanned_sync(params, work, configuration, "0.1% inserted, 0.1% deleted across leaves")
+    landed, expected = _landed_rows(work), _one(source, f"SELECT count(*) FROM {SCHEMA}.facts")
+    if landed != expected:
+        raise SystemExit(f"the destination holds {landed} live rows, the source {expected}")
+    state_bytes = len((work / "files" / "state.json").read_bytes())
+    appended, spread = syncs["c_appended"], syncs["d_spread"]
+    changed_in_d = change + deleted
+    return {
+        "rows": rows,
+        "server": version.split(" on ")[0],
+        "python": sys.version.split()[0],
+        "append_optimized": True,
+        "syncs": syncs,
+        "changed_in_d": changed_in_d,
+        "state_bytes_after_d": state_bytes,
+        "targets": {
+            "b sends 0 rows and scans 0 leaves": syncs["b_unchanged"]["upserts"] + syncs["b_unchanged"]["deletes"] == 0
+            and not syncs["b_unchanged"]["scanned"],
+            "c sends at most the appended rows plus 100": appended["upserts"] + appended["deletes"]
+            <= change + TARGETS["slack"],
+            "d sends at most 1.1 times the rows changed plus 100": spread["upserts"] + spread["deletes"]
+            <= TARGETS["spread_sent_over_changed"] * changed_in_d + TARGETS["slack"],
+        },
+    }
+
+
+def _configuration(params: dict[str, Any], batch_size: int, checkpoint_rows: int) -> dict[str, str]:
+    return {
+        "HOST": str(params.get("host", "localhost")),
+        "PORT": str(params.get("port", 5432)),
+        "DATABASE": params["dbname"],
+        "USERNAME": params["user"],
+        "PASSWORD": params.get("password", "") or "unused",
+        "SCHEMAS": SCHEMA,
+        "BATCH_SIZE": str(batch_size),
+        "CHECKPOINT_ROWS": str(checkpoint_rows),
+    }
+
+
+def _scanned_sync(params: dict[str, Any], work: Path, configuration: dict[str, str], what: str) -> dict[str, Any]:
+    """A sync, and the leaves the coordinator counts as scanned during it (its statistics lag: read a moment after,
+    on connections of their own)."""
+    before = _leaf_scans(params)
+    result = _sync(work, configuration, what)
+    after = _leaf_scans(params)
+    result["scanned"] = sorted(leaf for leaf in after if after[leaf] != before.get(leaf, 0))
+    return result
+
+
+def _leaf_scans(params: dict[str, Any]) -> dict[str, int]:
+    time.sleep(1.5)
+    connection = psycopg2.connect(**params)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, seq_scan FROM pg_stat_all_tables WHERE schemaname = %s AND relname LIKE 'facts_%%'",
+                (SCHEMA,),
+            )
+            return dict(cursor.fetchall())
+    finally:
+        connection.close()
+
+
 def format_changes(results: dict[str, Any]) -> str:
     """The results as a plain-text table."""
     met = {True: "met", False: "NOT MET"}
+    if results.get("append_optimized"):
+        return _format_append_optimized(results, met)
     lines = [
         f"{results['rows']:,} keyless rows in 12 leaves; Python {results['python']}, {results['server']}",
         f"{'sync':<58}{'seconds':>9}{'upserts':>10}{'deletes':>9}",
@@ -137,6 +232,33 @@ def format_changes(results: dict[str, Any]) -> str:
         f"(b) took {ratios['unchanged_share_of_first']:.2%} of (a)",
         f"digest query {reads['digest_seconds']:.2f}s, full read without the SDK {reads['full_read_seconds']:.2f}s "
         f"({ratios['digest_share_of_full_read']:.1%})",
+    ]
+    lines += [f"target {name}: {met[value]}" for name, value in results["targets"].items()]
+    return "\n".join(lines)
+
+
+def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> str:
+    lines = [
+        f"{results['rows']:,} keyless rows in 12 append-optimized column leaves; Python {results['python']}, "
+        f"{results['server']}",
+        f"{'sync':<52}{'seconds':>9}{'upserts':>10}{'deletes':>9}{'leaves scanned':>16}",
+    ]
+    labels = {
+        "a_first": "(a) first sync",
+        "b_unchanged": "(b) nothing changed",
+        "c_appended": "(c) 0.1% of N appended to one leaf",
+        "d_spread": "(d) 0.1% inserted, 0.1% deleted across every leaf",
+    }
+    for key, label in labels.items():
+        sync = results["syncs"][key]
+        lines.append(
+            f"{label:<52}{sync['seconds']:>9.1f}{sync['upserts']:>10,}{sync['deletes']:>9,}{len(sync['scanned']):>16}"
+        )
+    spread = results["syncs"]["d_spread"]
+    lines += [
+        f"(d) changed {results['changed_in_d']:,} rows and sent {spread['upserts'] + spread['deletes']:,} "
+        f"({(spread['upserts'] + spread['deletes']) / results['changed_in_d']:.2f} times)",
+        f"state after (d): {results['state_bytes_after_d']:,} bytes",
     ]
     lines += [f"target {name}: {met[value]}" for name, value in results["targets"].items()]
     return "\n".join(lines)
