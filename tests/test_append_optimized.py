@@ -372,8 +372,7 @@ def test_a_keyed_table_upserts_appended_rows_alone_once_their_keys_are_checked(
     assert facts.sync(destination)[0] == (3000, 0, 1)
     assert facts.sync(destination) == ((0, 0, 0), set())
     facts.insert(5001, 5050, day=MONTHS[1], note="appended")
-    (sent, scanned) = facts.sync(destination)
-    assert sent == (50, 0, 0), "the appended rows alone, no truncate"
+    assert facts.sync(destination)[0] == (50, 0, 0), "the appended rows alone, no truncate"
     capfd.readouterr()
 
     facts.insert(2, 2, day=MONTHS[1], note="duplicate")
