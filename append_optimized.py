@@ -21,6 +21,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from psycopg2 import sql
+
 import catalog_sql
 from catalog import Flavour
 from greenplum_client import GreenplumClient
@@ -187,6 +189,11 @@ def fetch_facts(client: GreenplumClient, flavour: Flavour, leaves: list[Leaf]) -
             hidden = dict(client.query(catalog_sql.AO_HIDDEN_TOTALS_GREENPLUM7, {"leaf": int(leaf.key)}))
             for segno, tuples, modifications in client.query(statement, {"leaf": int(leaf.key)}):
                 files[leaf.key].append((segno, tuples, modifications, hidden.get(segno, 0)))
+    # The visibility map is read later, leaf by leaf: where its function is refused, the table falls back now.
+    client.query(
+        sql.SQL("SELECT count(*) FROM ({}) AS hidden").format(sql.SQL(catalog_sql.AO_HIDDEN_ROWS)),
+        {"leaf": int(leaves[0].key)},
+    )
     return {leaf.key: AoFacts(leaf.relfilenode, _fingerprint(files[leaf.key])) for leaf in leaves}
 
 

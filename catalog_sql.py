@@ -200,9 +200,14 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = %(root)s AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition p WHERE p.parrelid = c.oid)
 """
 
-LEAVES_GREENPLUM7 = (
-    _PARTITION_TREE.replace("%(oids)s::oid[]", "ARRAY[%(root)s]::oid[]")
-    + """
+LEAVES_GREENPLUM7 = """
+WITH RECURSIVE tree(relid) AS (
+    SELECT %(root)s::oid
+    UNION ALL
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
+    JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
+    WHERE parent.relkind = 'p'
+)
 SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT'),
        COALESCE(am.amname::text, 'heap'), c.relfilenode::bigint
 FROM tree
@@ -211,7 +216,6 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
 WHERE c.relkind NOT IN ('p', 'f')
 """
-)
 
 # Append-optimized leaves: each segment file's tuples written and modification count. Greenplum 6's coordinator holds
 # each file's totals over all segments (one row per column of a column-oriented file: column 0 stands for them all);
