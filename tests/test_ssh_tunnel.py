@@ -164,8 +164,8 @@ def test_sshd_killed_and_restarted_mid_table_the_sync_resumes_and_converges(
     )
     real_send, sent = sync.TableSync._send, []
 
-    def send_and_kill_once(self, batch):
-        real_send(self, batch)
+    def send_and_kill_once(self, batch, prepare):
+        real_send(self, batch, prepare)
         sent.append(len(batch))
         if len(sent) == 7:  # the bastion dies mid-table and comes back 2 s later
             bastion.kill()
