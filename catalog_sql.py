@@ -217,6 +217,30 @@ LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
 WHERE c.relkind NOT IN ('p', 'f')
 """
 
+# The blocks of a table's leaves (over all segments on Greenplum), which decide the size of its block ranges.
+TABLE_BLOCKS = """
+WITH RECURSIVE tree(relid) AS (
+    SELECT %(root)s::oid
+    UNION ALL
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
+    JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
+    WHERE parent.relkind = 'p'
+)
+SELECT COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::bigint / current_setting('block_size')::bigint
+FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+WHERE c.relkind NOT IN ('p', 'f', 'v')
+"""
+
+TABLE_BLOCKS_GREENPLUM6 = """
+SELECT COALESCE(sum(pg_catalog.pg_relation_size(leaf)), 0)::bigint / current_setting('block_size')::bigint
+FROM (SELECT r.parchildrelid AS leaf
+      FROM pg_catalog.pg_partition p JOIN pg_catalog.pg_partition_rule r ON r.paroid = p.oid
+      WHERE p.parrelid = %(root)s
+      UNION ALL
+      SELECT %(root)s::oid WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition p WHERE p.parrelid = %(root)s)
+     ) AS leaves
+"""
+
 # Append-optimized leaves: each segment file's tuples written and modification count. Greenplum 6's coordinator holds
 # each file's totals over all segments (one row per column of a column-oriented file: column 0 stands for them all);
 # its modification count grows with every insert, update and delete, where a segment's does not count deletes.
@@ -275,6 +299,7 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
 """
 
 GREENPLUM_ONLY = (
+    TABLE_BLOCKS_GREENPLUM6,
     LEAVES_GREENPLUM6,
     LEAVES_GREENPLUM7,
     AO_SEGMENT_FILES_GREENPLUM6,

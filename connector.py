@@ -13,6 +13,7 @@ from fivetran_connector_sdk import ConfigurationForm, Connector, Test, form_fiel
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
+from block_ranges import hashing_for
 from catalog import ServerInfo, discover, server_info
 from catalog_sql import PRIMARY_SEGMENTS
 from checkpoints import Checkpoints
@@ -113,7 +114,8 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
             skipped.append(name)
         synced = 0
         checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
-        context = SyncContext(client, settings, info.flavour, segments, sync_state, checkpoints)
+        hashing = hashing_for(info.server_version_num)
+        context = SyncContext(client, settings, info.flavour, hashing, segments, sync_state, checkpoints)
         for plan in planning.plans:
             try:
                 TableSync(context, plan).run()

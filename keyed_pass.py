@@ -1,25 +1,25 @@
-"""A keyed table's full pass (a key, no cursor): when nothing changed nothing is read; when the only change is rows
-appended to append-optimized leaves, those rows alone are upserted once their keys are checked; any other change
-re-reads the whole table in key order after a truncate, so that rows the source deleted end up deleted.
+"""A keyed table's full pass (a key, no cursor): when nothing changed nothing is read; when no key came or went (only
+updates: the digest of the key columns is unchanged), the block ranges whose rows changed are upserted again, and
+rows appended to append-optimized leaves are upserted alone once their keys are checked; any other change (a row
+inserted or deleted) re-reads the whole table in key order after a truncate, so that deleted rows end up deleted.
 
-Leaves are compared as a keyless pass compares them (`keyless_pass.py`): append-optimized leaves by Greenplum's
-catalog, every other leaf by digest.
+Leaves are surveyed as a keyless pass surveys them (`leaf_survey.py`): append-optimized leaves by Greenplum's
+catalog, every other leaf by block range digests.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import psycopg2
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 import append_optimized as ao
+import block_ranges
 import reads
-from changes import compare, leaf_digests
 from declared_keys import check_whole_table, check_windows
-from greenplum_client import is_statement_cancelled, one_line
-from leaves import Leaf, greenplum_leaves
+from leaf_survey import DigestCancelled, Survey, survey
+from leaves import Leaf, named_leaves
 from state import LeafState
 
 if TYPE_CHECKING:
@@ -39,24 +39,26 @@ class KeyedPass:
         plan, state = self._plan, self._state
         if not state.in_pass:
             # The digest query reads every selected column: a table that cannot be read fails here, before its rows
-            # are marked deleted.
-            ao_leaves, facts = self._ao_leaves()
-            other = [leaf for leaf in self._leaves if leaf.key not in ao_leaves] if ao_leaves else None
-            digests = self._digests(other)
-            changes = self._changes(digests, facts)
-            if changes == {}:
-                log.info(f"{plan.state_key}: unchanged since the last pass; nothing read")
-                return
-            if changes is not None and self._appended_only(ao_leaves, facts, changes):
+            # are marked deleted. Cancelled by statement_timeout, the table is read in full, as without digests.
+            try:
+                found = survey(self._table)
+            except DigestCancelled:
+                found = None
+            changes = self._changes(found) if found is not None else None
+            if changes is not None and self._updated_only(found, *changes):
                 return
             if plan.declared_key:
                 check_whole_table(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
             self._table.truncate()
             state.in_pass, state.position, state.pass_leaves = True, None, None
-            if digests is not None:  # saved at the pass's end, so that the next sync compares with them
-                baselines = self._ao_baselines(ao_leaves, facts)
-                state.pass_leaves = {key: LeafState(digest) for key, digest in digests.items()} | baselines
+            if found is not None:  # saved at the pass's end, so that the next sync compares with them
+                state.pass_leaves = {
+                    key: block_ranges.ranges_state(
+                        {name: (digest, 0) for name, digest in ranges.items()}, _keys(ranges)
+                    )
+                    for key, ranges in found.current.items()
+                } | self._ao_baselines(found)
         self._read_keyed_pass()
         if state.pass_leaves is not None:
             state.leaves = state.pass_leaves
@@ -64,89 +66,111 @@ class KeyedPass:
 
     # What changed.
 
-    def _ao_leaves(self) -> tuple[dict[str, Leaf], dict[str, ao.AoFacts]]:
-        context = self._table.context
-        self._leaves = greenplum_leaves(self._client, context.flavour, self._plan) if self._on_greenplum() else []
-        ao_leaves = {leaf.key: leaf for leaf in self._leaves if leaf.append_optimized}
-        if not ao_leaves:
-            return {}, {}
-        try:
-            return ao_leaves, ao.fetch_facts(self._client, context.flavour, list(ao_leaves.values()))
-        except psycopg2.Error as error:
-            log.info(
-                f"{self._plan.state_key}: the append-optimized catalog functions are not available "
-                f"({one_line(error)}); its leaves are compared by digest instead"
-            )
-            return {}, {}
-
-    def _on_greenplum(self) -> bool:
-        from catalog import RowLocator
-
-        return self._table.context.flavour.is_greenplum and self._plan.row_locator is RowLocator.CTID
-
-    def _digests(self, leaves: list[Leaf] | None) -> dict[str, str] | None:
-        """The digest of each leaf holding rows (of the given leaves only, when others need none), or None when
-        statement_timeout cancelled the query (one statement over the whole table, where a read's fetches are each
-        their own): the table is then read in full, as without digests."""
-        try:
-            return leaf_digests(self._client, self._plan, leaves)
-        except psycopg2.Error as error:
-            if not is_statement_cancelled(error):
-                raise
-            log.warning(f"{self._plan.state_key}: the digest query was cancelled ({one_line(error)})")
-            return None
-
-    def _changes(self, digests: dict[str, str] | None, facts: dict[str, ao.AoFacts]) -> dict[str, ao.LeafChange] | None:
-        """The append-optimized leaves that changed, and how; None when some other leaf changed (or one is gone, or
-        nothing was saved): a full pass is needed then."""
+    def _changes(self, found: Survey) -> tuple[dict[str, list[str]], dict[str, ao.LeafChange]] | None:
+        """Per leaf compared by digest, its changed ranges; per append-optimized leaf that changed, how. None when a key
+        came or went somewhere, or nothing was saved: the full pass is needed then."""
         saved = self._state.leaves
-        if saved is None or digests is None:
+        if saved is None:
             return None
         saved_ao = {key for key, leaf in saved.items() if leaf.ao is not None}
-        if not compare({k: v for k, v in saved.items() if k not in saved_ao}, digests).unchanged:
-            return None
-        if saved_ao - set(facts):
-            return None
-        changes = {key: ao.leaf_change(_header(saved.get(key)), fact) for key, fact in facts.items()}
-        return {key: change for key, change in changes.items() if change is not ao.LeafChange.UNCHANGED}
+        if set(saved) - saved_ao != set(found.current) or saved_ao - set(found.facts):
+            return None  # a leaf came (rows inserted) or went (rows deleted)
+        ranges = {}
+        for key, current in found.current.items():
+            if saved[key].ranges is None or saved[key].digest != _keys(current):
+                return None
+            changed, _ = block_ranges.compare(block_ranges.saved_ranges(saved[key]), current)
+            if changed or set(block_ranges.saved_ranges(saved[key])) != set(current):
+                ranges[key] = changed
+        changes = {key: ao.leaf_change(_header(saved.get(key)), fact) for key, fact in found.facts.items()}
+        return ranges, {key: change for key, change in changes.items() if change is not ao.LeafChange.UNCHANGED}
+
+    def _updated_only(self, found: Survey, ranges: dict[str, list[str]], ao_changes: dict[str, ao.LeafChange]) -> bool:
+        """Sends what changed when no key came or went; returns whether it did (else the full pass runs)."""
+        plan = self._plan
+        if not ranges and not ao_changes:
+            log.info(f"{plan.state_key}: unchanged since the last pass; nothing read")
+            return True
+        if ao_changes and not self._appended_only(found, ao_changes):
+            return False
+        read = sum(len(names) for names in ranges.values())
+        if ranges:
+            log.info(f"{plan.state_key}: rows updated, no key came or went: {read} block range(s) read again")
+        for key in sorted(ranges, key=_leaf_order):
+            self._reread_ranges(found, key, ranges[key])
+        return True
+
+    # Updated rows: their ranges upserted again.
+
+    def _reread_ranges(self, found: Survey, key: str, names: list[str]) -> None:
+        """Upserts the rows of the leaf's changed ranges; each range is saved as read once the read is past it, so a
+        sync killed here goes on with the ranges left."""
+        state, current = self._state, found.current[key]
+        saved = block_ranges.saved_ranges(state.leaves[key])
+        done = {name: (digest, 0) for name, digest in current.items() if name not in names}
+        key_digest = state.leaves[key].digest
+        reading: list[str] = []
+
+        def save() -> None:
+            state.leaves[key] = block_ranges.ranges_state({**saved, **done}, key_digest)
+
+        def mark(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            for raw in batch:
+                name = block_ranges.range_of(raw[-2], raw[-1], found.range_blocks)
+                if reading and reading[-1] != name:
+                    done[reading[-1]] = (current[reading[-1]], 0)
+                reading[:1] = [name]
+            return rows
+
+        for name in set(saved) - set(current):  # emptied: its rows moved to other ranges
+            del saved[name]
+        (leaf,) = named_leaves(self._client, self._plan, [key])
+        state.position = None
+        if found.range_blocks is None:  # a view or a query: read whole
+            self._table.read_all(lambda: reads.leaf_whole(self._plan, leaf), on_restart=lambda: None)
+        elif names:
+            spans = block_ranges.spans(names, found.range_blocks)
+            self._table.on_checkpoint = save
+            try:
+                build = lambda: reads.range_rows(self._plan, leaf, spans, found.per_segment, None)  # noqa: E731
+                self._table.read_all(build, mark, on_restart=lambda: None)  # upserts again: no position kept
+            finally:
+                self._table.on_checkpoint = None
+        state.position = None
+        done |= {name: (current[name], 0) for name in names}
+        save()
+        self._table.progressed()
 
     # Appended rows alone.
 
-    def _appended_only(
-        self, ao_leaves: dict[str, Leaf], facts: dict[str, ao.AoFacts], changes: dict[str, ao.LeafChange]
-    ) -> bool:
-        """Upserts the rows appended to the changed leaves when nothing else changed there (no row hidden since, no
+    def _appended_only(self, found: Survey, changes: dict[str, ao.LeafChange]) -> bool:
+        """Upserts the rows appended to the changed AO leaves when nothing else changed there (no row hidden since, no
         file rewritten), once their keys are checked; returns whether it did. Otherwise the full pass runs."""
         if any(change is ao.LeafChange.REWRITTEN for change in changes.values()):
             return False
-        saved = self._state.leaves
+        saved, flavour = self._state.leaves, self._table.context.flavour
         files, hidden = {}, {}
         for key in changes:
             files[key] = ao.decode_files(saved[key].ao["files"]) if key in saved else {}
-            hidden[key] = ao.fetch_hidden_counts(self._client, self._table.context.flavour, ao_leaves[key])
+            hidden[key] = ao.fetch_hidden_counts(self._client, flavour, found.ao_leaves[key])
             if key in saved and hidden[key] != ao.decode_counts(saved[key].ao.get("hidden", "")):
                 log.info(f"{self._plan.state_key}: rows were deleted or updated in leaf {key}: the table is read again")
                 return False
         if self._plan.declared_key:
-            windows = [reads.ao_rows_window(ao_leaves[key], ao.read_from(files[key], witness=False)) for key in changes]
+            windows = [
+                reads.ao_rows_window(found.ao_leaves[key], ao.read_from(files[key], witness=False)) for key in changes
+            ]
             check_windows(self._client, self._plan, windows)
         log.info(f"{self._plan.state_key}: rows appended to {len(changes)} leaf(s), nothing else changed: read alone")
         for key in sorted(changes, key=int):
             witnesses = {file: rows.high for file, rows in files[key].items() if rows.high}
-            seen = self._read_appended(ao_leaves[key], files[key])
+            seen = self._read_appended(found.ao_leaves[key], files[key])
             if ao.rewritten(witnesses, seen, {}):
                 log.info(f"{self._plan.state_key}: leaf {key} was rewritten (VACUUM): the table is read again")
                 return False
-            saved[key] = LeafState(
-                "",
-                0,
-                {
-                    "rel": facts[key].relfilenode,
-                    "fp": facts[key].fingerprint,
-                    "files": ao.encode_files(files[key]),
-                    "hidden": ao.encode_counts(hidden[key]),
-                },
-            )
+            facts = found.facts[key]
+            ao_state = {"rel": facts.relfilenode, "fp": facts.fingerprint, "files": ao.encode_files(files[key])}
+            saved[key] = LeafState("", 0, ao_state | {"hidden": ao.encode_counts(hidden[key])})
             self._table.progressed()
         return True
 
@@ -171,14 +195,15 @@ class KeyedPass:
 
     # The full pass, noting where each append-optimized file's rows end.
 
-    def _ao_baselines(self, ao_leaves: dict[str, Leaf], facts: dict[str, ao.AoFacts]) -> dict[str, LeafState]:
+    def _ao_baselines(self, found: Survey) -> dict[str, LeafState]:
         """What a full pass saves of each AO leaf: the catalog's facts and hidden rows before it began; the highest
         row number of each file is noted as the pass reads."""
         flavour = self._table.context.flavour
         baselines = {}
-        for key, leaf in ao_leaves.items():
+        for key, leaf in found.ao_leaves.items():
             hidden = ao.encode_counts(ao.fetch_hidden_counts(self._client, flavour, leaf))
-            ao_state = {"rel": facts[key].relfilenode, "fp": facts[key].fingerprint, "files": "", "hidden": hidden}
+            facts = found.facts[key]
+            ao_state = {"rel": facts.relfilenode, "fp": facts.fingerprint, "files": "", "hidden": hidden}
             baselines[key] = LeafState("", 0, ao_state)
         return baselines
 
@@ -213,5 +238,13 @@ class KeyedPass:
         save()
 
 
+def _keys(ranges: dict[str, str]) -> str:
+    return block_ranges.key_digest(ranges)
+
+
 def _header(saved: LeafState | None) -> tuple[int, str] | None:
     return (saved.ao["rel"], saved.ao["fp"]) if saved is not None and saved.ao is not None else None
+
+
+def _leaf_order(leaf: str) -> tuple[int, str]:
+    return (int(leaf), leaf) if leaf.isdigit() else (-1, leaf)

@@ -4,25 +4,22 @@ destination mirrors the source as a multiset without a table-wide truncate after
 - Append-optimized leaves on Greenplum (`append_optimized.py`): the catalog says which leaves changed; appended rows
   are read alone, rows hidden since are deleted by their own ids, rewritten segment files are deleted and re-read.
   An unchanged leaf is not scanned.
-- Every other leaf (heap, views, custom queries, and AO leaves where the catalog functions are refused): a digest per
-  leaf (`changes.py`); a changed leaf is read again whole, its rows numbered `leaf:ordinal`, and ids beyond its new
-  count deleted.
-Every id of a leaf that is gone (dropped, detached, exchanged out, emptied) is deleted.
+- Every other leaf (`block_ranges.py`): a digest per block range; a changed range is read again, its rows numbered
+  `leaf:range:ordinal`, and ids beyond its new count deleted. Views and custom queries are one range, read whole.
+Every id of a leaf or range that is gone (dropped, detached, exchanged out, emptied) is deleted.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import psycopg2
 from fivetran_connector_sdk import Logging as log
 
 import append_optimized as ao
+import block_ranges
 import reads
-from catalog import RowLocator
-from changes import compare, leaf_digests
-from greenplum_client import one_line
-from leaves import Leaf, greenplum_leaves, named_leaves
+from leaf_survey import DigestCancelled, survey
+from leaves import Leaf, named_leaves
 from planning import ROW_ID_COLUMN
 from state import LeafRead, LeafState
 
@@ -41,168 +38,155 @@ class KeylessPass:
 
     def run(self) -> None:
         plan, state, table = self._plan, self._state, self._table
-        leaves = self._greenplum_leaves()
-        ao_leaves = {leaf.key: leaf for leaf in leaves if leaf.append_optimized}
-        facts = self._ao_facts(list(ao_leaves.values()))
-        if not facts:
-            ao_leaves = {}
-        current = self._digests([leaf for leaf in leaves if leaf.key not in ao_leaves] if ao_leaves else None)
-        if state.leaves is None:
-            # The first pass: rows another strategy (or an older version) left in the destination have other ids.
-            first = leaves[0] if leaves else (named_leaves(self._client, plan, sorted(current)[:1]) or [None])[0]
-            table.probe(self._leaf_read(first or Leaf(plan.leaf_key, plan.relation), None))
-            table.truncate()
-            state.leaves, state.reading, state.position, state.segment, state.in_pass = {}, None, None, None, False
-        # The leaf an earlier sync left partway is finished first, on the digest taken before its read began: a change
-        # made since is read by the next sync.
-        in_progress = state.reading.leaf if state.reading is not None else None
-        self._go_on_with_digest_leaf(current)
-        saved_ao = {key for key, saved in state.leaves.items() if saved.ao is not None}
-        changes = compare({k: v for k, v in state.leaves.items() if k not in saved_ao}, current, in_progress)
-        gone_ao = sorted(key for key in saved_ao if key not in facts)
-        self._log_changes(current, changes.changed, changes.gone, facts)
-        for key in changes.gone:
-            if key not in ao_leaves:
-                self._delete_ordinals(key, state.leaves[key], 0)
-                del state.leaves[key]
-        for key in gone_ao:  # dropped, exchanged out, or its AO functions refused this time
-            self._delete_ao_leaf(key)
-            del state.leaves[key]
-        for leaf in named_leaves(self._client, plan, changes.changed):
-            self._read_digest_leaf(leaf, current[leaf.key])
-        for key in sorted(ao_leaves, key=int):
-            self._sync_ao_leaf(ao_leaves[key], facts[key])
-
-    # Leaves and what the server says of them.
-
-    def _greenplum_leaves(self) -> list[Leaf]:
-        """The leaves with their storage, on Greenplum tables (where append-optimized storage exists)."""
-        context, plan = self._table.context, self._plan
-        if not context.flavour.is_greenplum or plan.row_locator is RowLocator.NONE:
-            return []
-        return greenplum_leaves(self._client, context.flavour, plan)
-
-    def _ao_facts(self, leaves: list[Leaf]) -> dict[str, ao.AoFacts]:
-        """The catalog's facts of the AO leaves, or none (with one log line) where the server refuses them: the
-        table then falls back to digests."""
-        if not leaves:
-            return {}
         try:
-            return ao.fetch_facts(self._client, self._table.context.flavour, leaves)
-        except psycopg2.Error as error:
-            log.info(
-                f"{self._plan.state_key}: the append-optimized catalog functions are not available "
-                f"({one_line(error)}); its leaves are compared by digest instead"
-            )
-            return {}
-
-    def _digests(self, leaves: list[Leaf] | None) -> dict[str, str]:
-        """The digest of each leaf holding rows: of the given leaves one at a time, else of every leaf in one query.
-        Fails, before anything is deleted, if the table is unreadable."""
-        try:
-            return leaf_digests(self._client, self._plan, leaves)
-        except psycopg2.Error as error:
-            if not self._table.is_cancelled(error):
-                raise
+            found = survey(table)
+        except DigestCancelled:
             from sync import ReadCancelled
 
             raise ReadCancelled(
                 "the server cancelled the digest query that tells which leaves changed; raise statement_timeout for "
                 "USERNAME"
             ) from None
+        self._survey = found
+        if state.leaves is None:
+            # The first pass: rows another strategy (or an older version) left in the destination have other ids.
+            first = named_leaves(self._client, plan, sorted(found.current)[:1]) or [Leaf(plan.leaf_key, plan.relation)]
+            table.probe(self._range_read(first[0], None)())
+            table.truncate()
+            state.leaves, state.reading, state.position, state.in_pass = {}, None, None, False
+        # The leaf an earlier sync left partway is finished first, on the digests taken before its read began: a
+        # change made since is read by the next sync.
+        in_progress = state.reading.leaf if state.reading is not None else None
+        if in_progress is not None:
+            self._go_on_reading()
+        digest_leaves = {key for key, saved in state.leaves.items() if saved.ao is None}
+        gone = sorted(key for key in digest_leaves if key not in found.current and key not in found.ao_leaves)
+        gone_ao = sorted(key for key in set(state.leaves) - digest_leaves if key not in found.facts)
+        work = {
+            key: block_ranges.compare(block_ranges.saved_ranges(state.leaves.get(key)), ranges)
+            for key, ranges in found.current.items()
+            if key != in_progress
+        }
+        work = {key: (changed, gone_ranges) for key, (changed, gone_ranges) in work.items() if changed or gone_ranges}
+        self._log_changes(work, gone)
+        for key in gone:
+            self._sync_ranges(key, [], sorted(block_ranges.saved_ranges(state.leaves[key])))
+            del state.leaves[key]
+        for key in gone_ao:  # dropped, exchanged out, or its AO functions refused this time
+            self._delete_ao_leaf(key)
+            del state.leaves[key]
+        for key in sorted(work, key=_leaf_order):
+            self._sync_ranges(key, *work[key])
+        for key in sorted(found.ao_leaves, key=int):
+            self._sync_ao_leaf(found.ao_leaves[key], found.facts[key])
 
-    def _log_changes(
-        self, current: dict[str, str], changed: list[str], gone: list[str], facts: dict[str, ao.AoFacts]
-    ) -> None:
-        state = self._state
+    def _log_changes(self, work: dict[str, tuple[list[str], list[str]]], gone: list[str]) -> None:
+        found, state = self._survey, self._state
         ao_changed = [
             key
-            for key, fact in facts.items()
+            for key, fact in found.facts.items()
             if ao.leaf_change(_ao_header(state.leaves.get(key)), fact) is not ao.LeafChange.UNCHANGED
         ]
-        total = len(current) + len(facts)
-        if not changed and not gone and not ao_changed and state.reading is None:
-            log.info(f"{self._plan.state_key}: unchanged since the last pass ({_count(total)}); nothing read")
+        leaves = f"{found.leaf_count} lea{'f' if found.leaf_count == 1 else 'ves'}"
+        if not work and not gone and not ao_changed:
+            log.info(f"{self._plan.state_key}: unchanged since the last pass ({leaves}); nothing read")
             return
-        what = f"{len(changed) + len(ao_changed)} of {_count(total)} changed or new"
+        ranges = sum(len(changed) for changed, _ in work.values())
+        what = f"{len(work) + len(ao_changed)} of {leaves} changed or new"
         if gone:
             what += f", {len(gone)} gone"
-        if facts:
-            what += f" ({len(facts)} append-optimized, {len(facts) - len(ao_changed)} of them unchanged: not scanned)"
+        if ranges:
+            what += f"; {ranges} block range(s) read again"
+        if found.facts:
+            what += f"; {len(found.facts) - len(ao_changed)} append-optimized leaves unchanged, not scanned"
         log.info(f"{self._plan.state_key}: {what}")
 
-    # Leaves compared by digest: read again whole, rows numbered leaf:ordinal.
+    # Leaves compared by block range digests: changed ranges read again, rows numbered leaf:range:ordinal.
 
-    def _go_on_with_digest_leaf(self, current: dict[str, str]) -> None:
-        """Finishes the digest leaf whose read an earlier sync left partway, or deletes its ids if it is gone."""
+    def _sync_ranges(self, key: str, changed: list[str], gone: list[str]) -> None:
+        """Deletes the ids of the leaf's ranges that are gone, then reads its changed ranges."""
         state = self._state
-        reading = state.reading
-        if reading is None:
-            return
-        if reading.leaf not in current:  # the leaf being read is gone since
-            reading.high, reading.sent = max(reading.high, reading.sent), 0
-            self._delete_ordinals(reading.leaf, reading, 0)
-            state.leaves.pop(reading.leaf, None)
-            state.reading = None
-            return
-        (leaf,) = named_leaves(self._client, self._plan, [reading.leaf])
-        self._read_digest_leaf(leaf, reading.digest)
+        saved = state.leaves.get(key)
+        if saved is not None and saved.ao is not None:  # was append-optimized: its ids are of the other kind
+            self._delete_ao_leaf(key)
+            saved = None
+        ranges = block_ranges.saved_ranges(saved)
+        key_digest = saved.digest if saved is not None and saved.ranges is not None else ""
+        self._table.on_checkpoint = lambda: state.leaves.__setitem__(key, block_ranges.ranges_state(ranges, key_digest))
+        try:
+            for name in gone:
+                digest, held = ranges[name]
+                while held:
+                    ranges[name] = (digest, held - 1)
+                    self._table.delete({ROW_ID_COLUMN: block_ranges.row_id(key, name, held)})
+                    held -= 1
+                del ranges[name]
+        finally:
+            self._table.on_checkpoint = None
+        state.leaves[key] = block_ranges.ranges_state(ranges, key_digest)
+        if changed:
+            current = self._survey.current[key]
+            reading = {name: [current[name], 0, ranges.get(name, ("", 0))[1]] for name in changed}
+            state.reading, state.position = LeafRead(key, ranges=reading), None
+            self._go_on_reading()
 
-    def _read_digest_leaf(self, leaf: Leaf, digest: str) -> None:
-        state = self._state
-        if state.reading is None or state.reading.leaf != leaf.key:
-            saved = state.leaves.get(leaf.key)
-            state.reading = LeafRead(leaf.key, digest, 0, saved.rows if saved is not None else 0)
-            state.position, state.segment = None, None
-        self._read_leaf_by_position(leaf)
+    def _go_on_reading(self) -> None:
+        """Reads the ranges of the leaf in `state.reading` from where its read stands, then deletes the ids beyond each
+        range's new count and saves its digests."""
+        state, found = self._state, self._survey
         reading = state.reading
-        self._delete_ordinals(leaf.key, reading, reading.sent)
-        state.leaves[leaf.key] = LeafState(reading.digest, reading.sent)
-        state.reading, state.position, state.segment = None, None, None
+        if reading.ranges is None:  # an earlier version's read of the whole leaf: its ids (leaf:ordinal) are range ""
+            reading.ranges = {"": [reading.digest, reading.sent, max(reading.high, reading.sent)]}
+        ranges = block_ranges.saved_ranges(state.leaves.get(reading.leaf))
+        if reading.leaf in found.current and (found.range_blocks is None or "" not in reading.ranges):
+            (leaf,) = named_leaves(self._client, self._plan, [reading.leaf])
+            self._read_ranges(leaf, reading, ranges)
+        else:  # the leaf is gone, or was read whole and now has ranges: none of these ids is left
+            for entry in reading.ranges.values():
+                entry[1], entry[2] = 0, max(entry[1], entry[2])
+        for name, (digest, sent, held) in sorted(reading.ranges.items()):
+            while held > sent:
+                reading.ranges[name][2] = held - 1
+                self._table.delete({ROW_ID_COLUMN: block_ranges.row_id(reading.leaf, name, held)})
+                held -= 1
+            if sent:
+                ranges[name] = (digest, sent)
+            else:
+                ranges.pop(name, None)
+        key_digest = state.leaves[reading.leaf].digest if reading.leaf in state.leaves else ""
+        state.leaves[reading.leaf] = block_ranges.ranges_state(ranges, key_digest)
+        state.reading, state.position, state.segment = None, None, None  # segment: read by earlier versions
         self._table.progressed()
 
-    def _read_leaf_by_position(self, leaf: Leaf) -> None:
-        table, plan, state = self._table, self._plan, self._state
-        if plan.row_locator is RowLocator.NONE:  # a view, a query, a replicated table: no physical position
-            if state.reading.sent:  # an earlier sync's read died partway: it starts again from id 1
-                self._restart_leaf()
-            table.read_all(lambda: self._leaf_read(leaf, None), self._number_rows, on_restart=self._restart_leaf)
-            return
-        # No segment listed (Cloudberry's single-node mode has none with content >= 0): the leaf is read whole.
-        segments = table.context.segments if plan.split_by_segment and table.context.segments else [None]
-        start = segments.index(state.segment) if state.segment in segments else 0
-        for segment in segments[start:]:
-            if state.segment != segment:
-                state.segment, state.position = segment, None
-            table.read_all(lambda segment=segment: self._leaf_read(leaf, segment), self._number_rows)
+    def _read_ranges(self, leaf: Leaf, reading: LeafRead, saved: dict[str, tuple[str, int]]) -> None:
+        found = self._survey
+        whole_read = found.range_blocks is None
 
-    def _leaf_read(self, leaf: Leaf, segment: int | None) -> reads.Read:
-        if self._plan.row_locator is RowLocator.NONE:
-            return reads.leaf_whole(self._plan, leaf)
-        return reads.leaf_physical(self._plan, leaf, segment, self._state)
+        def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            for raw, row in zip(batch, rows, strict=True):
+                name = "" if whole_read else block_ranges.range_of(raw[-2], raw[-1], found.range_blocks)
+                entry = reading.ranges.setdefault(name, ["", 0, saved.get(name, ("", 0))[1]])
+                entry[1] += 1
+                row[ROW_ID_COLUMN] = block_ranges.row_id(leaf.key, name, entry[1])
+            return rows
 
-    def _number_rows(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Row ids leaf:ordinal, the ordinal counted across the leaf's read."""
-        reading = self._state.reading
-        prefix = f"{reading.leaf}:"
-        for ordinal, row in enumerate(rows, start=reading.sent + 1):
-            row[ROW_ID_COLUMN] = prefix + str(ordinal)
-        reading.sent += len(rows)
-        return rows
+        def restart() -> None:
+            """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
+            for entry in reading.ranges.values():
+                entry[1], entry[2] = 0, max(entry[1], entry[2])
 
-    def _restart_leaf(self) -> None:
-        """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
-        reading = self._state.reading
-        reading.high, reading.sent = max(reading.high, reading.sent), 0
+        if whole_read and any(entry[1] for entry in reading.ranges.values()):
+            restart()  # an earlier sync's read died partway
+        build = self._range_read(leaf, list(reading.ranges))
+        self._table.read_all(build, number, on_restart=restart if whole_read else None)
 
-    def _delete_ordinals(self, leaf: str, held: LeafState | LeafRead, keep: int) -> None:
-        """Deletes the ids leaf:keep+1 up to the highest the destination may hold (`held`'s count), which the source
-        no longer has: highest first, lowering the count as it goes, so that a checkpoint on the way saves how far
-        the deletes got and a sync that dies there goes on from it."""
-        while _held(held) > keep:
-            ordinal = _held(held)
-            _set_held(held, ordinal - 1)
-            self._table.delete({ROW_ID_COLUMN: f"{leaf}:{ordinal}"})
+    def _range_read(self, leaf: Leaf, names: list[str] | None):
+        """A builder of the read of the given ranges (all when None), after the saved position."""
+        found, plan, state = self._survey, self._plan, self._state
+        if found.range_blocks is None:
+            return lambda: reads.leaf_whole(plan, leaf)
+        spans = None if names is None else block_ranges.spans(names, found.range_blocks)
+        return lambda: reads.range_rows(plan, leaf, spans, found.per_segment, state.position)
 
     # Append-optimized leaves: what the catalog says changed.
 
@@ -210,7 +194,7 @@ class KeylessPass:
         state = self._state
         saved = state.leaves.get(leaf.key)
         if saved is not None and saved.ao is None:  # was compared by digest: its ids are of the other kind
-            self._delete_ordinals(leaf.key, saved, 0)
+            self._sync_ranges(leaf.key, [], sorted(block_ranges.saved_ranges(saved)))
             del state.leaves[leaf.key]
             saved = None
         change = ao.leaf_change(_ao_header(saved), facts)
@@ -308,16 +292,6 @@ def _save_files(saved: LeafState, files: dict[tuple[int, int], ao.SegmentFileRow
     saved.ao["files"] = ao.encode_files(files)
 
 
-def _held(held: LeafState | LeafRead) -> int:
-    return held.rows if isinstance(held, LeafState) else held.high
-
-
-def _set_held(held: LeafState | LeafRead, count: int) -> None:
-    if isinstance(held, LeafState):
-        held.rows = count
-    else:
-        held.high = count
-
-
-def _count(leaves: int) -> str:
-    return f"{leaves} lea{'f' if leaves == 1 else 'ves'}"
+def _leaf_order(leaf: str) -> tuple[int, str]:
+    """Leaves in oid order (oids grow as leaves are created: older partitions first)."""
+    return (int(leaf), leaf) if leaf.isdigit() else (-1, leaf)

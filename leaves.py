@@ -1,7 +1,7 @@
 """A table's leaves, as a full pass sees them: each partition that holds rows (the table itself when it is not
 partitioned), how to read it, and its storage, which decides how its changes are found.
 
-`Leaf` is the value that the reads (`reads.py`), the digests (`changes.py`) and the append-optimized catalog
+`Leaf` is the value that the reads (`reads.py`), the digests (`block_ranges.py`) and the append-optimized catalog
 (`append_optimized.py`) all use, so it sits below them.
 """
 

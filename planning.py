@@ -71,6 +71,7 @@ class Strategy(enum.Enum):
 class PlannedColumn:
     name: str
     fivetran: FivetranType
+    source_type: str = ""  # the base type's name (int4, numeric, _text, ...): how a digest hashes the column
 
     def select_expression(self) -> sql.Composable:
         column = sql.Identifier(self.name)
@@ -260,7 +261,7 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
     for column in table.columns:
         if not column.readable or settings.column_excluded(table.schema, table.name, column.name):
             continue
-        columns.append(PlannedColumn(column.name, fivetran_type(column.source_type)))
+        columns.append(PlannedColumn(column.name, fivetran_type(column.source_type), column.source_type.name))
     names = {c.name for c in columns}
     declared_key = _declared_key(settings, table)
     primary_key = declared_key or table.primary_key
@@ -342,7 +343,7 @@ def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient)
         source = resolver.resolve(column.type_code, -1)
         if source.name == "numeric":
             source = SourceType("numeric", source.category, column.precision, column.scale)
-        columns.append(PlannedColumn(column.name, fivetran_type(source)))
+        columns.append(PlannedColumn(column.name, fivetran_type(source), source.name))
         kinds[column.name] = cursor_kind(source)
     names = [c.name for c in columns]
     if len(set(names)) != len(names):

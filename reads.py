@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from changes import row_md5
+from block_ranges import row_md5
 from leaves import Leaf
 from planning import ROW_ID_COLUMN, TablePlan
 from state import TableState
@@ -83,26 +83,6 @@ def keyed(
     return Read(statement, params, tuple(_index(plan, name) for name in plan.primary_key))
 
 
-def leaf_physical(plan: TablePlan, leaf: Leaf, segment: int | None, state: TableState) -> Read:
-    """A keyless leaf in physical (ctid) order; on Greenplum one segment at a time, as ctid is unique per segment."""
-    conditions: list[sql.Composable] = []
-    params: list[Any] = []
-    if leaf.condition is not None:
-        conditions.append(leaf.condition)
-        params.extend(leaf.params)
-    if segment is not None:
-        conditions.append(sql.SQL("gp_segment_id = %s"))
-        params.append(segment)
-    if state.position is not None:
-        condition, position = _after(("ctid",), state.position)
-        conditions.append(condition)
-        params.extend(position)
-    # The position comes last, after the columns sent: zip() with the column names leaves it out of the row. Its
-    # alias must differ from the system column's, or ORDER BY ctid would sort by this text.
-    statement = _where(select(plan, leaf.relation, sql.SQL("ctid::text AS read_ctid")), conditions)
-    return Read(sql.SQL("{} ORDER BY ctid").format(statement), params, (len(plan.columns),))
-
-
 def ao_rows(plan: TablePlan, leaf: Leaf, skipped: list[tuple[int, str, str]]) -> Read:
     """An append-optimized leaf's rows in (segment, ctid) order, but for the given ranges (segment, from ctid, to
     ctid, the end excluded), with the segment and the ctid's text last (zip() with the column names leaves them out
@@ -123,6 +103,42 @@ def ao_rows_window(leaf: Leaf, skipped: list[tuple[int, str, str]]) -> tuple[sql
         for segment, first, end in skipped:
             params += [segment, first, end]
     return leaf.relation, sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"), params
+
+
+def range_rows(
+    plan: TablePlan,
+    leaf: Leaf,
+    spans: list[tuple[int | None, int, int]] | None,
+    per_segment: bool,
+    position: list[str] | None,
+) -> Read:
+    """A leaf's rows in the given block spans (segment or None, first block, end block excluded; all rows when None),
+    in (segment,) ctid order, after the saved position, with the segment and the ctid's text last."""
+    conditions: list[sql.Composable] = [leaf.condition] if leaf.condition is not None else []
+    params: list[Any] = list(leaf.params)
+    if spans is not None:
+        terms = []
+        for segment, first, end in spans:
+            terms.append(
+                sql.SQL("(ctid >= %s::tid AND ctid < %s::tid{})").format(
+                    sql.SQL(" AND gp_segment_id = %s") if segment is not None else sql.SQL("")
+                )
+            )
+            params += [f"({first},0)", f"({end},0)", *([segment] if segment is not None else [])]
+        conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(terms)) if terms else sql.SQL("false"))
+    if position is not None:
+        if per_segment:
+            conditions.append(sql.SQL("(gp_segment_id > %s OR (gp_segment_id = %s AND ctid > %s::tid))"))
+            params += [position[0], position[0], position[1]]
+        else:
+            conditions.append(sql.SQL("ctid > %s::tid"))
+            params.append(position[-1])
+    segment = sql.SQL("gp_segment_id") if per_segment else sql.SQL("NULL::int")
+    statement = _where(select(plan, leaf.relation, segment, sql.SQL("ctid::text AS read_ctid")), conditions)
+    order = sql.SQL("gp_segment_id, ctid") if per_segment else sql.SQL("ctid")
+    first = len(plan.columns)
+    positions = (first, first + 1) if per_segment else (first + 1,)
+    return Read(sql.SQL("{} ORDER BY {}").format(statement, order), params, positions)
 
 
 def leaf_whole(plan: TablePlan, leaf: Leaf) -> Read:

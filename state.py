@@ -24,7 +24,7 @@ class TableState:
     - `phase`: incremental reads go through rows with a cursor value ("values"), then rows whose cursor is NULL
       ("nulls"), which have no cursor to compare and are re-read by key on every sync.
     - `position`: the key (and cursor) of the last row sent in the read in progress; None when no read is in progress.
-    - `segment`: Greenplum keyless leaves are read one segment at a time; the segment being read.
+    - `segment`: the segment an earlier version was reading (its keyless reads went one segment at a time).
     - `in_pass`: a keyed full pass has begun and its truncate is done, so resuming must not truncate again.
     - `cursor_column`: the cursor column's name and type ("updated_at UTC_DATETIME") that `cursor` and `position`
       were read from; when the column or its type changes, they no longer apply (None in states of older versions).
@@ -34,6 +34,7 @@ class TableState:
     - `pass_leaves`: a keyed full pass in progress: what it saves as `leaves` at its end (digests taken before it
       began, and of append-optimized leaves the catalog's facts then and the highest row number read per file).
     - `reading`: a keyless leaf whose read is in progress (see `LeafRead`).
+    - `range_blocks`: the blocks of a range, chosen when the table's first pass began (None: not chosen yet).
     """
 
     strategy: str
@@ -46,29 +47,35 @@ class TableState:
     leaves: dict[str, LeafState] | None = None
     pass_leaves: dict[str, LeafState] | None = None
     reading: LeafRead | None = None
+    range_blocks: int | None = None
 
 
 @dataclass
 class LeafState:
-    """One leaf's digest when its last read began, and the highest row id ordinal the destination holds for it; or,
-    for an append-optimized leaf whose changes the catalog tells (`ao`), its storage's file number (`rel`), the
-    catalog's fingerprint when its last pass began (`fp`) and its rows per segment file (`files`, as
-    `append_optimized.encode_files` writes them)."""
+    """What was saved of one leaf when its last read began: its block ranges' digests and ids held (`ranges`, as
+    `block_ranges.ranges_state` writes them) and the digest of its keys (`digest`, keyed tables); or, for an
+    append-optimized leaf whose changes the catalog tells (`ao`), its storage's file number (`rel`), the catalog's
+    fingerprint when its last pass began (`fp`) and its rows per segment file (`files`, as
+    `append_optimized.encode_files` writes them). States of earlier versions hold one digest per leaf and its highest
+    id ordinal (`rows`)."""
 
     digest: str
     rows: int = 0
     ao: dict[str, Any] | None = None
+    ranges: str | None = None
 
 
 @dataclass
 class LeafRead:
-    """A keyless leaf being read: its digest before the read, the ordinals sent so far, and the highest ordinal the
-    destination may hold for it (from an earlier read), above which nothing is left once this read ends."""
+    """A keyless leaf's ranges being read: per range its digest before the read, the ordinals sent so far and the
+    highest ordinal the destination may hold for it (from an earlier read), above which nothing is left once this
+    read ends. (States of earlier versions read a leaf whole: `digest`, `sent`, `high`.)"""
 
     leaf: str
-    digest: str
+    digest: str = ""
     sent: int = 0
     high: int = 0
+    ranges: dict[str, list[Any]] | None = None  # range -> [digest, sent, held]
 
 
 @dataclass
@@ -141,8 +148,10 @@ def _table_state(key: str, entry: Any) -> TableState:
                 and isinstance(state.reading.digest, str)
                 and _count(state.reading.sent)
                 and _count(state.reading.high)
+                and (state.reading.ranges is None or isinstance(state.reading.ranges, dict))
             ),
         ),
+        ("range_blocks", state.range_blocks is None or (_count(state.range_blocks) and state.range_blocks > 0)),
     )
     for name, valid in checks:
         if not valid:
@@ -160,6 +169,7 @@ def _valid_leaf(value: Any) -> bool:
         and isinstance(value.digest, str)
         and _count(value.rows)
         and (value.ao is None or _valid_ao(value.ao))
+        and (value.ranges is None or isinstance(value.ranges, str))
     )
 
 

@@ -18,6 +18,7 @@ from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
 
 import reads
+from block_ranges import Hashing
 from catalog import Flavour
 from checkpoints import Checkpoints
 from configuration import Settings
@@ -51,6 +52,7 @@ class SyncContext:
     client: GreenplumClient
     settings: Settings
     flavour: Flavour
+    hashing: Hashing  # the cheapest hash the server has for digests
     segments: list[int]  # Greenplum's primary segments (content ids); none on PostgreSQL
     sync_state: SyncState
     checkpoints: Checkpoints

@@ -196,7 +196,7 @@ def test_password_is_in_no_output_nor_crash_report(
         assert all(password not in text for text in texts), name
         if name == "write in update()":
             assert "read-only transaction" in result.stdout + result.stderr
-            assert re.search(r"File .*changes\.py.*in leaf_digests", reports[0].read_text()), "frames with locals"
+            assert re.search(r"File .*block_ranges\.py.*in digests", reports[0].read_text()), "frames with locals"
 
 
 def test_crash_report_without_the_sdk_redaction_holds_no_password(database: Database, schema: str, source) -> None:

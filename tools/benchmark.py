@@ -325,6 +325,7 @@ def _connect(server: local_postgres.LocalServer) -> psycopg2.extensions.connecti
 
 def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     """The connector's own client, plan and TableSync for the benchmark table, as update() builds them."""
+    from block_ranges import hashing_for
     from catalog import discover, server_info
     from checkpoints import Checkpoints
     from configuration import parse_settings
@@ -339,7 +340,9 @@ def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     sync_state = SyncState()
     checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
     info = server_info(client)
-    context = SyncContext(client, settings, info.flavour, [], sync_state, checkpoints)
+    context = SyncContext(
+        client, settings, info.flavour, hashing_for(info.server_version_num), [], sync_state, checkpoints
+    )
     return client, plan, TableSync(context, plan)
 
 
