@@ -160,12 +160,15 @@ def _digested(column: PlannedColumn) -> sql.Composable:
 
 def _by_value(column: PlannedColumn) -> sql.Composable:
     """The column as hash_record_extended sees it: by value where equal values land alike, text by its bytes (a
-    case-insensitive collation would hash 'A' and 'a' alike), anything else by its text."""
+    case-insensitive collation would hash 'A' and 'a' alike), anything else by its text (an unconstrained numeric's
+    1.0 and 1.00 are equal but land as different text)."""
     identifier = sql.Identifier(column.name)
     if column.fivetran.read_as is ReadAs.FLOAT_ARRAY:
         return sql.SQL("array_send({})").format(identifier)
-    if column.source_type in _HASHED_BY_VALUE:
-        return identifier
+    if column.source_type in _HASHED_BY_VALUE or column.source_type == "jsonb":
+        return identifier  # jsonb: equal values decode to the same JSON, which is what lands
+    if column.source_type == "numeric" and column.fivetran.name == "DECIMAL":
+        return identifier  # a constrained numeric's scale is fixed: equal values have the same text
     if column.source_type in _TEXT_TYPES:
         return sql.SQL('{} COLLATE "C"').format(identifier)
     return sql.SQL("{}::text").format(identifier)

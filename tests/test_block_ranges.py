@@ -198,3 +198,20 @@ def test_numeric_scale_and_text_case_are_changes(database: Database, schema: str
             cursor.execute(f"UPDATE {schema}.t SET {change}")
         assert destination.sync(configuration)["Upserts"] == 1, change
     assert destination.rows(schema, "t", "note, amount") == [("A", "1.00")]
+
+
+def test_a_jsonb_value_rewritten_alike_is_no_change_and_a_new_one_is(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    """jsonb is hashed by value: the same document written with its keys in another order lands alike."""
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.t (id int, doc jsonb, price numeric(8, 2));
+            INSERT INTO {schema}.t VALUES (1, '{{"a": 1, "b": [true]}}', 1.5)"""
+        )
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    for change, sent in (("""doc = '{"b": [true], "a": 1}'""", 0), ("""doc = '{"a": 2, "b": [true]}'""", 1)):
+        with source.cursor() as cursor:
+            cursor.execute(f"UPDATE {schema}.t SET {change}")
+        assert destination.sync(configuration)["Upserts"] == sent, change
