@@ -94,6 +94,12 @@ def _rows(source, schema: str) -> list[tuple]:
         return sorted(cursor.fetchall())
 
 
+def _rows_per_range(destination: Destination, schema: str) -> float:
+    """The table's rows over its block ranges, from the saved state."""
+    (leaf,) = destination.state["tables"][f"{schema}.t"]["leaves"].values()
+    return ROWS / len(leaf["ranges"].split(";"))
+
+
 def _sync(destination: Destination, configuration: dict[str, str], source, schema: str) -> tuple[int, int, int]:
     counts = destination.sync(configuration)
     assert destination.rows(schema, "t", "id, note, amount") == _rows(source, schema)
@@ -117,7 +123,8 @@ def test_adjacent_updates_and_deletes_cost_their_ranges(
         cursor.execute(f"UPDATE {schema}.t SET note = 'updated' WHERE id BETWEEN 5001 AND 5100")
         cursor.execute(f"DELETE FROM {schema}.t WHERE id BETWEEN 12001 AND 12100")
     upserts, deletes, truncates = _sync(destination, keyless, source, schema)
-    assert truncates == 0 and deletes >= 100 and upserts + deletes <= 0.05 * ROWS, (upserts, deletes)
+    # The old versions' ranges, the deleted rows' ranges and the new versions' (per segment on Greenplum): a few.
+    assert truncates == 0 and deletes >= 100 and upserts + deletes <= 20 * _rows_per_range(destination, schema)
 
 
 def test_inserts_cost_the_inserted_rows_and_their_range(
@@ -128,7 +135,7 @@ def test_inserts_cost_the_inserted_rows_and_their_range(
             f"INSERT INTO {schema}.t SELECT i, 'new', 0, now() FROM generate_series({ROWS + 1}, {ROWS + 20}) i"
         )
     upserts, deletes, _ = _sync(destination, keyless, source, schema)
-    assert deletes == 0 and 20 <= upserts <= 20 + 0.02 * ROWS
+    assert deletes == 0 and 20 <= upserts <= 20 + 4 * _rows_per_range(destination, schema)
 
 
 @pytest.mark.parametrize("rewrite", ["VACUUM FULL {t}", "CLUSTER {t} USING t_at", "TRUNCATE {t}"])
