@@ -264,10 +264,18 @@ def test_greenplum_storage_kinds_partitions_and_segments(
         cursor.execute(f"SELECT count(DISTINCT gp_segment_id), count(*) FROM {schema}.random_rows")
         segments, count = cursor.fetchone()
     assert segments > 1, "the rows live on several segments, each read on its own"
-    row_ids = destination.query(f'SELECT _source_row_id FROM "tester_{schema}".random_rows')
-    leaves = {row_id.split(":")[0] for (row_id,) in row_ids}
-    ordinals = sorted(int(row_id.split(":")[1]) for (row_id,) in row_ids)
-    assert len(leaves) == 1 and ordinals == list(range(1, count + 1)), "leaf:ordinal, counted across the segments"
+    row_ids = [
+        row_id.split(":")
+        for (row_id,) in destination.query(f'SELECT _source_row_id FROM "tester_{schema}".random_rows')
+    ]
+    ranges = {(leaf, name) for leaf, name, _ in row_ids}
+    assert len({leaf for leaf, _ in ranges}) == 1 and len(row_ids) == count, "leaf:segment.range:ordinal, one per row"
+    assert len({name.partition(".")[0] for _, name in ranges}) == segments, "ranges per segment"
+    for leaf, name in ranges:  # each range's ordinals count its rows from 1
+        ordinals = sorted(
+            int(ordinal) for row_leaf, row_name, ordinal in row_ids if (row_leaf, row_name) == (leaf, name)
+        )
+        assert ordinals == list(range(1, len(ordinals) + 1))
 
 
 def test_a_partitioned_root_with_a_foreign_leaf_is_skipped(

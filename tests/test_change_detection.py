@@ -188,7 +188,11 @@ def test_an_excluded_column_plays_no_part_in_the_digest(
     assert _sent(destination.sync(configuration)) == (0, 0, 0), "only the excluded column changed"
     with source.cursor() as cursor:
         cursor.execute(f"UPDATE {schema}.t SET a = a + 1 WHERE a = 0")
-    assert _sent(destination.sync(configuration)) == (12, 0, 0), "an unpartitioned table is one leaf"
+    upserts, deletes, _ = _sent(destination.sync(configuration))
+    if _is_greenplum(database):  # a range per segment: the segments whose rows changed (or moved in or out), all 4
+        assert 4 <= upserts <= 12, upserts
+    else:
+        assert (upserts, deletes) == (12, 0), "12 rows in one block: one range"
     assert destination.rows(schema, "t", "a") == _rows(source, f"SELECT a FROM {schema}.t")
     with source.cursor() as cursor:
         cursor.execute(f"DELETE FROM {schema}.t")
@@ -346,12 +350,13 @@ def test_digests_do_not_depend_on_row_order_and_state_stays_one_entry_per_leaf(
     facts.insert(1, 50)
     configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="1000")
     destination.sync(configuration)
-    with facts.source.cursor() as cursor:  # the same rows, in the other order, in the same (only) range of the leaf
-        cursor.execute(f"CREATE TABLE {schema}.copy AS SELECT * FROM {schema}.facts ORDER BY day DESC")
-        cursor.execute(f"TRUNCATE {schema}.facts")
-        cursor.execute(f"INSERT INTO {schema}.facts SELECT * FROM {schema}.copy")
-        cursor.execute(f"DROP TABLE {schema}.copy")
-    assert _sent(destination.sync(configuration)) == (0, 0, 0)
+    if not _is_greenplum(database):  # there, DISTRIBUTED RANDOMLY deals the rows anew over the segments' ranges
+        with facts.source.cursor() as cursor:  # the same rows in the other order, in the same (only) range of a leaf
+            cursor.execute(f"CREATE TABLE {schema}.copy AS SELECT * FROM {schema}.facts ORDER BY day DESC")
+            cursor.execute(f"TRUNCATE {schema}.facts")
+            cursor.execute(f"INSERT INTO {schema}.facts SELECT * FROM {schema}.copy")
+            cursor.execute(f"DROP TABLE {schema}.copy")
+        assert _sent(destination.sync(configuration)) == (0, 0, 0)
     with facts.source.cursor() as cursor:
         cursor.execute(f"VACUUM {schema}.facts")
     assert _sent(destination.sync(configuration)) == (0, 0, 0)
@@ -374,7 +379,9 @@ def test_a_float_changed_in_its_last_digit_is_a_change(
     for change in ("v = '0.10000000000000002'", "w = '0.100000009'", "a = '{0.10000000000000002}'"):
         with source.cursor() as cursor:
             cursor.execute(f"UPDATE {schema}.m SET {change}")
-        assert _sent(destination.sync(configuration)) == (1, 0, 0), change
+        # The row again; on Greenplum its new version may land in another segment's range: its old id deleted too.
+        upserts, deletes, truncates = _sent(destination.sync(configuration))
+        assert (upserts, truncates) == (1, 0) and deletes in ((0, 1) if _is_greenplum(database) else (0,)), change
     assert destination.rows(schema, "m", "v") == [(0.10000000000000002,)]
 
 

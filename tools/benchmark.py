@@ -86,10 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slice", type=int, default=50_000, help="distinct pre-built rows stage 3 cycles through")
     parser.add_argument("--repeat", type=int, default=2, help="runs of stages 1 and 2, interleaved; best kept")
     parser.add_argument("--extraction-only", action="store_true", help="stages 1 and 2 only (a minute, not an hour)")
-    parser.add_argument(
-        "--changes", action="store_true", help="instead: what full syncs cost when little changed (12-leaf keyless)"
-    )
+    parser.add_argument("--changes", action="store_true", help="instead: what full syncs cost when little changed")
     parser.add_argument("--dsn", help="with --changes: an existing database (e.g. a Greenplum) instead of our own")
+    parser.add_argument("--heap", action="store_true", help="with --changes --dsn on Greenplum: the heap stages")
     parser.add_argument(
         "--tables",
         type=int,
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         _run_child(args.child)
         return
     if args.changes:
-        results = run_changes(args.rows, args.dsn, args.batch_size, args.checkpoint_rows)
+        results = run_changes(args.rows, args.dsn, args.batch_size, args.checkpoint_rows, args.heap)
         print(format_changes(results))
     elif args.tables:
         results = run_scale(args.tables)

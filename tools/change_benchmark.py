@@ -42,11 +42,15 @@ FROM generate_series(%s::bigint, %s::bigint) AS g
 """
 
 
-def run_changes(rows: int, dsn: str | None, batch_size: int, checkpoint_rows: int) -> dict[str, Any]:
-    """Builds the table, runs the three syncs and the two reads; returns what the JSON output holds."""
+def run_changes(
+    rows: int, dsn: str | None, batch_size: int, checkpoint_rows: int, heap: bool = False
+) -> dict[str, Any]:
+    """Builds the tables, runs the syncs and the reads; returns what the JSON output holds. `heap`: the heap tables'
+    stages on a Greenplum too (append-optimized ones otherwise)."""
     with tempfile.TemporaryDirectory(prefix="connector-change-benchmark-") as work:
         if dsn is not None:
-            return _measure(psycopg2.extensions.parse_dsn(dsn), rows, Path(work), batch_size, checkpoint_rows)
+            params = psycopg2.extensions.parse_dsn(dsn)
+            return _measure(params, rows, Path(work), batch_size, checkpoint_rows, heap)
         with local_postgres.start_server(local_postgres.find_bin_dir()) as server:
             admin = psycopg2.connect(**server.connect_kwargs())
             admin.autocommit = True
@@ -57,12 +61,14 @@ def run_changes(rows: int, dsn: str | None, batch_size: int, checkpoint_rows: in
             return _measure(params, rows, Path(work), batch_size, checkpoint_rows)
 
 
-def _measure(params: dict[str, Any], rows: int, work: Path, batch_size: int, checkpoint_rows: int) -> dict[str, Any]:
+def _measure(
+    params: dict[str, Any], rows: int, work: Path, batch_size: int, checkpoint_rows: int, heap: bool = False
+) -> dict[str, Any]:
     source = psycopg2.connect(**params)
     source.autocommit = True
     try:
         version = _one(source, "SELECT version()")
-        if "Greenplum Database 6" in version or "Greenplum Database 5" in version:
+        if ("Greenplum Database 6" in version or "Greenplum Database 5" in version) and not heap:
             return _measure_append_optimized(source, params, version, rows, work, batch_size, checkpoint_rows)
         return _measure_heap(source, params, version, rows, work, batch_size, checkpoint_rows)
     finally:
@@ -85,7 +91,10 @@ def _measure_heap(
     with source.cursor() as cursor:
         cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
         for table, key in (("heap", ""), ("keyed", " PRIMARY KEY")):
-            cursor.execute(f"CREATE TABLE {SCHEMA}.{table} ({_COLUMNS.replace('id bigint', 'id bigint' + key)})")
+            distributed = " DISTRIBUTED BY (id)" if "Greenplum" in version else ""
+            cursor.execute(
+                f"CREATE TABLE {SCHEMA}.{table} ({_COLUMNS.replace('id bigint', 'id bigint' + key)}){distributed}"
+            )
             for first in range(1, rows + 1, 500_000):
                 cursor.execute(
                     _FILL.replace("facts", table).format(day="date '2024-01-01' + (g %% 366)::int"),
@@ -95,7 +104,7 @@ def _measure_heap(
     print(f"built two tables of {rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
     configuration = _configuration(params, batch_size, checkpoint_rows)
     results: dict[str, Any] = {"rows": rows, "server": version.split(" on ")[0], "python": sys.version.split()[0]}
-    results["reads"] = _digest_and_full_read(configuration | {"TABLES": f"{SCHEMA}.heap"})
+    results["reads"] = _digest_and_full_read(configuration | {"TABLES": f"{SCHEMA}.heap"}, "Greenplum" in version)
     syncs = {"a_first": _sync(work, configuration, "first sync")}
     syncs["b_unchanged"] = _sync(work, configuration, "nothing changed")
     change = max(rows // 1000, 1)
@@ -313,13 +322,13 @@ def _build_append_optimized(source: psycopg2.extensions.connection, rows: int) -
         cursor.execute(f"ANALYZE {SCHEMA}.facts")
 
 
-def _digest_and_full_read(configuration: dict[str, str]) -> dict[str, float]:
+def _digest_and_full_read(configuration: dict[str, str], greenplum: bool) -> dict[str, float]:
     """Seconds of the table's digest query, as a first pass makes it, and of reading every row as the connector does,
     without the SDK."""
     import reads
     from block_ranges import choose_range_blocks, digests, hashing_for
     from catalog import discover, server_info
-    from catalog_sql import TABLE_BLOCKS
+    from catalog_sql import TABLE_BLOCKS, TABLE_BLOCKS_GREENPLUM6
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
     from planning import plan_tables
@@ -328,9 +337,10 @@ def _digest_and_full_read(configuration: dict[str, str]) -> dict[str, float]:
     with GreenplumClient(settings) as client:
         info = server_info(client)
         (plan,) = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
-        ((blocks,),) = client.query(TABLE_BLOCKS, {"root": int(plan.leaf_key)})
+        legacy = greenplum and info.server_version_num < 100000
+        ((blocks,),) = client.query(TABLE_BLOCKS_GREENPLUM6 if legacy else TABLE_BLOCKS, {"root": int(plan.leaf_key)})
         started = time.perf_counter()
-        digests(client, plan, hashing_for(info.server_version_num), choose_range_blocks(blocks), False)
+        digests(client, plan, hashing_for(info.server_version_num), choose_range_blocks(blocks), greenplum)
         digest_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
