@@ -77,8 +77,6 @@ class TableSync:
         self.on_checkpoint: Callable[[], None] | None = None
         self._client = context.client
         self._settings = context.settings
-        self._plan = plan
-        self._state = self.state
         self._report = TableReport()
         self._started = time.monotonic()
         self._checkpoints = context.checkpoints
@@ -88,7 +86,7 @@ class TableSync:
         self._checks = plan.column_checks
 
     def run(self) -> TableReport:
-        plan = self._plan
+        plan = self.plan
         if self._strategy_changed:
             log.info(f"{plan.state_key}: strategy is now {plan.strategy.value}; its earlier state is not used")
         if plan.cursor is not None:
@@ -111,19 +109,19 @@ class TableSync:
         return self._report
 
     def _start_note(self) -> str:
-        state = self._state
+        state = self.state
         if state.position is not None:
             return f"resuming after {state.position}"
-        if self._plan.cursor is not None and state.cursor is not None:
-            return f"from {self._plan.cursor.name} >= {state.cursor} minus {self._settings.lookback_seconds}s lookback"
-        if self._plan.strategy.is_full and state.leaves is not None:
+        if self.plan.cursor is not None and state.cursor is not None:
+            return f"from {self.plan.cursor.name} >= {state.cursor} minus {self._settings.lookback_seconds}s lookback"
+        if self.plan.strategy.is_full and state.leaves is not None:
             return "reading what changed since the last pass"
         return "reading from the start"
 
     # Incremental and append-only: rows from the saved cursor minus the lookback, then rows whose cursor is NULL.
 
     def _run_incremental(self) -> None:
-        plan, state = self._plan, self._state
+        plan, state = self.plan, self.state
         lookback = self._settings.lookback_seconds
         if plan.declared_key:  # a key that is not unique would collapse rows: nothing is sent then
             if state.cursor is None and state.position is None and state.phase == "values":
@@ -137,7 +135,7 @@ class TableSync:
 
     def _run_append_only(self) -> None:
         """Inserts only: the ids of re-read rows are stable, so the lookback window never duplicates a row."""
-        plan, state = self._plan, self._state
+        plan, state = self.plan, self.state
         if state.cursor is None and state.position is None and state.phase == "values":
             # A first sync: rows another strategy left in the destination have other ids.
             self.probe(reads.append_only(plan, state, self._settings.lookback_seconds))
@@ -148,14 +146,14 @@ class TableSync:
         )
 
     def _run_cursor_phases(self, values: Callable[[], Read], nulls: Callable[[], Read]) -> None:
-        state = self._state
+        state = self.state
         if state.phase == "values":
             last = self.read_all(values)
             if last is not None:
                 state.cursor = last[0]
             state.phase, state.position = "nulls", None
             self.progressed()
-        if self._plan.cursor.nullable:
+        if self.plan.cursor.nullable:
             self.read_all(nulls)
         state.phase, state.position = "values", None
 
@@ -166,7 +164,7 @@ class TableSync:
         same instant (timestamp to timestamptz depends on the zone the naive values were in), so the table is read
         again from the start rather than risk skipping rows. Widening an integer keeps the values: no re-read.
         """
-        plan, state = self._plan, self._state
+        plan, state = self.plan, self.state
         (fivetran,) = [c.fivetran.name for c in plan.columns if c.name == plan.cursor.name]
         current = f"{plan.cursor.name} {fivetran}"
         saved = state.cursor_column
@@ -190,11 +188,11 @@ class TableSync:
 
     def truncate(self) -> None:
         """Marks every row sent before as deleted; rows upserted after stay live."""
-        op.truncate(self._plan.destination_table, schema=self._plan.destination_schema)
+        op.truncate(self.plan.destination_table, schema=self.plan.destination_schema)
 
     def delete(self, keys: dict[str, str]) -> None:
         """Deletes one row of the destination by its key, counted towards the next checkpoint."""
-        op.delete(self._plan.destination_table, keys, schema=self._plan.destination_schema)
+        op.delete(self.plan.destination_table, keys, schema=self.plan.destination_schema)
         self._report.deleted += 1
         self._sent(1)
 
@@ -231,7 +229,7 @@ class TableSync:
                     if read.position_columns:
                         last_row = batch[-1]
                         last_position = [position_text(last_row[i]) for i in read.position_columns]
-                        self._state.position = last_position
+                        self.state.position = last_position
                     self._sent(len(batch))
                 return last_position
             except TABLE_ERRORS:
@@ -252,8 +250,8 @@ class TableSync:
                 self._client.discard_connection()
                 what = "read cancelled" if cancelled else "connection lost"
                 log.warning(
-                    f"{self._plan.state_key}: {what} ({reason}); reconnecting and continuing "
-                    f"{'after ' + str(self._state.position) if resumable else 'from the start'}"
+                    f"{self.plan.state_key}: {what} ({reason}); reconnecting and continuing "
+                    f"{'after ' + str(self.state.position) if resumable else 'from the start'}"
                 )
                 if on_restart is not None:
                     on_restart()
@@ -261,7 +259,7 @@ class TableSync:
     def _send(
         self, batch: list[tuple], prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None
     ) -> None:
-        plan = self._plan
+        plan = self.plan
         table, schema, upsert = plan.destination_table, plan.destination_schema, op.upsert
         rows = self.upsert_ready(batch)
         if prepare is not None:
@@ -309,11 +307,11 @@ class TableSync:
     def _log_progress(self, final: bool = False) -> None:
         rows = self._report.rows
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        estimate = self._plan.estimated_rows
+        estimate = self.plan.estimated_rows
         share = f", {min(100.0, 100.0 * rows / estimate):.0f}% of ~{estimate:,} estimated" if estimate else ""
         verb = "done" if final else "progress"
         deleted = f", {self._report.deleted:,} row ids deleted" if self._report.deleted else ""
-        log.info(f"{self._plan.state_key}: {verb}, {rows:,} rows, {rows / elapsed:,.0f} rows/s{share}{deleted}")
+        log.info(f"{self.plan.state_key}: {verb}, {rows:,} rows, {rows / elapsed:,.0f} rows/s{share}{deleted}")
 
     def _finish(self) -> None:
         self.progressed()
@@ -321,6 +319,6 @@ class TableSync:
         for column, count in self._report.out_of_range_counts.items():
             examples = ", ".join(self._report.out_of_range[column])
             op.warning(
-                f"{self._plan.state_key}.{column}: {count} value(s) the destination type cannot hold "
+                f"{self.plan.state_key}.{column}: {count} value(s) the destination type cannot hold "
                 f"(e.g. {examples}) were stored as NULL"
             )
