@@ -112,7 +112,11 @@ class KeylessPass:
             saved = None
         ranges = block_ranges.saved_ranges(saved)
         key_digest = saved.digest if saved is not None and saved.ranges is not None else ""
-        self._table.on_checkpoint = lambda: state.leaves.__setitem__(key, block_ranges.ranges_state(ranges, key_digest))
+
+        def save() -> None:
+            state.leaves[key] = block_ranges.ranges_state(ranges, key_digest)
+
+        self._table.on_checkpoint = save
         try:
             for name in gone:
                 digest, held = ranges[name]
@@ -123,7 +127,7 @@ class KeylessPass:
                 del ranges[name]
         finally:
             self._table.on_checkpoint = None
-        state.leaves[key] = block_ranges.ranges_state(ranges, key_digest)
+        save()
         if changed:
             current = self._survey.current[key]
             reading = {name: [current[name], 0, ranges.get(name, ("", 0))[1]] for name in changed}
