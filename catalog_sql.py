@@ -200,7 +200,9 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = %(root)s AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition p WHERE p.parrelid = c.oid)
 """
 
-LEAVES_GREENPLUM7 = """
+# A table and, when it is partitioned, every partition under it (not the children of a plain INHERITS parent, which is
+# read with FROM ONLY).
+_PARTITIONS_OF_ROOT = """
 WITH RECURSIVE tree(relid) AS (
     SELECT %(root)s::oid
     UNION ALL
@@ -208,7 +210,11 @@ WITH RECURSIVE tree(relid) AS (
     JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
     WHERE parent.relkind = 'p'
 )
-SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT'),
+"""
+
+LEAVES_GREENPLUM7 = (
+    _PARTITIONS_OF_ROOT
+    + """SELECT c.oid, n.nspname, c.relname, pg_catalog.has_table_privilege(c.oid, 'SELECT'),
        COALESCE(am.amname::text, 'heap'), c.relfilenode::bigint
 FROM tree
 JOIN pg_catalog.pg_class c ON c.oid = tree.relid
@@ -216,20 +222,16 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
 WHERE c.relkind NOT IN ('p', 'f')
 """
+)
 
 # The blocks of a table's leaves (over all segments on Greenplum), which decide the size of its block ranges.
-TABLE_BLOCKS = """
-WITH RECURSIVE tree(relid) AS (
-    SELECT %(root)s::oid
-    UNION ALL
-    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid
-    JOIN pg_catalog.pg_class parent ON parent.oid = i.inhparent
-    WHERE parent.relkind = 'p'
-)
-SELECT COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::bigint / current_setting('block_size')::bigint
+TABLE_BLOCKS = (
+    _PARTITIONS_OF_ROOT
+    + """SELECT COALESCE(sum(pg_catalog.pg_relation_size(c.oid)), 0)::bigint / current_setting('block_size')::bigint
 FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.relid
 WHERE c.relkind NOT IN ('p', 'f', 'v')
 """
+)
 
 TABLE_BLOCKS_GREENPLUM6 = """
 SELECT COALESCE(sum(pg_catalog.pg_relation_size(leaf)), 0)::bigint / current_setting('block_size')::bigint

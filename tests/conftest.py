@@ -117,11 +117,7 @@ def database() -> Iterator[Database]:
         bin_dir = local_postgres.find_bin_dir()
     server = local_postgres.start_server(bin_dir, extra_settings={"TimeZone": "America/New_York"})
     try:
-        admin = psycopg2.connect(**server.connect_kwargs())
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {TEST_DATABASE}")
-        admin.close()
+        server.create_database(TEST_DATABASE)
         print(f"\n{server.version}", file=sys.stderr)
         yield Database(
             server.host, server.port, TEST_DATABASE, server.user, server.password, server.version, True, server

@@ -243,11 +243,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def _build_table(server: local_postgres.LocalServer, rows: int) -> None:
-    admin = psycopg2.connect(**server.connect_kwargs())
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
+    server.create_database(DATABASE)
     connection = _connect(server)
     with connection.cursor() as cursor:
         cursor.execute(CREATE_TABLE)

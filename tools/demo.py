@@ -25,12 +25,7 @@ DEMO_DIR = ROOT / "demo"
 
 
 def _load_sample(server: local_postgres.LocalServer) -> None:
-    admin = psycopg2.connect(**server.connect_kwargs())
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {DEMO_DATABASE}")
-    admin.close()
-    connection = psycopg2.connect(**{**server.connect_kwargs(), "dbname": DEMO_DATABASE})
+    connection = psycopg2.connect(**server.create_database(DEMO_DATABASE))
     with connection, connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA shop")
         cursor.execute(SAMPLE_SQL.read_text())

@@ -238,6 +238,17 @@ class LocalServer:
             "dbname": "postgres",
         }
 
+    def create_database(self, name: str) -> dict[str, str | int]:
+        """Creates a database and returns the keyword arguments that connect to it."""
+        admin = psycopg2.connect(**self.connect_kwargs())
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            admin.close()
+        return {**self.connect_kwargs(), "dbname": name}
+
     def stop(self) -> None:
         """Kill the server without a checkpoint (its data is discarded anyway) and delete the temp dir."""
         atexit.unregister(self.stop)

@@ -36,12 +36,7 @@ def run_scale(counts: list[int]) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="connector-scale-benchmark-") as work,
         local_postgres.start_server(local_postgres.find_bin_dir()) as server,
     ):
-        admin = psycopg2.connect(**server.connect_kwargs())
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute("CREATE DATABASE benchmark")
-        admin.close()
-        params = {**server.connect_kwargs(), "dbname": "benchmark"}
+        params = server.create_database("benchmark")
         source = psycopg2.connect(**params)
         source.autocommit = True
         results: dict[str, Any] = {"python": sys.version.split()[0], "server": server.version.split(",")[0]}
