@@ -266,7 +266,7 @@ class TableSync:
             rows = prepare(batch, rows)
         for row in rows:
             upsert(table, row, schema=schema)
-        self._report.rows += len(batch)
+        self._report.rows += len(rows)
 
     def upsert_ready(self, batch: list[tuple]) -> list[dict[str, Any]]:
         """The batch's rows as op.upsert takes them: the extraction stage, callable alone by the benchmark.
