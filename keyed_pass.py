@@ -9,7 +9,7 @@ catalog, every other leaf by block range digests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
@@ -18,22 +18,13 @@ import append_optimized as ao
 import block_ranges
 import reads
 from declared_keys import check_whole_table, check_windows
-from leaf_survey import DigestCancelled, Survey, survey
+from leaf_survey import DigestCancelled, FullPass, Survey, survey
 from leaves import Leaf, named_leaves
 from state import LeafState
 
-if TYPE_CHECKING:
-    from sync import TableSync
 
-
-class KeyedPass:
+class KeyedPass(FullPass):
     """One keyed table's pass, reading and sending through its `TableSync`."""
-
-    def __init__(self, table: TableSync) -> None:
-        self._table = table
-        self._plan = table.plan
-        self._state = table.state
-        self._client = table.context.client
 
     def run(self) -> None:
         plan, state = self._plan, self._state

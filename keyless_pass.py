@@ -11,30 +11,21 @@ Every id of a leaf or range that is gone (dropped, detached, exchanged out, empt
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fivetran_connector_sdk import Logging as log
 
 import append_optimized as ao
 import block_ranges
 import reads
-from leaf_survey import DigestCancelled, survey
+from leaf_survey import DigestCancelled, FullPass, survey
 from leaves import Leaf, named_leaves
 from planning import ROW_ID_COLUMN
 from state import LeafRead, LeafState
 
-if TYPE_CHECKING:
-    from sync import TableSync
 
-
-class KeylessPass:
+class KeylessPass(FullPass):
     """One keyless table's pass, reading and sending through its `TableSync`."""
-
-    def __init__(self, table: TableSync) -> None:
-        self._table = table
-        self._plan = table.plan
-        self._state = table.state
-        self._client = table.context.client
 
     def run(self) -> None:
         plan, state, table = self._plan, self._state, self._table

@@ -21,6 +21,17 @@ if TYPE_CHECKING:
     from sync import TableSync
 
 
+class FullPass:
+    """What a full strategy's pass works with: its table's `TableSync` (which reads, sends and checkpoints), plan and
+    state, and the connection."""
+
+    def __init__(self, table: TableSync) -> None:
+        self._table = table
+        self._plan = table.plan
+        self._state = table.state
+        self._client = table.context.client
+
+
 class DigestCancelled(RuntimeError):
     """statement_timeout cancelled the digest query (one statement over the whole table)."""
 

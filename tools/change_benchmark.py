@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,25 +63,31 @@ def _measure(
     source.autocommit = True
     try:
         version = _one(source, "SELECT version()")
+        run = _Run(source, params, version, rows, work, _configuration(params, batch_size, checkpoint_rows))
         if ("Greenplum Database 6" in version or "Greenplum Database 5" in version) and not heap:
-            return _measure_append_optimized(source, params, version, rows, work, batch_size, checkpoint_rows)
-        return _measure_heap(source, params, version, rows, work, batch_size, checkpoint_rows)
+            return _measure_append_optimized(run)
+        return _measure_heap(run)
     finally:
         with source.cursor() as cursor:
             cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         source.close()
 
 
-def _measure_heap(
-    source: psycopg2.extensions.connection,
-    params: dict[str, Any],
-    version: str,
-    rows: int,
-    work: Path,
-    batch_size: int,
-    checkpoint_rows: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Run:
+    """One benchmark run: the source (a connection of the benchmark's own), where syncs write, and how to sync."""
+
+    source: psycopg2.extensions.connection
+    params: dict[str, Any]
+    version: str
+    rows: int
+    work: Path
+    configuration: dict[str, str]
+
+
+def _measure_heap(run: _Run) -> dict[str, Any]:
     """PostgreSQL (or a Greenplum heap): a keyless table and a keyed one without a cursor, N rows each."""
+    source, version, rows, work, configuration = run.source, run.version, run.rows, run.work, run.configuration
     started = time.monotonic()
     with source.cursor() as cursor:
         cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
@@ -96,7 +103,6 @@ def _measure_heap(
                 )
             cursor.execute(f"VACUUM ANALYZE {SCHEMA}.{table}")
     print(f"built two tables of {rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    configuration = _configuration(params, batch_size, checkpoint_rows)
     results: dict[str, Any] = {"rows": rows, "server": version.split(" on ")[0], "python": sys.version.split()[0]}
     results["reads"] = _digest_and_full_read(configuration | {"TABLES": f"{SCHEMA}.heap"}, "Greenplum" in version)
     syncs = {"a_first": _sync(work, configuration, "first sync")}
@@ -163,20 +169,13 @@ def _measure_heap(
     return results
 
 
-def _measure_append_optimized(
-    source: psycopg2.extensions.connection,
-    params: dict[str, Any],
-    version: str,
-    rows: int,
-    work: Path,
-    batch_size: int,
-    checkpoint_rows: int,
-) -> dict[str, Any]:
+def _measure_append_optimized(run: _Run) -> dict[str, Any]:
     """Greenplum 6: the four syncs of an append-optimized column table, with the leaves each scanned."""
+    source, params, version, rows, work = run.source, run.params, run.version, run.rows, run.work
     started = time.monotonic()
     _build_append_optimized(source, rows)
     print(f"built {rows:,} rows in 12 leaves in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    configuration = _configuration(params, batch_size, checkpoint_rows)
+    configuration = run.configuration
     change = max(rows // 1000, 1)
     syncs = {"a_first": _scanned_sync(params, work, configuration, "first sync")}
     syncs["b_unchanged"] = _scanned_sync(params, work, configuration, "nothing changed")
