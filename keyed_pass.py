@@ -19,7 +19,7 @@ import block_ranges
 import reads
 from declared_keys import check_whole_table, check_windows
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
-from leaves import Leaf, named_leaves
+from leaves import named_leaves
 from state import LeafState
 
 
@@ -33,7 +33,8 @@ class KeyedPass(FullPass):
             # are marked deleted. Cancelled by statement_timeout, the table is read in full, as without digests.
             try:
                 found = survey(self._table)
-            except DigestCancelled:
+            except DigestCancelled as error:
+                log.warning(f"{plan.state_key}: {error}")
                 found = None
             changes = self._changes(found) if found is not None else None
             if changes is not None and self._updated_only(found, *changes):
@@ -155,7 +156,7 @@ class KeyedPass(FullPass):
         log.info(f"{self._plan.state_key}: rows appended to {len(changes)} leaf(s), nothing else changed: read alone")
         for key in sorted(changes, key=int):
             witnesses = {file: rows.high for file, rows in files[key].items() if rows.high}
-            seen = self._read_appended(found.ao_leaves[key], files[key])
+            seen = self._read_ao_rows(found.ao_leaves[key], files[key], with_ids=False)
             if ao.rewritten(witnesses, seen, {}):
                 log.info(f"{self._plan.state_key}: leaf {key} was rewritten (VACUUM): the table is read again")
                 return False
@@ -164,25 +165,6 @@ class KeyedPass(FullPass):
             saved[key] = LeafState("", 0, ao_state | {"hidden": ao.encode_counts(hidden[key])})
             self._table.progressed()
         return True
-
-    def _read_appended(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]) -> set[tuple[int, int]]:
-        witnessed: set[tuple[int, int]] = set()
-
-        def appended(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            sent = []
-            for raw, row in zip(batch, rows, strict=True):
-                segno, row_number = ao.parse_tid(raw[-1])
-                key = (raw[-2], segno)
-                rows_of_file = files.setdefault(key, ao.SegmentFileRows())
-                if row_number == rows_of_file.high:
-                    witnessed.add(key)
-                    continue
-                rows_of_file.runs = [(1, row_number)]
-                sent.append(row)
-            return sent
-
-        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, ao.read_from(files)), appended)
-        return witnessed
 
     # The full pass, noting where each append-optimized file's rows end.
 

@@ -18,7 +18,7 @@ from fivetran_connector_sdk import Logging as log
 import append_optimized as ao
 import block_ranges
 import reads
-from leaf_survey import DigestCancelled, FullPass, survey
+from leaf_survey import FullPass, survey
 from leaves import Leaf, named_leaves
 from planning import ROW_ID_COLUMN
 from state import LeafRead, LeafState
@@ -29,16 +29,7 @@ class KeylessPass(FullPass):
 
     def run(self) -> None:
         plan, state, table = self._plan, self._state, self._table
-        try:
-            found = survey(table)
-        except DigestCancelled:
-            from sync import ReadCancelled
-
-            raise ReadCancelled(
-                "the server cancelled the digest query that tells which leaves changed; raise statement_timeout for "
-                "USERNAME"
-            ) from None
-        self._survey = found
+        found = self._survey = survey(table)  # DigestCancelled skips the table: its ids cannot be told apart
         if state.leaves is None:
             # The first pass: rows another strategy (or an older version) left in the destination have other ids.
             first = named_leaves(self._client, plan, sorted(found.current)[:1]) or [Leaf(plan.leaf_key, plan.relation)]
@@ -207,7 +198,7 @@ class KeylessPass(FullPass):
             self._delete_stale(leaf.key, files)  # an earlier sync's, killed partway
             hidden = self._delete_hidden(leaf, files) if change is ao.LeafChange.CHANGED else {}
             witnesses = {key: rows.high for key, rows in files.items() if rows.high}
-            witnessed = self._read_ao_rows(leaf, files)
+            witnessed = self._read_ao_rows(leaf, files, with_ids=True)
             for key in ao.rewritten(witnesses, witnessed, hidden):
                 log.info(f"{self._plan.state_key}: leaf {leaf.key}, segment {key[0]}: segment file {key[1]} rewritten")
                 files[key].stale = witnesses[key]
@@ -227,30 +218,6 @@ class KeylessPass(FullPass):
                 rows.note_deleted(row_number)
                 self._table.delete({ROW_ID_COLUMN: ao.row_id(leaf.key, *key, row_number)})
         return hidden
-
-    def _read_ao_rows(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]) -> set[tuple[int, int]]:
-        """Reads each file's rows from its last row read on (every row of a file not read yet), sends those above it
-        with their own ids, and returns the files whose last row read was read again: the witnesses that they were
-        not rewritten. What was read is in the files' runs, so a read that starts again after a lost connection
-        goes on past them."""
-        witnessed: set[tuple[int, int]] = set()
-
-        def identify(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            sent = []
-            for raw, row in zip(batch, rows, strict=True):
-                segment, (segno, row_number) = raw[-2], ao.parse_tid(raw[-1])
-                key = (segment, segno)
-                rows_of_file = files.setdefault(key, ao.SegmentFileRows())
-                if row_number == rows_of_file.high:
-                    witnessed.add(key)
-                    continue
-                rows_of_file.add(row_number)
-                row[ROW_ID_COLUMN] = ao.row_id(leaf.key, segment, segno, row_number)
-                sent.append(row)
-            return sent
-
-        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, ao.read_from(files)), identify)
-        return witnessed
 
     def _delete_ao_leaf(self, key: str) -> None:
         """Deletes every id an AO leaf may hold in the destination, file by file, highest first."""

@@ -1,11 +1,12 @@
 """What a full pass finds before it reads a row: the table's leaves, the catalog's facts of its append-optimized
-leaves (Greenplum), and the digests of every other leaf's block ranges. Both full strategies start from it.
+leaves (Greenplum), and the digests of every other leaf's block ranges. Both full strategies start from it, and read
+appended rows of append-optimized leaves the same way (`FullPass`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 from fivetran_connector_sdk import Logging as log
@@ -13,9 +14,11 @@ from fivetran_connector_sdk import Logging as log
 import append_optimized as ao
 import block_ranges
 import catalog_sql
+import reads
 from catalog import Flavour, RowLocator
-from greenplum_client import one_line
+from greenplum_client import is_statement_cancelled, one_line
 from leaves import Leaf, greenplum_leaves
+from planning import ROW_ID_COLUMN
 
 if TYPE_CHECKING:
     from sync import TableSync
@@ -31,9 +34,37 @@ class FullPass:
         self._state = table.state
         self._client = table.context.client
 
+    def _read_ao_rows(
+        self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows], with_ids: bool
+    ) -> set[tuple[int, int]]:
+        """Reads each AO file's rows from its last row read on (every row of a file not read yet), sends those above
+        it (`with_ids`: with their own ids), and returns the files whose last row read was read again: the witnesses
+        that they were not rewritten. What was read is in the files' runs, so a read that starts again after a lost
+        connection goes on past them."""
+        witnessed: set[tuple[int, int]] = set()
+
+        def past_the_witness(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            sent = []
+            for raw, row in zip(batch, rows, strict=True):
+                segment, (segno, row_number) = raw[-2], ao.parse_tid(raw[-1])
+                key = (segment, segno)
+                rows_of_file = files.setdefault(key, ao.SegmentFileRows())
+                if row_number == rows_of_file.high:
+                    witnessed.add(key)
+                    continue
+                rows_of_file.add(row_number)
+                if with_ids:
+                    row[ROW_ID_COLUMN] = ao.row_id(leaf.key, segment, segno, row_number)
+                sent.append(row)
+            return sent
+
+        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, ao.read_from(files)), past_the_witness)
+        return witnessed
+
 
 class DigestCancelled(RuntimeError):
-    """statement_timeout cancelled the digest query (one statement over the whole table)."""
+    """statement_timeout cancelled the digest query (one statement over the whole table): a keyless table is skipped
+    with this message, a keyed one read in full."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +96,12 @@ def survey(table: TableSync) -> Survey:
     try:
         current = block_ranges.digests(client, plan, context.hashing, range_blocks, per_segment, others)
     except psycopg2.Error as error:
-        if not table.is_cancelled(error):
+        if not is_statement_cancelled(error):
             raise
-        log.warning(f"{plan.state_key}: the digest query was cancelled ({one_line(error)})")
-        raise DigestCancelled(one_line(error)) from None
+        raise DigestCancelled(
+            "the server cancelled the digest query that tells which leaves changed "
+            f"({one_line(error)}); raise statement_timeout for USERNAME"
+        ) from None
     return Survey(ao_leaves, facts, current, range_blocks, per_segment)
 
 

@@ -26,6 +26,7 @@ from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
 from keyed_pass import KeyedPass
 from keyless_pass import KeylessPass
+from leaf_survey import DigestCancelled
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
 from state import SyncState
@@ -37,7 +38,7 @@ class ReadCancelled(RuntimeError):
 
 
 # Errors that concern one table only: it is skipped with a warning and the others are still synced.
-TABLE_ERRORS = (*SOURCE_CHANGED, ReadCancelled, DeclaredKeyNotUnique)
+TABLE_ERRORS = (*SOURCE_CHANGED, ReadCancelled, DigestCancelled, DeclaredKeyNotUnique)
 # Lost connections in a row, with no row read in between, after which the table's read gives up.
 _MAX_RECONNECTS_WITHOUT_PROGRESS = 5
 # Integer cursors of any width hold the same values; other types are only comparable to themselves.
@@ -199,10 +200,6 @@ class TableSync:
     def progressed(self) -> None:
         """Progress that sent nothing (a leaf done, a phase over): a checkpoint if CHECKPOINT_SECONDS passed."""
         self._checkpoints.progressed(self._before_checkpoint)
-
-    @staticmethod
-    def is_cancelled(error: BaseException) -> bool:
-        return is_statement_cancelled(error)
 
     def read_all(
         self,

@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,6 @@ def format_changes(results: dict[str, Any]) -> str:
     lines = [
         f"{results['rows']:,} rows in each of a keyless heap table and a keyed one (no cursor); Python "
         f"{results['python']}, {results['server']}",
-        f"{'sync':<52}{'seconds':>9}{'upserts':>10}{'deletes':>9}{'truncates':>11}",
     ]
     labels = {
         "a_first": "(a) first sync, both tables",
@@ -271,11 +271,7 @@ def format_changes(results: dict[str, Any]) -> str:
         "g_random": "(g) 100 rows updated at random",
         "h_keyed_random": "(h) keyed: 100 rows updated at random",
     }
-    for key, label in labels.items():
-        sync = results["syncs"][key]
-        lines.append(
-            f"{label:<52}{sync['seconds']:>9.1f}{sync['upserts']:>10,}{sync['deletes']:>9,}{sync['truncates']:>11,}"
-        )
+    lines += _sync_lines(results["syncs"], labels, "truncates", lambda sync: f"{sync['truncates']:,}")
     reads = results["reads"]
     lines += [
         f"{results['ranges_per_table']:,} block ranges a table, {results['full_range_rows']:,.0f} rows in a full "
@@ -291,7 +287,6 @@ def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> s
     lines = [
         f"{results['rows']:,} keyless rows in 12 append-optimized column leaves; Python {results['python']}, "
         f"{results['server']}",
-        f"{'sync':<52}{'seconds':>9}{'upserts':>10}{'deletes':>9}{'leaves scanned':>16}",
     ]
     labels = {
         "a_first": "(a) first sync",
@@ -299,11 +294,7 @@ def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> s
         "c_appended": "(c) 0.1% of N appended to one leaf",
         "d_spread": "(d) 0.1% inserted, 0.1% deleted across every leaf",
     }
-    for key, label in labels.items():
-        sync = results["syncs"][key]
-        lines.append(
-            f"{label:<52}{sync['seconds']:>9.1f}{sync['upserts']:>10,}{sync['deletes']:>9,}{len(sync['scanned']):>16}"
-        )
+    lines += _sync_lines(results["syncs"], labels, "leaves scanned", lambda sync: str(len(sync["scanned"])))
     spread = results["syncs"]["d_spread"]
     lines += [
         f"(d) changed {results['changed_in_d']:,} rows and sent {spread['upserts'] + spread['deletes']:,} "
@@ -312,6 +303,20 @@ def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> s
     ]
     lines += [f"target {name}: {met[value]}" for name, value in results["targets"].items()]
     return "\n".join(lines)
+
+
+def _sync_lines(
+    syncs: dict[str, dict[str, Any]], labels: dict[str, str], last: str, last_value: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """The table of syncs: a header, then per sync its seconds, upserts, deletes and a last column of its own."""
+    width = max(len(last), 9) + 2
+    lines = [f"{'sync':<52}{'seconds':>9}{'upserts':>10}{'deletes':>9}{last:>{width}}"]
+    for key, label in labels.items():
+        sync = syncs[key]
+        lines.append(
+            f"{label:<52}{sync['seconds']:>9.1f}{sync['upserts']:>10,}{sync['deletes']:>9,}{last_value(sync):>{width}}"
+        )
+    return lines
 
 
 def _build_append_optimized(source: psycopg2.extensions.connection, rows: int) -> None:
