@@ -20,6 +20,7 @@ import bisect
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg2 import sql
 
@@ -118,14 +119,14 @@ class SegmentFileRows:
             return top
 
 
-def leaf_change(saved: tuple[int, str] | None, facts: AoFacts) -> LeafChange:
-    """What happened to a leaf, from its saved (storage file number, fingerprint) and the catalog's facts now."""
+def leaf_change(saved: dict[str, Any] | None, facts: AoFacts) -> LeafChange:
+    """What happened to a leaf, from what was saved of it (`LeafState.ao`: its storage's file number and the
+    catalog's fingerprint) and the catalog's facts now."""
     if saved is None:
         return LeafChange.NEW
-    relfilenode, fingerprint = saved
-    if relfilenode != facts.relfilenode:
+    if saved["rel"] != facts.relfilenode:
         return LeafChange.REWRITTEN
-    return LeafChange.UNCHANGED if fingerprint == facts.fingerprint else LeafChange.CHANGED
+    return LeafChange.UNCHANGED if saved["fp"] == facts.fingerprint else LeafChange.CHANGED
 
 
 def read_from(files: dict[tuple[int, int], SegmentFileRows], witness: bool = True) -> list[tuple[int, str, str]]:

@@ -19,7 +19,7 @@ import block_ranges
 import reads
 from declared_keys import check_whole_table, check_windows
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
-from leaves import named_leaves
+from leaves import leaf_order, named_leaves
 from state import LeafState
 
 
@@ -47,7 +47,7 @@ class KeyedPass(FullPass):
             if found is not None:  # saved at the pass's end, so that the next sync compares with them
                 state.pass_leaves = {
                     key: block_ranges.ranges_state(
-                        {name: (digest, 0) for name, digest in ranges.items()}, _keys(ranges)
+                        {name: (digest, 0) for name, digest in ranges.items()}, block_ranges.key_digest(ranges)
                     )
                     for key, ranges in found.current.items()
                 } | self._ao_baselines(found)
@@ -69,12 +69,15 @@ class KeyedPass(FullPass):
             return None  # a leaf came (rows inserted) or went (rows deleted)
         ranges = {}
         for key, current in found.current.items():
-            if saved[key].ranges is None or saved[key].digest != _keys(current):
+            if saved[key].ranges is None or saved[key].digest != block_ranges.key_digest(current):
                 return None
-            changed, _ = block_ranges.compare(block_ranges.saved_ranges(saved[key]), current)
-            if changed or set(block_ranges.saved_ranges(saved[key])) != set(current):
+            saved_ranges = block_ranges.saved_ranges(saved[key])
+            changed, _ = block_ranges.compare(saved_ranges, current)
+            if changed or set(saved_ranges) != set(current):
                 ranges[key] = changed
-        changes = {key: ao.leaf_change(_header(saved.get(key)), fact) for key, fact in found.facts.items()}
+        changes = {
+            key: ao.leaf_change(saved[key].ao if key in saved else None, fact) for key, fact in found.facts.items()
+        }
         return ranges, {key: change for key, change in changes.items() if change is not ao.LeafChange.UNCHANGED}
 
     def _updated_only(self, found: Survey, ranges: dict[str, list[str]], ao_changes: dict[str, ao.LeafChange]) -> bool:
@@ -88,7 +91,7 @@ class KeyedPass(FullPass):
         read = sum(len(names) for names in ranges.values())
         if ranges:
             log.info(f"{plan.state_key}: rows updated, no key came or went: {read} block range(s) read again")
-        for key in sorted(ranges, key=_leaf_order):
+        for key in sorted(ranges, key=leaf_order):
             self._reread_ranges(found, key, ranges[key])
         return True
 
@@ -209,15 +212,3 @@ class KeyedPass(FullPass):
         finally:
             self._table.on_checkpoint = None
         save()
-
-
-def _keys(ranges: dict[str, str]) -> str:
-    return block_ranges.key_digest(ranges)
-
-
-def _header(saved: LeafState | None) -> tuple[int, str] | None:
-    return (saved.ao["rel"], saved.ao["fp"]) if saved is not None and saved.ao is not None else None
-
-
-def _leaf_order(leaf: str) -> tuple[int, str]:
-    return (int(leaf), leaf) if leaf.isdigit() else (-1, leaf)

@@ -11,6 +11,9 @@ Every id of a leaf or range that is gone (dropped, detached, exchanged out, empt
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fivetran_connector_sdk import Logging as log
@@ -19,7 +22,7 @@ import append_optimized as ao
 import block_ranges
 import reads
 from leaf_survey import FullPass, survey
-from leaves import Leaf, named_leaves
+from leaves import Leaf, leaf_order, named_leaves
 from planning import ROW_ID_COLUMN
 from state import LeafRead, LeafState
 
@@ -57,7 +60,7 @@ class KeylessPass(FullPass):
         for key in gone_ao:  # dropped, exchanged out, or its AO functions refused this time
             self._delete_ao_leaf(key)
             del state.leaves[key]
-        for key in sorted(work, key=_leaf_order):
+        for key in sorted(work, key=leaf_order):
             self._sync_ranges(key, *work[key])
         for key in sorted(found.ao_leaves, key=int):
             self._sync_ao_leaf(found.ao_leaves[key], found.facts[key])
@@ -67,7 +70,7 @@ class KeylessPass(FullPass):
         ao_changed = [
             key
             for key, fact in found.facts.items()
-            if ao.leaf_change(_ao_header(state.leaves.get(key)), fact) is not ao.LeafChange.UNCHANGED
+            if ao.leaf_change(_ao(state.leaves.get(key)), fact) is not ao.LeafChange.UNCHANGED
         ]
         leaves = f"{found.leaf_count} lea{'f' if found.leaf_count == 1 else 'ves'}"
         if not work and not gone and not ao_changed:
@@ -93,19 +96,15 @@ class KeylessPass(FullPass):
             self._delete_ao_leaf(key)
             saved = None
         ranges = block_ranges.saved_ranges(saved)
-        key_digest = saved.digest if saved is not None and saved.ranges is not None else ""
 
         def save() -> None:
-            state.leaves[key] = block_ranges.ranges_state(ranges, key_digest)
+            state.leaves[key] = block_ranges.ranges_state(ranges)
 
         self._table.on_checkpoint = save
         try:
             for name in gone:
                 digest, held = ranges[name]
-                while held:
-                    ranges[name] = (digest, held - 1)
-                    self._table.delete({ROW_ID_COLUMN: block_ranges.row_id(key, name, held)})
-                    held -= 1
+                self._delete_ids(key, name, held, 0, partial(_note_held, ranges, name, digest))
                 del ranges[name]
         finally:
             self._table.on_checkpoint = None
@@ -128,19 +127,14 @@ class KeylessPass(FullPass):
             (leaf,) = named_leaves(self._client, self._plan, [reading.leaf])
             self._read_ranges(leaf, reading, ranges)
         else:  # the leaf is gone, or was read whole and now has ranges: none of these ids is left
-            for entry in reading.ranges.values():
-                entry[1], entry[2] = 0, max(entry[1], entry[2])
+            _forget_sent(reading)
         for name, (digest, sent, held) in sorted(reading.ranges.items()):
-            while held > sent:
-                reading.ranges[name][2] = held - 1
-                self._table.delete({ROW_ID_COLUMN: block_ranges.row_id(reading.leaf, name, held)})
-                held -= 1
+            self._delete_ids(reading.leaf, name, held, sent, partial(operator.setitem, reading.ranges[name], 2))
             if sent:
                 ranges[name] = (digest, sent)
             else:
                 ranges.pop(name, None)
-        key_digest = state.leaves[reading.leaf].digest if reading.leaf in state.leaves else ""
-        state.leaves[reading.leaf] = block_ranges.ranges_state(ranges, key_digest)
+        state.leaves[reading.leaf] = block_ranges.ranges_state(ranges)
         state.reading, state.position, state.segment = None, None, None  # segment: read by earlier versions
         self._table.progressed()
 
@@ -158,13 +152,20 @@ class KeylessPass(FullPass):
 
         def restart() -> None:
             """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
-            for entry in reading.ranges.values():
-                entry[1], entry[2] = 0, max(entry[1], entry[2])
+            _forget_sent(reading)
 
         if whole_read and any(entry[1] for entry in reading.ranges.values()):
             restart()  # an earlier sync's read died partway
         build = self._range_read(leaf, list(reading.ranges))
         self._table.read_all(build, number, on_restart=restart if whole_read else None)
+
+    def _delete_ids(self, leaf: str, name: str, held: int, keep: int, note_held: Callable[[int], None]) -> None:
+        """Deletes the ids leaf:range:keep+1 up to `held`, highest first, noting each time how many are left, so that
+        a checkpoint on the way saves how far the deletes got and a sync that dies there goes on from it."""
+        while held > keep:
+            note_held(held - 1)
+            self._table.delete({ROW_ID_COLUMN: block_ranges.row_id(leaf, name, held)})
+            held -= 1
 
     def _range_read(self, leaf: Leaf, names: list[str] | None):
         """A builder of the read of the given ranges (all when None), after the saved position."""
@@ -183,7 +184,7 @@ class KeylessPass(FullPass):
             self._sync_ranges(leaf.key, [], sorted(block_ranges.saved_ranges(saved)))
             del state.leaves[leaf.key]
             saved = None
-        change = ao.leaf_change(_ao_header(saved), facts)
+        change = ao.leaf_change(_ao(saved), facts)
         if change is ao.LeafChange.UNCHANGED:
             return
         if change is ao.LeafChange.REWRITTEN:
@@ -245,15 +246,20 @@ class KeylessPass(FullPass):
             del files[key]
 
 
-def _ao_header(saved: LeafState | None) -> tuple[int, str] | None:
-    """The storage's file number and the catalog's fingerprint saved for an AO leaf."""
-    return (saved.ao["rel"], saved.ao["fp"]) if saved is not None and saved.ao is not None else None
+def _note_held(ranges: dict[str, tuple[str, int]], name: str, digest: str, held: int) -> None:
+    ranges[name] = (digest, held)
+
+
+def _forget_sent(reading: LeafRead) -> None:
+    """Every range of the read starts again from its first id; the ids sent so far are held, deleted beyond what the
+    read sends next."""
+    for entry in reading.ranges.values():
+        entry[1], entry[2] = 0, max(entry[1], entry[2])
+
+
+def _ao(saved: LeafState | None) -> dict[str, Any] | None:
+    return saved.ao if saved is not None else None
 
 
 def _save_files(saved: LeafState, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
     saved.ao["files"] = ao.encode_files(files)
-
-
-def _leaf_order(leaf: str) -> tuple[int, str]:
-    """Leaves in oid order (oids grow as leaves are created: older partitions first)."""
-    return (int(leaf), leaf) if leaf.isdigit() else (-1, leaf)

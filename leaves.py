@@ -35,6 +35,11 @@ class Leaf:
         return self.storage in APPEND_OPTIMIZED
 
 
+def leaf_order(leaf: str) -> tuple[int, str]:
+    """Leaves in oid order (oids grow as leaves are created: older partitions first)."""
+    return (int(leaf), leaf) if leaf.isdigit() else (-1, leaf)
+
+
 def greenplum_leaves(client: GreenplumClient, flavour: Flavour, plan: TablePlan) -> list[Leaf]:
     """Every leaf of a Greenplum table with its storage, from the catalog (one query)."""
     legacy = flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)

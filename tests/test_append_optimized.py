@@ -76,10 +76,10 @@ def test_a_rewritten_file_deletes_its_rows_up_to_the_witness_and_keeps_those_rea
     ("saved", "facts", "change"),
     [
         (None, ao.AoFacts(10, "1:5:1"), ao.LeafChange.NEW),
-        ((10, "1:5:1"), ao.AoFacts(10, "1:5:1"), ao.LeafChange.UNCHANGED),
-        ((10, "1:5:1"), ao.AoFacts(10, "1:5:2"), ao.LeafChange.CHANGED),  # a delete bumps the modification count
-        ((10, "1:5:1"), ao.AoFacts(11, "1:5:1"), ao.LeafChange.REWRITTEN),  # TRUNCATE and reload of as many rows
-        ((10, ""), ao.AoFacts(10, ""), ao.LeafChange.UNCHANGED),  # empty, and still empty
+        ({"rel": 10, "fp": "1:5:1"}, ao.AoFacts(10, "1:5:1"), ao.LeafChange.UNCHANGED),
+        ({"rel": 10, "fp": "1:5:1"}, ao.AoFacts(10, "1:5:2"), ao.LeafChange.CHANGED),  # a delete bumps the count
+        ({"rel": 10, "fp": "1:5:1"}, ao.AoFacts(11, "1:5:1"), ao.LeafChange.REWRITTEN),  # TRUNCATE, reloaded alike
+        ({"rel": 10, "fp": ""}, ao.AoFacts(10, ""), ao.LeafChange.UNCHANGED),  # empty, and still empty
     ],
 )
 def test_what_a_leaf_needs_from_its_saved_state_and_the_catalog(saved, facts, change) -> None:
