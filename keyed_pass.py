@@ -78,7 +78,10 @@ class KeyedPass(FullPass):
         changes = {
             key: ao.leaf_change(saved[key].ao if key in saved else None, fact) for key, fact in found.facts.items()
         }
-        return ranges, {key: change for key, change in changes.items() if change is not ao.LeafChange.UNCHANGED}
+        resend = {key for key in changes if key in saved and (saved[key].ao or {}).get("resend")}  # a column added
+        return ranges, {
+            key: change for key, change in changes.items() if change is not ao.LeafChange.UNCHANGED or key in resend
+        }
 
     def _updated_only(self, found: Survey, ranges: dict[str, list[str]], ao_changes: dict[str, ao.LeafChange]) -> bool:
         """Sends what changed when no key came or went; returns whether it did (else the full pass runs)."""
@@ -158,11 +161,15 @@ class KeyedPass(FullPass):
             check_windows(self._client, self._plan, windows)
         log.info(f"{self._plan.state_key}: rows appended to {len(changes)} leaf(s), nothing else changed: read alone")
         for key in sorted(changes, key=int):
+            leaf = found.ao_leaves[key]
             witnesses = {file: rows.high for file, rows in files[key].items() if rows.high}
-            seen = self._read_ao_rows(found.ao_leaves[key], files[key], with_ids=False)
+            seen = self._read_ao_rows(leaf, files[key], with_ids=False)
             if ao.rewritten(witnesses, seen, {}):
                 log.info(f"{self._plan.state_key}: leaf {key} was rewritten (VACUUM): the table is read again")
                 return False
+            if key in saved and saved[key].ao.get("resend"):
+                whole = reads.ao_rows(self._plan, leaf, [])
+                self._table.read_all(lambda read=whole: read, on_restart=lambda: None)
             facts = found.facts[key]
             ao_state = {"rel": facts.relfilenode, "fp": facts.fingerprint, "files": ao.encode_files(files[key])}
             saved[key] = LeafState("", 0, ao_state | {"hidden": ao.encode_counts(hidden[key])})

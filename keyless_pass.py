@@ -127,7 +127,7 @@ class KeylessPass(FullPass):
             (leaf,) = named_leaves(self._client, self._plan, [reading.leaf])
             self._read_ranges(leaf, reading, ranges)
         else:  # the leaf is gone, or was read whole and now has ranges: none of these ids is left
-            _forget_sent(reading)
+            reading.forget_sent()
         for name, (digest, sent, held) in sorted(reading.ranges.items()):
             self._delete_ids(reading.leaf, name, held, sent, partial(operator.setitem, reading.ranges[name], 2))
             if sent:
@@ -152,7 +152,7 @@ class KeylessPass(FullPass):
 
         def restart() -> None:
             """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
-            _forget_sent(reading)
+            reading.forget_sent()
 
         if whole_read and any(entry[1] for entry in reading.ranges.values()):
             restart()  # an earlier sync's read died partway
@@ -185,12 +185,13 @@ class KeylessPass(FullPass):
             del state.leaves[leaf.key]
             saved = None
         change = ao.leaf_change(_ao(saved), facts)
-        if change is ao.LeafChange.UNCHANGED:
+        resend = change in (ao.LeafChange.UNCHANGED, ao.LeafChange.CHANGED) and saved.ao.pop("resend", 0)
+        if change is ao.LeafChange.UNCHANGED and not resend:
             return
         if change is ao.LeafChange.REWRITTEN:
             log.info(f"{self._plan.state_key}: leaf {leaf.key} has new storage (TRUNCATE or a rewrite): read again")
             self._delete_ao_leaf(leaf.key)
-        if change is not ao.LeafChange.CHANGED:
+        if change in (ao.LeafChange.NEW, ao.LeafChange.REWRITTEN):  # read whole below
             state.leaves[leaf.key] = LeafState("", 0, {"rel": facts.relfilenode, "fp": "", "files": ""})
         saved = state.leaves[leaf.key]
         files = ao.decode_files(saved.ao["files"])
@@ -204,11 +205,30 @@ class KeylessPass(FullPass):
                 log.info(f"{self._plan.state_key}: leaf {leaf.key}, segment {key[0]}: segment file {key[1]} rewritten")
                 files[key].stale = witnesses[key]
             self._delete_stale(leaf.key, files)
+            if resend:
+                saved.ao["resend"] = 1  # until every row is sent: a sync killed in between sends them again
+                self._resend_ao_leaf(leaf, files)
+                del saved.ao["resend"]
         finally:
             self._table.on_checkpoint = None
         _save_files(saved, files)
         saved.ao["fp"] = facts.fingerprint
         self._table.progressed()
+
+    def _resend_ao_leaf(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
+        """Sends every live row of the leaf again with its own id (a column was added or renamed, and the destination
+        holds no value of it); rows appended since the leaf's read are noted as read."""
+
+        def with_ids(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            for raw, row in zip(batch, rows, strict=True):
+                segment, (segno, row_number) = raw[-2], ao.parse_tid(raw[-1])
+                rows_of_file = files.setdefault((segment, segno), ao.SegmentFileRows())
+                if row_number > rows_of_file.high:
+                    rows_of_file.add(row_number)
+                row[ROW_ID_COLUMN] = ao.row_id(leaf.key, segment, segno, row_number)
+            return rows
+
+        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, []), with_ids, on_restart=lambda: None)
 
     def _delete_hidden(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]):
         """Deletes the rows hidden since they were read, by their own ids; returns the hidden rows per file."""
@@ -248,13 +268,6 @@ class KeylessPass(FullPass):
 
 def _note_held(ranges: dict[str, tuple[str, int]], name: str, digest: str, held: int) -> None:
     ranges[name] = (digest, held)
-
-
-def _forget_sent(reading: LeafRead) -> None:
-    """Every range of the read starts again from its first id; the ids sent so far are held, deleted beyond what the
-    read sends next."""
-    for entry in reading.ranges.values():
-        entry[1], entry[2] = 0, max(entry[1], entry[2])
 
 
 def _ao(saved: LeafState | None) -> dict[str, Any] | None:

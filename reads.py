@@ -69,15 +69,17 @@ def keyed(
     state: TableState,
     extra_condition: sql.Composable | None = None,
     extra: tuple[sql.Composable, ...] = (),
+    params: list[Any] | None = None,
 ) -> Read:
     """The table in key order, after the saved position; `extra` columns follow the plan's (zip() with the column
-    names leaves them out of the row)."""
-    conditions, params = [], []
+    names leaves them out of the row); `params` are those of `extra_condition`."""
+    conditions, params = [], list(params or [])
     if extra_condition is not None:
         conditions.append(extra_condition)
     if state.position is not None:
-        condition, params = _after(plan.primary_key, state.position)
+        condition, position = _after(plan.primary_key, state.position)
         conditions.append(condition)
+        params += position
     statement = _where(select(plan, None, *extra), conditions)
     statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(plan.primary_key))
     return Read(statement, params, tuple(_index(plan, name) for name in plan.primary_key))

@@ -35,6 +35,10 @@ class TableState:
       began, and of append-optimized leaves the catalog's facts then and the highest row number read per file).
     - `reading`: a keyless leaf whose read is in progress (see `LeafRead`).
     - `range_blocks`: the blocks of a range, chosen when the table's first pass began (None: not chosen yet).
+    - `columns`, `key`: the columns ([name, type], in order) and key the table was last synced with, to tell a schema
+      change (None in states of older versions).
+    - `backfill`, `backfill_position`: an incremental table's columns being backfilled (added or renamed since), and
+      the key of the last row sent in that read.
     """
 
     strategy: str
@@ -48,6 +52,10 @@ class TableState:
     pass_leaves: dict[str, LeafState] | None = None
     reading: LeafRead | None = None
     range_blocks: int | None = None
+    columns: list[list[str]] | None = None
+    key: list[str] | None = None
+    backfill: list[str] | None = None
+    backfill_position: list[str] | None = None
 
 
 @dataclass
@@ -76,6 +84,12 @@ class LeafRead:
     sent: int = 0
     high: int = 0
     ranges: dict[str, list[Any]] | None = None  # range -> [digest, sent, held]
+
+    def forget_sent(self) -> None:
+        """Every range starts again from its first id; the ids sent so far are held, deleted beyond what the read
+        sends next."""
+        for entry in (self.ranges or {}).values():
+            entry[1], entry[2] = 0, max(entry[1], entry[2])
 
 
 @dataclass
@@ -129,11 +143,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("strategy", isinstance(state.strategy, str)),
         ("cursor", state.cursor is None or isinstance(state.cursor, str)),
         ("phase", state.phase in ("values", "nulls")),
-        (
-            "position",
-            state.position is None
-            or (isinstance(state.position, list) and all(isinstance(item, str) for item in state.position)),
-        ),
+        ("position", _texts_or_none(state.position)),
         ("segment", state.segment is None or (isinstance(state.segment, int) and not isinstance(state.segment, bool))),
         ("in_pass", isinstance(state.in_pass, bool)),
         ("cursor_column", state.cursor_column is None or isinstance(state.cursor_column, str)),
@@ -152,6 +162,10 @@ def _table_state(key: str, entry: Any) -> TableState:
             ),
         ),
         ("range_blocks", state.range_blocks is None or (_count(state.range_blocks) and state.range_blocks > 0)),
+        ("columns", state.columns is None or (isinstance(state.columns, list) and all(map(_pair, state.columns)))),
+        ("key", _texts_or_none(state.key)),
+        ("backfill", _texts_or_none(state.backfill)),
+        ("backfill_position", _texts_or_none(state.backfill_position)),
     )
     for name, valid in checks:
         if not valid:
@@ -176,11 +190,19 @@ def _valid_leaf(value: Any) -> bool:
 def _valid_ao(value: Any) -> bool:
     return (
         isinstance(value, dict)
-        and {"rel", "fp", "files"} <= set(value) <= {"rel", "fp", "files", "hidden"}
+        and {"rel", "fp", "files"} <= set(value) <= {"rel", "fp", "files", "hidden", "resend"}
         and _count(value["rel"])
         and isinstance(value["fp"], str)
         and isinstance(value["files"], str)
     )
+
+
+def _texts_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+
+
+def _pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(item, str) for item in value)
 
 
 def _count(value: Any) -> bool:

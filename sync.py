@@ -18,6 +18,7 @@ from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
 
 import reads
+import schema_changes
 from block_ranges import Hashing
 from catalog import Flavour
 from checkpoints import Checkpoints
@@ -29,7 +30,7 @@ from keyless_pass import KeylessPass
 from leaf_survey import DigestCancelled
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
-from state import SyncState
+from state import SyncState, TableState
 from values import position_text
 
 
@@ -70,10 +71,17 @@ class TableReport:
 class TableSync:
     """Syncs one table per its plan, saving progress in its `TableState` and checkpointing the whole `SyncState`."""
 
-    def __init__(self, context: SyncContext, plan: TablePlan) -> None:
+    def __init__(
+        self, context: SyncContext, plan: TablePlan, state: TableState | None = None, send: Callable = op.upsert
+    ) -> None:
+        """`state` and `send` serve a read of some columns only (a backfill): its own position, and `op.update`."""
         self.context = context
         self.plan = plan
-        self.state, self._strategy_changed = context.sync_state.table(plan.state_key, plan.strategy.value)
+        if state is None:
+            self.state, self._strategy_changed = context.sync_state.table(plan.state_key, plan.strategy.value)
+        else:
+            self.state, self._strategy_changed = state, False
+        self._operation = send
         # Called before each checkpoint, so that state kept in another form (a leaf's segment files) is saved too.
         self.on_checkpoint: Callable[[], None] | None = None
         self._client = context.client
@@ -90,6 +98,7 @@ class TableSync:
         plan = self.plan
         if self._strategy_changed:
             log.info(f"{plan.state_key}: strategy is now {plan.strategy.value}; its earlier state is not used")
+        self._check_columns()
         if plan.cursor is not None:
             self._check_cursor_column()
         log.info(f"{plan.state_key}: {plan.strategy.value} sync ({plan.description}); {self._start_note()}")
@@ -99,6 +108,8 @@ class TableSync:
                 "the whole table; an index on it makes syncs that find little new much faster"
             )
         if plan.strategy is Strategy.INCREMENTAL:
+            if self.state.backfill:
+                self._backfill()
             self._run_incremental()
         elif plan.strategy is Strategy.APPEND_ONLY:
             self._run_append_only()
@@ -118,6 +129,72 @@ class TableSync:
         if self.plan.strategy.is_full and state.leaves is not None:
             return "reading what changed since the last pass"
         return "reading from the start"
+
+    # Schema changes: columns added, renamed, dropped or retyped since the last sync.
+
+    def _check_columns(self) -> None:
+        """Says what changed in the table's columns since its last sync, and sees that the destination gets the values
+        it lacks: a changed key (or any change to an append-only table) syncs the table again as new; added and
+        renamed columns are backfilled, by the full strategies' next pass or, on an incremental table, by one read
+        of the key and those columns sent with `op.update`."""
+        plan, state = self.plan, self.state
+        if state.columns is not None:
+            changes = schema_changes.compare(state.columns, state.key or [], plan)
+            if changes:
+                self._apply(changes)
+        self.state.columns, self.state.key = schema_changes.column_list(plan), list(plan.primary_key)
+
+    def _apply(self, changes: schema_changes.ColumnChanges) -> None:
+        plan, state = self.plan, self.state
+        what = f"{plan.state_key}: columns changed since the last sync: {changes.describe()}"
+        if schema_changes.needs_resync(changes, plan.strategy):
+            op.warning(f"{what}; the table is synced again as new (a truncate, then every row)")
+            self.state = TableState(strategy=plan.strategy.value)
+            self.context.sync_state.tables[plan.state_key] = self.state
+            if plan.strategy is Strategy.INCREMENTAL:  # the other strategies truncate on their first pass
+                self.probe(reads.keyed(plan, self.state))
+                self.truncate()
+            return
+        backfill = changes.backfill
+        if not backfill:
+            log.info(f"{what}; no values to send for it")
+            return
+        log.info(f"{what}; {', '.join(backfill)} sent for every live row")
+        if plan.strategy.is_full:
+            schema_changes.forget_baselines(state)
+        else:
+            earlier = state.backfill or []
+            state.backfill = [*earlier, *(name for name in backfill if name not in earlier)]
+            state.backfill_position = None
+
+    def _backfill(self) -> None:
+        """Sends the backfilled columns of every row this sync's incremental read will not send (those below its
+        window), in key order from where an earlier sync stopped: `op.update` of the key and those columns, or the
+        whole row where one of them is an empty string (an update lands it as NULL on a row not upserted this sync,
+        as Fivetran's core does)."""
+        plan, state = self.plan, self.state
+        names = [name for name in state.backfill if name in {column.name for column in plan.columns}]
+        sent = [*plan.primary_key, *names]
+
+        def send(table: str, row: dict[str, Any], schema: str | None) -> None:
+            if any(row[name] == "" for name in names):
+                op.upsert(table, row, schema=schema)
+            else:
+                op.update(table, {name: row[name] for name in sent}, schema=schema)
+
+        progress = TableState(state.strategy, position=state.backfill_position)
+        sender = TableSync(self.context, plan, progress, send=send)
+
+        def save() -> None:
+            state.backfill_position = progress.position
+
+        window, params = reads.incremental_window(plan, state, self._settings.lookback_seconds)
+        below = sql.SQL("NOT ({})").format(window)
+        sender.on_checkpoint = save
+        if names:  # else dropped since
+            sender.read_all(lambda: reads.keyed(plan, progress, below, params=params))
+            self._report.rows += sender._report.rows
+        state.backfill, state.backfill_position = None, None
 
     # Incremental and append-only: rows from the saved cursor minus the lookback, then rows whose cursor is NULL.
 
@@ -257,12 +334,12 @@ class TableSync:
         self, batch: list[tuple], prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None
     ) -> None:
         plan = self.plan
-        table, schema, upsert = plan.destination_table, plan.destination_schema, op.upsert
+        table, schema, send = plan.destination_table, plan.destination_schema, self._operation
         rows = self.upsert_ready(batch)
         if prepare is not None:
             rows = prepare(batch, rows)
         for row in rows:
-            upsert(table, row, schema=schema)
+            send(table, row, schema=schema)
         self._report.rows += len(rows)
 
     def upsert_ready(self, batch: list[tuple]) -> list[dict[str, Any]]:
