@@ -17,9 +17,11 @@ from psycopg2 import sql
 import append_optimized as ao
 import block_ranges
 import reads
+import schema_changes
 from declared_keys import check_whole_table, check_windows
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
+from reconciliation import Outcome, Reconciliation, key_encoding
 from state import LeafState
 
 
@@ -29,16 +31,22 @@ class KeyedPass(FullPass):
     def run(self) -> None:
         plan, state = self._plan, self._state
         if not state.in_pass:
-            # The digest query reads every selected column: a table that cannot be read fails here, before its rows
-            # are marked deleted. Cancelled by statement_timeout, the table is read in full, as without digests.
-            try:
-                found = survey(self._table)
-            except DigestCancelled as error:
-                log.warning(f"{plan.state_key}: {error}")
-                found = None
-            changes = self._changes(found) if found is not None else None
-            if changes is not None and self._updated_only(found, *changes):
+            outcome = self._reconcile()
+            if outcome is Outcome.SENT:
                 return
+            found = None
+            if outcome is Outcome.NOT_APPLICABLE or (state.digest is None and state.leaves is not None):
+                # Block range digests: keys no difference digest carries, or the sync that brings one. The digest
+                # query reads every selected column: a table that cannot be read fails here, before its rows are
+                # marked deleted. Cancelled by statement_timeout, the table is read in full, as without digests.
+                try:
+                    found = survey(self._table)
+                except DigestCancelled as error:
+                    log.warning(f"{plan.state_key}: {error}")
+                changes = self._changes(found) if found is not None else None
+                if changes is not None and self._updated_only(found, *changes):
+                    self._adopt_digest()
+                    return
             if plan.declared_key:
                 check_whole_table(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
@@ -55,6 +63,29 @@ class KeyedPass(FullPass):
         if state.pass_leaves is not None:
             state.leaves = state.pass_leaves
         state.in_pass, state.position, state.pass_leaves = False, None, None
+        self._adopt_digest()
+
+    # The difference digest: what came, changed and went, when the keys can be named from it.
+
+    def _reconcile(self) -> Outcome:
+        """Sends what changed when the digest can name it; otherwise says which path reads the table, a full pass
+        having its digest taken first (`pass_digest`)."""
+        encoding = key_encoding(self._plan)
+        if encoding is None:
+            return Outcome.NOT_APPLICABLE
+        try:
+            return Reconciliation(self._table, encoding).run()
+        except DigestCancelled as error:
+            log.warning(f"{self._plan.state_key}: {error}")
+            self._state.pass_digest = None
+            return Outcome.FULL_PASS
+
+    def _adopt_digest(self) -> None:
+        """The digest taken before the table was read becomes the one the next sync compares with."""
+        state = self._state
+        if state.pass_digest is not None:
+            state.digest, state.pass_digest = state.pass_digest, None
+            state.digest_columns, state.leaves = schema_changes.column_list(self._plan), None
 
     # What changed.
 

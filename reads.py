@@ -18,6 +18,7 @@ from block_ranges import row_md5
 from leaves import Leaf
 from planning import ROW_ID_COLUMN, TablePlan
 from state import TableState
+from values import position_text
 
 _ROW_HASH = "_fivetran_row_hash"  # the append-only read's inner alias for md5 of the row's text
 
@@ -31,11 +32,22 @@ class Read:
     position_columns: tuple[int, ...]  # indexes in the selected row
 
 
-def select(plan: TablePlan, relation: sql.Composable | None = None, *extra: sql.Composable) -> sql.Composed:
+def select(
+    plan: TablePlan, relation: sql.Composable | None = None, *extra: sql.Composable, where: sql.Composable | None = None
+) -> sql.Composed:
     """The plan's columns as they are sent (casts that keep values exact), then any extra columns."""
     expressions = [column.select_expression() for column in plan.columns]
     expressions.extend(extra)
-    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), relation or plan.relation)
+    statement = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), relation or plan.relation)
+    return _where(statement, [where] if where is not None else [])
+
+
+def key_condition(plan: TablePlan, keys: list[dict[str, Any]]) -> tuple[sql.Composable, list[str]]:
+    """`(k1, k2) IN ((%s, %s), ...)` of the given keys, each value an untyped literal that the server parses as its
+    column's type."""
+    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in plan.primary_key))
+    condition = sql.SQL("({}) IN ({})").format(_identifiers(plan.primary_key), sql.SQL(", ").join(one for _ in keys))
+    return condition, [position_text(key[name]) for key in keys for name in plan.primary_key]
 
 
 def incremental_values(plan: TablePlan, state: TableState, lookback_seconds: int) -> Read:

@@ -39,6 +39,9 @@ class TableState:
       change (None in states of older versions).
     - `backfill`, `backfill_position`: an incremental table's columns being backfilled (added or renamed since), and
       the key of the last row sent in that read.
+    - `digest`, `digest_columns`, `digest_sizes`: a keyed table's difference digest (`difference_digest.Cells.pack`)
+      at its last sync, the columns its row hashes cover, and the differences of its recent syncs (in pairs), which
+      size the next one. `pass_digest`: the digest taken before a full pass began, saved as `digest` at its end.
     """
 
     strategy: str
@@ -56,6 +59,10 @@ class TableState:
     key: list[str] | None = None
     backfill: list[str] | None = None
     backfill_position: list[str] | None = None
+    digest: str | None = None
+    digest_columns: list[list[str]] | None = None
+    digest_sizes: list[int] | None = None
+    pass_digest: str | None = None
 
 
 @dataclass
@@ -166,6 +173,18 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("key", _texts_or_none(state.key)),
         ("backfill", _texts_or_none(state.backfill)),
         ("backfill_position", _texts_or_none(state.backfill_position)),
+        ("digest", state.digest is None or isinstance(state.digest, str)),
+        ("pass_digest", state.pass_digest is None or isinstance(state.pass_digest, str)),
+        (
+            "digest_columns",
+            state.digest_columns is None
+            or (isinstance(state.digest_columns, list) and all(map(_pair, state.digest_columns))),
+        ),
+        (
+            "digest_sizes",
+            state.digest_sizes is None
+            or (isinstance(state.digest_sizes, list) and all(map(_count, state.digest_sizes))),
+        ),
     )
     for name, valid in checks:
         if not valid:

@@ -1,0 +1,234 @@
+"""A keyed table's sync by set reconciliation: the difference digest (`difference_digest.py`) of its (key, row hash)
+pairs, computed by the server in one grouped scan, less the one saved at the last sync, names the keys inserted,
+updated and deleted; those rows are read by key and upserted, those keys deleted, and nothing else is sent. Rows
+moved without a change (VACUUM FULL, CLUSTER, a redistribution) keep their pairs and send nothing.
+
+Keys are encoded as themselves (one integer column) or as their text (64 bytes at most), so that a deleted key comes
+back from the cells; keys of other types, longer keys, or a difference too large to decode leave the table to the
+full pass, with a log line, and the next digest is sized for the difference seen.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+from fivetran_connector_sdk import Logging as log
+from psycopg2 import sql
+
+import difference_digest as dd
+import reads
+import schema_changes
+from block_ranges import Hashing, row_hash
+from declared_keys import check_window
+from greenplum_client import is_statement_cancelled, one_line
+from leaf_survey import DigestCancelled
+from planning import PlannedColumn, TablePlan
+from type_mapping import ReadAs
+
+if TYPE_CHECKING:
+    from sync import TableSync
+
+# Key columns whose value lands as the key's text or as an integer parsed from it: a decoded key is sent as it is.
+_KEY_TYPES = {"INT", "LONG", "STRING"}
+# Differences kept to size the next digest.
+_RECENT = 5
+# Keys read back in one statement.
+_KEYS_PER_READ = 1000
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"  # what changed was sent; the table is done
+    FULL_PASS = "full pass"  # the digest cannot tell: a truncate and a full read, from the baseline taken here
+    NOT_APPLICABLE = "not applicable"  # keys the digest cannot carry: the table's other path
+
+
+@dataclass(frozen=True)
+class KeyEncoding:
+    codec: dd.Codec
+    expression: sql.Composable  # the key as the server encodes it: a bigint, or the key's text
+    columns: tuple[PlannedColumn, ...]
+
+
+def key_encoding(plan: TablePlan) -> KeyEncoding | None:
+    """How the plan's key goes into a digest, or None when a decoded key could not be sent as the destination holds it
+    (a date, a timestamp, a decimal: its text would need the server to parse it again)."""
+    columns = tuple(column for name in plan.primary_key for column in plan.columns if column.name == name)
+    if not columns or any(
+        c.fivetran.name not in _KEY_TYPES or c.fivetran.read_as not in (ReadAs.PLAIN, ReadAs.TEXT) for c in columns
+    ):
+        return None
+    identifiers = [sql.Identifier(column.name) for column in columns]
+    if len(columns) == 1 and columns[0].source_type in ("int2", "int4", "int8"):
+        return KeyEncoding(dd.Codec.INTEGER, identifiers[0], columns)
+    if len(columns) == 1:
+        return KeyEncoding(dd.Codec.TEXT, sql.SQL("{}::text").format(identifiers[0]), columns)
+    return KeyEncoding(dd.Codec.TEXT, sql.SQL("ROW({})::text").format(sql.SQL(", ").join(identifiers)), columns)
+
+
+def parse_record(text: str) -> list[str]:
+    """The fields of a record's text (`(1,"a b",x)`): quoted fields double their quotes and backslashes."""
+    fields, field, quoted, index = [], [], False, 1
+    while index < len(text) - 1:
+        char = text[index]
+        if quoted and char == "\\":
+            index += 1
+            field.append(text[index])
+        elif quoted and char == '"' and text[index + 1] == '"':
+            field.append('"')
+            index += 1
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            fields.append("".join(field))
+            field = []
+        else:
+            field.append(char)
+        index += 1
+    fields.append("".join(field))
+    return fields
+
+
+class Reconciliation:
+    """One keyed table's reconciliation, sending through its `TableSync`."""
+
+    def __init__(self, table: TableSync, encoding: KeyEncoding) -> None:
+        self._table, self._plan, self._state = table, table.plan, table.state
+        self._client = table.context.client
+        self._hashing = table.context.hashing
+        self._encoding = encoding
+        self._rows = max(self._plan.estimated_rows, 0)  # the table's rows, as the last digest's scan counted them
+
+    def run(self) -> Outcome:
+        plan, state = self._plan, self._state
+        current_columns = schema_changes.column_list(plan)
+        saved = dd.Cells.unpack(state.digest) if state.digest else None
+        if saved is None or saved.codec is not self._encoding.codec:
+            self._baseline(self._sub_size())
+            return Outcome.FULL_PASS
+        changes = schema_changes.compare(state.digest_columns or current_columns, list(plan.primary_key), plan)
+        hashed = self._hashed_columns(state.digest_columns or current_columns, changes)
+        if hashed is None:
+            log.info(
+                f"{plan.state_key}: a column its digest hashed is gone or holds other values ({changes.describe()}): "
+                "the table is read again"
+            )
+            self._baseline(self._sub_size())
+            return Outcome.FULL_PASS
+        backfill = bool(changes.backfill)
+        try:
+            current = self._cells(saved.sub_size, hashed)
+            resized = self._sub_size() > 2 * saved.sub_size  # the table grew: a larger digest for the next sync
+            baseline = self._cells(self._sub_size(), list(plan.columns)) if backfill or resized else current
+        except dd.KeyTooLong as error:
+            log.info(f"{plan.state_key}: {error}: its digest cannot carry it, the table is read again")
+            state.digest = None
+            return Outcome.NOT_APPLICABLE
+        difference = current.subtract(saved)
+        pairs = difference.peel()
+        if pairs is None:
+            capacity = dd.capacity(saved.sub_size)
+            log.info(
+                f"{plan.state_key}: more than {capacity:,} rows' worth of changes, too many for its difference digest "
+                "to name: the table is read again, and its next digest is larger"
+            )
+            self._remember(max(difference.estimated_pairs(), 2 * capacity))
+            self._baseline(self._sub_size(), baseline if baseline is not current else None)
+            return Outcome.FULL_PASS
+        came, went = dd.changes(pairs, self._encoding.codec)
+        self._remember(len(pairs))
+        updated = len(pairs) - len(came) - len(went)  # an updated key has two pairs, and is only in `came`
+        log.info(
+            f"{plan.state_key}: difference digest: {len(came) - updated:,} inserted, {updated:,} updated, "
+            f"{len(went):,} deleted{'; every row sent again for its new columns' if backfill else ''}"
+        )
+        if backfill:
+            self._table.read_all(lambda: reads.keyed(plan, state))
+        else:
+            self._upsert(sorted(came))
+        for key in sorted(went):
+            self._table.delete(self._key_values(key))
+        state.digest, state.digest_columns, state.position = baseline.pack(), current_columns, None
+        self._table.progressed()
+        return Outcome.SENT
+
+    def _hashed_columns(
+        self, saved_columns: list[list[str]], changes: schema_changes.ColumnChanges
+    ) -> list[PlannedColumn] | None:
+        """The plan's columns that the saved digest hashed, in its order (renamed ones under their new names); None
+        when one of them is gone or holds other values now."""
+        if (
+            changes.dropped
+            or changes.key_change
+            or set(changes.backfill) - set(changes.added) - set(new for _, new in changes.renamed)
+        ):
+            return None
+        names = dict(changes.renamed)
+        by_name = {column.name: column for column in self._plan.columns}
+        return [by_name[names.get(name, name)] for name, _ in saved_columns]
+
+    def _sub_size(self) -> int:
+        return dd.choose_sub_size(self._rows, self._state.digest_sizes or [], self._encoding.codec.words)
+
+    def _remember(self, pairs: int) -> None:
+        self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
+
+    def _baseline(self, sub_size: int, cells: dd.Cells | None = None) -> None:
+        """Digests the table before a full pass reads it, so that what changes during the pass is seen next time;
+        saved as the table's digest when the pass ends."""
+        try:
+            cells = cells or self._cells(sub_size, list(self._plan.columns))
+            if self._sub_size() > 2 * sub_size:  # the catalog's estimate was low: sized from the rows counted
+                cells = self._cells(self._sub_size(), list(self._plan.columns))
+        except dd.KeyTooLong as error:
+            log.info(f"{self._plan.state_key}: {error}: its keys are not reconciled")
+            self._state.pass_digest = None
+            return
+        self._state.pass_digest = cells.pack()
+
+    def _cells(self, sub_size: int, columns: list[PlannedColumn]) -> dd.Cells:
+        """The cells of the table's rows now, hashing the given columns; DigestCancelled when statement_timeout
+        cancels the scan."""
+        hashed = row_hash(_with_columns(self._plan, columns), self._hashing)
+        if self._hashing is Hashing.MD5_128:
+            hashed = dd.hash_of_md5(hashed)
+        codec = self._encoding.codec
+        statement = dd.cells_query(self._plan.relation, self._encoding.expression, hashed, sub_size, codec)
+        try:
+            rows = self._client.query(statement)
+        except psycopg2.Error as error:
+            if not is_statement_cancelled(error):
+                raise
+            raise DigestCancelled(
+                f"the server cancelled the difference digest's scan ({one_line(error)}); raise statement_timeout for "
+                "USERNAME"
+            ) from None
+        self._rows = sum(row[1] for row in rows) // dd.K
+        return dd.Cells.from_rows(rows, sub_size, codec)
+
+    def _key_values(self, key: int | str) -> dict[str, Any]:
+        """The key as the destination holds it."""
+        columns = self._encoding.columns
+        texts = parse_record(key) if len(columns) > 1 else [key]
+        return {
+            column.name: int(text) if column.fivetran.name in ("INT", "LONG") else text
+            for column, text in zip(columns, texts, strict=True)
+        }
+
+    def _upsert(self, keys: list[int | str]) -> None:
+        """Reads the rows of the given keys and upserts them; a key whose row is gone since the digest is deleted by
+        the next sync (its pair is in this sync's cells, not in the next one's)."""
+        plan, table = self._plan, self._table
+        for start in range(0, len(keys), _KEYS_PER_READ):
+            values = [self._key_values(key) for key in keys[start : start + _KEYS_PER_READ]]
+            condition, params = reads.key_condition(plan, values)
+            if plan.declared_key:
+                check_window(self._client, plan, condition, params)
+            read = reads.Read(reads.select(plan, None, where=condition), params, ())
+            table.read_all(lambda read=read: read, on_restart=lambda: None)
+
+
+def _with_columns(plan: TablePlan, columns: list[PlannedColumn]) -> TablePlan:
+    return replace(plan, columns=tuple(columns))

@@ -1,0 +1,177 @@
+"""Keyed tables without a cursor, synced by their difference digest: each sync sends the rows inserted and updated
+and a delete per key deleted, exactly, never the table; rows moved without a change send nothing; a difference too
+large to decode reads the table again and sizes the next digest for it; kills and changes during a sync converge."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Database, Destination
+
+import reconciliation
+import sync
+
+KEYS = {
+    "integer": ("id int PRIMARY KEY", "i"),
+    "text": ("id text PRIMARY KEY", "'k-' || i || 'é'"),
+    "composite": ("id int, part text, PRIMARY KEY (id, part)", "i, 'p, \"' || (i % 3)"),
+}
+ROWS = 3000
+
+
+def _create(source, schema: str, kind: str, rows: int = ROWS) -> None:
+    key, values = KEYS[kind]
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.t ({key}, note text, amount numeric)")
+        cursor.execute(f"INSERT INTO {schema}.t SELECT {values}, 'n' || i, i / 3.0 FROM generate_series(1, {rows}) i")
+
+
+def _source(source, schema: str) -> list[tuple]:
+    with source.cursor() as cursor:
+        cursor.execute(f"SELECT id::text, note, amount::text FROM {schema}.t")
+        return sorted(cursor.fetchall())
+
+
+def _landed(destination: Destination, schema: str) -> list[tuple]:
+    return destination.rows(schema, "t", "CAST(id AS VARCHAR), note, amount")
+
+
+def _deleted_ids(destination: Destination, schema: str) -> list[str]:
+    rows = destination.query(f'SELECT CAST(id AS VARCHAR) FROM "tester_{schema}".t WHERE _fivetran_deleted ORDER BY 1')
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize("kind", list(KEYS))
+def test_a_sync_sends_exactly_the_rows_inserted_updated_and_deleted(
+    kind: str, database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    _create(source, schema, kind)
+    configuration = database.configuration(SCHEMAS=schema)
+    first = destination.sync(configuration)
+    assert (first["Upserts"], first["Truncates"]) == (ROWS, 1)
+    assert destination.state["tables"][f"{schema}.t"]["digest"]
+    nothing = destination.sync(configuration)
+    assert nothing["Upserts"] + nothing["Deletes"] + nothing["Truncates"] == 0, "unchanged: nothing sent"
+
+    with source.cursor() as cursor:
+        cursor.execute(f"SELECT id::text FROM {schema}.t WHERE note IN ('n5', 'n77', 'n2999') ORDER BY 1")
+        gone = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"DELETE FROM {schema}.t WHERE note IN ('n5', 'n77', 'n2999')")
+        cursor.execute(f"UPDATE {schema}.t SET amount = -amount WHERE note LIKE 'n1_'")  # 10 rows
+        _, values = KEYS[kind]
+        cursor.execute(f"INSERT INTO {schema}.t SELECT {values}, 'new', 0 FROM generate_series(5001, 5020) i")
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (30, 3, 0)
+    assert "difference digest: 20 inserted, 10 updated, 3 deleted" in capfd.readouterr().out
+    assert _landed(destination, schema) == _source(source, schema)
+    assert _deleted_ids(destination, schema) == sorted(gone), "exactly the keys the source deleted"
+
+
+@pytest.mark.parametrize("rewrite", ["VACUUM FULL {t}", "CLUSTER {t} USING t_pkey"])
+def test_rows_moved_without_a_change_send_nothing(
+    rewrite: str, database: Database, schema: str, source, destination: Destination
+) -> None:
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET note = note WHERE id % 2 = 0")  # new row versions, same values
+        cursor.execute(rewrite.format(t=f"{schema}.t"))
+    counts = destination.sync(configuration)
+    assert counts["Upserts"] + counts["Deletes"] + counts["Truncates"] == 0
+
+
+def test_a_difference_past_capacity_reads_the_table_again_and_sizes_the_next_digest(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    saved = destination.state["tables"][f"{schema}.t"]["digest"]
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id % 3 = 0")  # 1,000 rows: 2,000 pairs
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id % 3 = 1 AND id < 300")
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+
+    assert "too many for its difference digest to name" in capfd.readouterr().out
+    assert (counts["Upserts"], counts["Truncates"]) == (ROWS - 100, 1)
+    assert _landed(destination, schema) == _source(source, schema)
+    state = destination.state["tables"][f"{schema}.t"]
+    assert len(state["digest"]) > len(saved) and state["digest_sizes"]
+    with source.cursor() as cursor:  # the next digest holds a difference that large
+        cursor.execute(f"UPDATE {schema}.t SET note = 'again' WHERE id % 3 = 0")
+    counts = destination.sync(configuration)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1000, 0, 0)
+    assert _landed(destination, schema) == _source(source, schema)
+
+
+def test_a_row_changed_while_it_is_read_is_sent_again_by_the_next_sync(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET note = 'first' WHERE id IN (1, 2)")
+    real_upsert = reconciliation.Reconciliation._upsert
+
+    def change_then_upsert(self, keys):  # after the digest's scan, before the rows are read by key
+        with source.cursor() as cursor:
+            cursor.execute(f"UPDATE {schema}.t SET note = 'second' WHERE id = 1; DELETE FROM {schema}.t WHERE id = 2")
+        real_upsert(self, keys)
+
+    monkeypatch.setattr(reconciliation.Reconciliation, "_upsert", change_then_upsert)
+    destination.sync(configuration)
+    monkeypatch.setattr(reconciliation.Reconciliation, "_upsert", real_upsert)
+    counts = destination.sync(configuration)
+
+    assert counts["Deletes"] == 1 and counts["Truncates"] == 0
+    assert _landed(destination, schema) == _source(source, schema)
+    assert _deleted_ids(destination, schema) == ["2"]
+
+
+class InjectedCrash(RuntimeError):
+    """Stands for the process dying right after a checkpoint was saved."""
+
+
+def test_a_sync_killed_while_it_sends_the_difference_converges(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="20", BATCH_SIZE="10")
+    destination.sync(configuration)
+    with source.cursor() as cursor:  # 140 pairs: within the digest of a 3,000-row table
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id <= 60")
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id > 2980")
+    real_checkpoint = sync.op.checkpoint
+
+    def checkpoint_then_crash(state: dict) -> None:
+        real_checkpoint(state)
+        raise InjectedCrash("killed after the first checkpoint")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
+    with pytest.raises(Exception, match="InjectedCrash"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    counts = destination.sync(configuration, state=destination.saved_state())
+
+    # The digest is saved when the difference is sent: the sync after the kill sends it whole again, and no more.
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (60, 20, 0)
+    assert _landed(destination, schema) == _source(source, schema)
+    assert _deleted_ids(destination, schema) == sorted(str(i) for i in range(2981, 3001))
+    assert destination.sync(configuration)["Upserts"] == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("(1,abc)", ["1", "abc"]),
+        ('(2,"a, \\"b\\"")', ["2", 'a, "b"']),
+        ('(3,"x""y")', ["3", 'x"y']),
+        ("(4,)", ["4", ""]),
+    ],
+)
+def test_a_record_text_parses_into_its_fields(text: str, fields: list[str]) -> None:
+    assert reconciliation.parse_record(text) == fields
