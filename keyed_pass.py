@@ -194,13 +194,11 @@ class KeyedPass(FullPass):
         for key in sorted(changes, key=int):
             leaf = found.ao_leaves[key]
             witnesses = {file: rows.high for file, rows in files[key].items() if rows.high}
-            seen = self._read_ao_rows(leaf, files[key], with_ids=False)
+            resend = key in saved and bool(saved[key].ao.get("resend"))  # a column added or renamed: every row
+            seen = self._read_ao_rows(leaf, files[key], with_ids=False, every_row=resend)
             if ao.rewritten(witnesses, seen, {}):
                 log.info(f"{self._plan.state_key}: leaf {key} was rewritten (VACUUM): the table is read again")
                 return False
-            if key in saved and saved[key].ao.get("resend"):
-                whole = reads.ao_rows(self._plan, leaf, [])
-                self._table.read_all(lambda read=whole: read, on_restart=lambda: None)
             facts = found.facts[key]
             ao_state = {"rel": facts.relfilenode, "fp": facts.fingerprint, "files": ao.encode_files(files[key])}
             saved[key] = LeafState("", 0, ao_state | {"hidden": ao.encode_counts(hidden[key])})

@@ -200,35 +200,19 @@ class KeylessPass(FullPass):
             self._delete_stale(leaf.key, files)  # an earlier sync's, killed partway
             hidden = self._delete_hidden(leaf, files) if change is ao.LeafChange.CHANGED else {}
             witnesses = {key: rows.high for key, rows in files.items() if rows.high}
-            witnessed = self._read_ao_rows(leaf, files, with_ids=True)
+            if resend:
+                saved.ao["resend"] = 1  # until every row is sent: a sync killed in between sends them again
+            witnessed = self._read_ao_rows(leaf, files, with_ids=True, every_row=bool(resend))
             for key in ao.rewritten(witnesses, witnessed, hidden):
                 log.info(f"{self._plan.state_key}: leaf {leaf.key}, segment {key[0]}: segment file {key[1]} rewritten")
                 files[key].stale = witnesses[key]
             self._delete_stale(leaf.key, files)
-            if resend:
-                saved.ao["resend"] = 1  # until every row is sent: a sync killed in between sends them again
-                self._resend_ao_leaf(leaf, files)
-                del saved.ao["resend"]
+            saved.ao.pop("resend", None)
         finally:
             self._table.on_checkpoint = None
         _save_files(saved, files)
         saved.ao["fp"] = facts.fingerprint
         self._table.progressed()
-
-    def _resend_ao_leaf(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
-        """Sends every live row of the leaf again with its own id (a column was added or renamed, and the destination
-        holds no value of it); rows appended since the leaf's read are noted as read."""
-
-        def with_ids(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            for raw, row in zip(batch, rows, strict=True):
-                segment, (segno, row_number) = raw[-2], ao.parse_tid(raw[-1])
-                rows_of_file = files.setdefault((segment, segno), ao.SegmentFileRows())
-                if row_number > rows_of_file.high:
-                    rows_of_file.add(row_number)
-                row[ROW_ID_COLUMN] = ao.row_id(leaf.key, segment, segno, row_number)
-            return rows
-
-        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, []), with_ids, on_restart=lambda: None)
 
     def _delete_hidden(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]):
         """Deletes the rows hidden since they were read, by their own ids; returns the hidden rows per file."""

@@ -35,12 +35,13 @@ class FullPass:
         self._client = table.context.client
 
     def _read_ao_rows(
-        self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows], with_ids: bool
+        self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows], with_ids: bool, every_row: bool = False
     ) -> set[tuple[int, int]]:
         """Reads each AO file's rows from its last row read on (every row of a file not read yet), sends those above
         it (`with_ids`: with their own ids), and returns the files whose last row read was read again: the witnesses
         that they were not rewritten. What was read is in the files' runs, so a read that starts again after a lost
-        connection goes on past them."""
+        connection goes on past them. `every_row`: every live row is read and sent (a column was added or renamed),
+        in one scan that still notes the witnesses and the rows appended."""
         witnessed: set[tuple[int, int]] = set()
 
         def past_the_witness(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,14 +52,19 @@ class FullPass:
                 rows_of_file = files.setdefault(key, ao.SegmentFileRows())
                 if row_number == rows_of_file.high:
                     witnessed.add(key)
+                    if not every_row:
+                        continue
+                elif row_number > rows_of_file.high:
+                    rows_of_file.add(row_number)
+                elif not every_row:
                     continue
-                rows_of_file.add(row_number)
                 if with_ids:
                     row[ROW_ID_COLUMN] = ao.row_id(leaf.key, segment, segno, row_number)
                 sent.append(row)
             return sent
 
-        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, ao.read_from(files)), past_the_witness)
+        skipped = [] if every_row else ao.read_from(files)
+        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, skipped), past_the_witness)
         return witnessed
 
 

@@ -382,3 +382,29 @@ def test_a_keyed_table_upserts_appended_rows_alone_once_their_keys_are_checked(
     facts.run(f"DELETE FROM {facts.table} WHERE note = 'duplicate2'")
     assert facts.sync(destination)[0] == (3050, 0, 1), "a delete: the full pass, deletes captured"
     assert facts.sync(destination)[0] == (0, 0, 0)
+
+
+@pytest.mark.parametrize("partitioned", [True, False])
+@pytest.mark.parametrize("orientation", ["column", "row"])
+def test_a_column_added_or_renamed_lands_with_its_values(
+    orientation: str, partitioned: bool, facts: AoFacts, destination: Destination
+) -> None:
+    """Greenplum adds a column to column-oriented storage without rewriting it (no catalog fact changes): the saved
+    column list tells, and every live row is sent once more with its own id, each leaf scanned once."""
+    facts.create(orientation, partitioned=partitioned)
+    facts.sync(destination)
+    facts.run(f"ALTER TABLE {facts.table} ADD COLUMN region text DEFAULT 'eu'")
+    before = facts.scans()
+    counts = destination.sync(facts.configuration)
+    scanned = {leaf: count - before.get(leaf, 0) for leaf, count in facts.scans().items()}
+    columns = "id, day, note, region"
+    assert destination.rows(facts.schema, "facts", columns) == sorted(facts.run(f"SELECT {columns} FROM {facts.table}"))
+    rewritten = orientation == "row"  # a new relfilenode: every id deleted and every row read again
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 3000 if rewritten else 0, 0)
+    assert all(count <= 1 for count in scanned.values()), scanned
+
+    facts.run(f"ALTER TABLE {facts.table} RENAME COLUMN note TO label")
+    counts = destination.sync(facts.configuration)
+    columns = "id, day, label, region"
+    assert destination.rows(facts.schema, "facts", columns) == sorted(facts.run(f"SELECT {columns} FROM {facts.table}"))
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 0, 0)
