@@ -31,6 +31,7 @@ OPTIONAL_KEYS = (
     "CONNECT_TIMEOUT_SECONDS",
     "RETRY_SECONDS",
     "QUERIES",
+    "DELETE_CHECKS",
     "SSH_HOST",
     "SSH_PORT",
     "SSH_USER",
@@ -81,6 +82,18 @@ class ColumnPattern:
 
 
 @dataclass(frozen=True)
+class DeleteCheck:
+    """A DELETE_CHECKS entry: how often an incremental table's deletes are looked for, in hours (0: every sync; None:
+    never). Custom queries are named `queries.<table>`."""
+
+    pattern: TablePattern
+    hours: int | None
+
+    def __str__(self) -> str:
+        return f"{self.pattern}:{'off' if self.hours is None else self.hours}"
+
+
+@dataclass(frozen=True)
 class CustomQuery:
     """A table defined by a SELECT, synced incrementally on its declared cursor column."""
 
@@ -114,6 +127,7 @@ class Settings:
     connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
     retry_seconds: int = DEFAULT_RETRY_SECONDS
     queries: tuple[CustomQuery, ...] = ()
+    delete_checks: tuple[DeleteCheck, ...] = ()
     ssh: SshSettings | None = field(default=None, repr=False)  # the bastion to tunnel through, when SSH_HOST is set
 
     def table_selected(self, schema: str, table: str) -> bool:
@@ -124,6 +138,14 @@ class Settings:
 
     def column_excluded(self, schema: str, table: str, column: str) -> bool:
         return any(p.matches(schema, table, column) for p in self.exclude_columns)
+
+    def delete_check_hours(self, schema: str, table: str) -> int | None:
+        """Hours between two checks of an incremental table's deletes, from the first DELETE_CHECKS entry that names
+        it: 0 (every sync) by default, None when they are off."""
+        for check in self.delete_checks:
+            if check.pattern.matches(schema, table):
+                return check.hours
+        return 0
 
 
 def parse_settings(configuration: dict[str, Any]) -> Settings:
@@ -174,6 +196,7 @@ def parse_settings(configuration: dict[str, Any]) -> Settings:
         ),
         retry_seconds=_integer(configuration, "RETRY_SECONDS", DEFAULT_RETRY_SECONDS, low=0, high=86400),
         queries=_queries(configuration),
+        delete_checks=_delete_checks(configuration),
         ssh=_ssh(configuration),
     )
 
@@ -263,6 +286,22 @@ def _primary_keys(configuration: dict[str, Any]) -> dict[tuple[str, str], tuple[
             )
         keys[table] = names
     return keys
+
+
+def _delete_checks(configuration: dict[str, Any]) -> tuple[DeleteCheck, ...]:
+    checks = []
+    for item in _list(configuration, "DELETE_CHECKS"):
+        table, colon, value = item.rpartition(":")
+        value = value.strip().lower()
+        if not colon or not (value == "off" or value.isdigit()):
+            raise ConfigurationError(
+                f"DELETE_CHECKS: '{item}' is not of the form schema.table:hours (0 for every sync, or off)."
+            )
+        hours = None if value == "off" else int(value)
+        if hours is not None and hours > 24 * 366:
+            raise ConfigurationError(f"DELETE_CHECKS: '{item}': at most {24 * 366} hours between checks.")
+        checks.append(DeleteCheck(_table_pattern("DELETE_CHECKS", table.strip()), hours))
+    return tuple(checks)
 
 
 def _table_items(configuration: dict[str, Any], key: str, form: str) -> list[tuple[tuple[str, str], str]]:

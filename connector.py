@@ -49,6 +49,13 @@ _FORM_FIELDS = (
     ("CONNECT_TIMEOUT_SECONDS", "Connect timeout", False, "Seconds to wait for each connection attempt; default 10."),
     ("RETRY_SECONDS", "Retry for", False, "Seconds to keep retrying a failed connection; default 300."),
     ("QUERIES", "Custom queries", False, 'JSON array of {"table", "query", "primary_key", "cursor"}.'),
+    (
+        "DELETE_CHECKS",
+        "Delete checks",
+        False,
+        "Hours between checks of incremental tables' deletes, e.g. sales.*:24, queries.sample_table:0, big.t:off; "
+        "default every sync.",
+    ),
     ("SSH_HOST", "SSH bastion host", False, "Tunnel through this bastion; HOST and PORT are then as it sees them."),
     ("SSH_PORT", "SSH port", False, "The bastion's SSH port; default 22."),
     ("SSH_USER", "SSH user", False, "The user on the bastion whose authorized_keys holds the public key."),

@@ -38,6 +38,8 @@ CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updat
 # The key of a keyless table's rows in the destination: leaf and ordinal within the leaf (full), or the row's hash and
 # its ordinal among identical rows (append-only). Identical rows stay distinct, and a re-read row keeps its id.
 ROW_ID_COLUMN = "_source_row_id"
+# The schema custom queries are named under in table patterns (DELETE_CHECKS): `queries.<table>`.
+QUERIES_SCHEMA = "queries"
 # What each batch's column of a type goes through before it is sent: values no destination type can hold become NULL
 # (with a warning), and JSON text is decoded.
 _COLUMN_CHECKS: dict[str, ColumnCheck] = {
@@ -114,6 +116,7 @@ class TablePlan:
     leaf_key: str  # the name of the only leaf of a relation that is not partitioned (its oid)
     partitioned: bool  # leaves are told apart by tableoid
     declared_key: bool  # the key comes from PRIMARY_KEYS, so it is checked unique at the source
+    delete_check_hours: int | None = 0  # incremental: hours between checks of its deletes (None: never)
 
     def declaration(self) -> dict[str, object]:
         """The table as schema() declares it."""
@@ -176,7 +179,19 @@ def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClien
             if strict:
                 raise
             warnings.append(f"QUERIES table '{query.table}' is not synced: {one_line(error)}")
+    incremental = [plan for plan in plans if plan.strategy is Strategy.INCREMENTAL]
+    for check in settings.delete_checks:
+        if not any(check.pattern.matches(*_pattern_name(plan)) for plan in incremental):
+            message = f"DELETE_CHECKS: '{check.pattern}' matches no incremental table (or custom query with a cursor)."
+            if strict:
+                raise ConfigurationError(message)
+            warnings.append(message)
     return Planning(plans, warnings)
+
+
+def _pattern_name(plan: TablePlan) -> tuple[str, str]:
+    """(schema, table) as table patterns name the plan's table; custom queries are `queries.<table>`."""
+    return (plan.destination_schema or QUERIES_SCHEMA, plan.destination_table)
 
 
 def unreadable_tables(settings: Settings, discovery: Discovery) -> dict[str, str]:
@@ -297,6 +312,7 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
         # A replicated root hides tableoid: its leaves cannot be told apart, so the root is one leaf.
         partitioned=table.kind is RelationKind.PARTITIONED and not table.replicated,
         declared_key=declared_key is not None,
+        delete_check_hours=settings.delete_check_hours(table.schema, table.name),
     )
 
 
@@ -377,4 +393,5 @@ def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient)
         leaf_key="query",
         partitioned=False,
         declared_key=False,
+        delete_check_hours=settings.delete_check_hours(QUERIES_SCHEMA, query.table),
     )

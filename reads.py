@@ -50,12 +50,19 @@ def key_condition(plan: TablePlan, keys: list[dict[str, Any]]) -> tuple[sql.Comp
     return condition, [position_text(key[name]) for key in keys for name in plan.primary_key]
 
 
-def incremental_values(plan: TablePlan, state: TableState, lookback_seconds: int) -> Read:
-    """Rows with a cursor value, from the saved cursor minus the lookback (or after the saved position)."""
+def incremental_values(
+    plan: TablePlan,
+    state: TableState,
+    lookback_seconds: int,
+    extra: tuple[sql.Composable, ...] = (),
+    extra_params: list[Any] | None = None,
+) -> Read:
+    """Rows with a cursor value, from the saved cursor minus the lookback (or after the saved position); `extra`
+    columns (with their `extra_params`) follow the plan's."""
     order = [plan.cursor.name, *plan.primary_key]
     condition, params = _cursor_condition(plan, state, order, lookback_seconds)
-    statement = sql.SQL("{} WHERE {} ORDER BY {}").format(select(plan), condition, _identifiers(order))
-    return Read(statement, params, tuple(_index(plan, name) for name in order))
+    statement = sql.SQL("{} WHERE {} ORDER BY {}").format(select(plan, None, *extra), condition, _identifiers(order))
+    return Read(statement, [*(extra_params or []), *params], tuple(_index(plan, name) for name in order))
 
 
 def incremental_window(plan: TablePlan, state: TableState, lookback_seconds: int) -> tuple[sql.Composable, list[Any]]:

@@ -147,9 +147,9 @@ class Reconciliation:
         if backfill:
             self._table.read_all(lambda: reads.keyed(plan, state))
         else:
-            self._upsert(sorted(came))
+            read_keys(self._table, self._encoding, sorted(came))
         for key in sorted(went):
-            self._table.delete(self._key_values(key))
+            self._table.delete(key_values(self._encoding, key))
         state.digest, state.digest_columns, state.position = baseline.pack(), current_columns, None
         self._table.progressed()
         return Outcome.SENT
@@ -208,26 +208,35 @@ class Reconciliation:
         self._rows = sum(row[1] for row in rows) // dd.K
         return dd.Cells.from_rows(rows, sub_size, codec)
 
-    def _key_values(self, key: int | str) -> dict[str, Any]:
-        """The key as the destination holds it."""
-        columns = self._encoding.columns
-        texts = parse_record(key) if len(columns) > 1 else [key]
-        return {
-            column.name: int(text) if column.fivetran.name in ("INT", "LONG") else text
-            for column, text in zip(columns, texts, strict=True)
-        }
 
-    def _upsert(self, keys: list[int | str]) -> None:
-        """Reads the rows of the given keys and upserts them; a key whose row is gone since the digest is deleted by
-        the next sync (its pair is in this sync's cells, not in the next one's)."""
-        plan, table = self._plan, self._table
-        for start in range(0, len(keys), _KEYS_PER_READ):
-            values = [self._key_values(key) for key in keys[start : start + _KEYS_PER_READ]]
-            condition, params = reads.key_condition(plan, values)
-            if plan.declared_key:
-                check_window(self._client, plan, condition, params)
-            read = reads.Read(reads.select(plan, None, where=condition), params, ())
-            table.read_all(lambda read=read: read, on_restart=lambda: None)
+def key_values(encoding: KeyEncoding, key: int | str) -> dict[str, Any]:
+    """A decoded key as the destination holds it."""
+    columns = encoding.columns
+    texts = parse_record(key) if len(columns) > 1 else [key]
+    return {
+        column.name: int(text) if column.fivetran.name in ("INT", "LONG") else text
+        for column, text in zip(columns, texts, strict=True)
+    }
+
+
+def read_keys(
+    table: TableSync,
+    encoding: KeyEncoding,
+    keys: list[int | str],
+    only: tuple[sql.Composable, list[Any]] | None = None,
+) -> None:
+    """Reads the rows of the given keys (those meeting `only`, a condition and its params) and upserts them, declared
+    keys checked unique among them first; a key whose row is gone since its digest was taken is seen next time."""
+    plan, client = table.plan, table.context.client
+    for start in range(0, len(keys), _KEYS_PER_READ):
+        values = [key_values(encoding, key) for key in keys[start : start + _KEYS_PER_READ]]
+        condition, params = reads.key_condition(plan, values)
+        if plan.declared_key:
+            check_window(client, plan, condition, params)
+        if only is not None:
+            condition, params = sql.SQL("{} AND {}").format(condition, only[0]), [*params, *only[1]]
+        read = reads.Read(reads.select(plan, None, where=condition), params, ())
+        table.read_all(lambda read=read: read, on_restart=lambda: None)
 
 
 def _with_columns(plan: TablePlan, columns: list[PlannedColumn]) -> TablePlan:

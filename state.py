@@ -42,6 +42,9 @@ class TableState:
     - `digest`, `digest_columns`, `digest_sizes`: a keyed table's difference digest (`difference_digest.Cells.pack`)
       at its last sync, the columns its row hashes cover, and the differences of its recent syncs (in pairs), which
       size the next one. `pass_digest`: the digest taken before a full pass began, saved as `digest` at its end.
+    - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
+      of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
+      when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
     """
 
     strategy: str
@@ -63,6 +66,10 @@ class TableState:
     digest_columns: list[list[str]] | None = None
     digest_sizes: list[int] | None = None
     pass_digest: str | None = None
+    deletes_digest: str | None = None
+    deletes_bound: str | None = None
+    deletes_checked: float | None = None
+    deletes_sizes: list[int] | None = None
 
 
 @dataclass
@@ -175,6 +182,18 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("backfill_position", _texts_or_none(state.backfill_position)),
         ("digest", state.digest is None or isinstance(state.digest, str)),
         ("pass_digest", state.pass_digest is None or isinstance(state.pass_digest, str)),
+        ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
+        ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
+        (
+            "deletes_checked",
+            state.deletes_checked is None
+            or (isinstance(state.deletes_checked, (int, float)) and not isinstance(state.deletes_checked, bool)),
+        ),
+        (
+            "deletes_sizes",
+            state.deletes_sizes is None
+            or (isinstance(state.deletes_sizes, list) and all(map(_count, state.deletes_sizes))),
+        ),
         (
             "digest_columns",
             state.digest_columns is None

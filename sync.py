@@ -25,11 +25,13 @@ from checkpoints import Checkpoints
 from configuration import Settings
 from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
 from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
+from incremental_deletes import DeleteCheck
 from keyed_pass import KeyedPass
 from keyless_pass import KeylessPass
 from leaf_survey import DigestCancelled
 from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
 from reads import Read
+from reconciliation import key_encoding
 from state import SyncState, TableState
 from values import position_text
 
@@ -207,9 +209,35 @@ class TableSync:
             else:
                 check_window(self._client, plan, *reads.incremental_window(plan, state, lookback))
         nulls = sql.SQL("{} IS NULL").format(sql.Identifier(plan.cursor.name))
-        self._run_cursor_phases(
-            lambda: reads.incremental_values(plan, state, lookback), lambda: reads.keyed(plan, state, nulls)
-        )
+        deletes = self._delete_check()
+        if deletes is None:
+            self._run_cursor_phases(
+                lambda: reads.incremental_values(plan, state, lookback), lambda: reads.keyed(plan, state, nulls)
+            )
+            return
+        deletes.before_read()
+
+        def values() -> Read:
+            extra, params = deletes.extra_columns()
+            return reads.incremental_values(plan, state, lookback, extra, params)
+
+        self.on_checkpoint = deletes.save
+        try:
+            self._run_cursor_phases(values, lambda: reads.keyed(plan, state, nulls), deletes.note, deletes.after_read)
+        finally:
+            self.on_checkpoint = None
+
+    def _delete_check(self) -> DeleteCheck | None:
+        """The table's check of its deletes, or None when DELETE_CHECKS turns it off or its key cannot be named
+        from a digest (said once in the log)."""
+        plan, state = self.plan, self.state
+        encoding = key_encoding(plan) if plan.delete_check_hours is not None else None
+        if encoding is None:
+            if plan.delete_check_hours is not None and state.cursor is None and state.position is None:
+                log.info(f"{plan.state_key}: deletes are not looked for: its key's type cannot be named from a digest")
+            state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
+            return None
+        return DeleteCheck(self, encoding)
 
     def _run_append_only(self) -> None:
         """Inserts only: the ids of re-read rows are stable, so the lookback window never duplicates a row."""
@@ -223,13 +251,21 @@ class TableSync:
             lambda: reads.append_only(plan, state, lookback), lambda: reads.append_only(plan, state, 0, nulls=True)
         )
 
-    def _run_cursor_phases(self, values: Callable[[], Read], nulls: Callable[[], Read]) -> None:
+    def _run_cursor_phases(
+        self,
+        values: Callable[[], Read],
+        nulls: Callable[[], Read],
+        prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        after_values: Callable[[], None] | None = None,
+    ) -> None:
         state = self.state
         if state.phase == "values":
-            last = self.read_all(values)
+            last = self.read_all(values, prepare)
             if last is not None:
                 state.cursor = last[0]
             state.phase, state.position = "nulls", None
+            if after_values is not None:
+                after_values()
             self.progressed()
         if self.plan.cursor.nullable:
             self.read_all(nulls)
@@ -257,6 +293,7 @@ class TableSync:
                     f"{state.cursor} no longer applies, so the table is read again from the start"
                 )
                 state.cursor, state.position, state.phase = None, None, "values"
+                state.deletes_digest = state.deletes_bound = None  # its pairs hold the old cursor's values
         state.cursor_column = current
 
     def probe(self, read: Read) -> None:

@@ -115,16 +115,16 @@ def test_a_row_changed_while_it_is_read_is_sent_again_by_the_next_sync(
     destination.sync(configuration)
     with source.cursor() as cursor:
         cursor.execute(f"UPDATE {schema}.t SET note = 'first' WHERE id IN (1, 2)")
-    real_upsert = reconciliation.Reconciliation._upsert
+    real_read_keys = reconciliation.read_keys
 
-    def change_then_upsert(self, keys):  # after the digest's scan, before the rows are read by key
+    def change_then_read(table, encoding, keys):  # after the digest's scan, before the rows are read by key
         with source.cursor() as cursor:
             cursor.execute(f"UPDATE {schema}.t SET note = 'second' WHERE id = 1; DELETE FROM {schema}.t WHERE id = 2")
-        real_upsert(self, keys)
+        real_read_keys(table, encoding, keys)
 
-    monkeypatch.setattr(reconciliation.Reconciliation, "_upsert", change_then_upsert)
+    monkeypatch.setattr(reconciliation, "read_keys", change_then_read)
     destination.sync(configuration)
-    monkeypatch.setattr(reconciliation.Reconciliation, "_upsert", real_upsert)
+    monkeypatch.setattr(reconciliation, "read_keys", real_read_keys)
     counts = destination.sync(configuration)
 
     assert counts["Deletes"] == 1 and counts["Truncates"] == 0

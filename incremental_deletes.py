@@ -1,0 +1,160 @@
+"""Deletes in incremental tables and keyed custom queries with a cursor, which a cursor never sees.
+
+The rows the destination holds with a cursor at or below a bound (the cursor an earlier sync saved) are kept as a
+difference digest (`difference_digest.py`) of (key, hash of key and cursor) pairs, built from the rows the
+incremental reads send: the server hashes each row as it is read. A check computes the same digest of the source's
+rows at or below the bound, in one grouped scan of the key and cursor columns, and peels their difference: the keys
+the destination holds there and the source no longer has (deleted, or updated past the bound: looked up by key, only
+the missing ones are deleted), and the keys the source has there that the destination lacks (committed after the
+lookback window passed them, or changed without moving their cursor past the bound: read and sent). New rows lie
+above the bound: they never use up the digest's capacity. Rows whose cursor is NULL are not covered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from fivetran_connector_sdk import Logging as log
+from fivetran_connector_sdk import Operations as op
+from psycopg2 import sql
+
+import difference_digest as dd
+import reads
+from block_ranges import Hashing, row_hash
+from reconciliation import KeyEncoding, key_values, read_keys
+
+if TYPE_CHECKING:
+    from sync import TableSync
+
+_RECENT = 5  # differences kept to size the next digest
+_KEYS_PER_LOOKUP = 1000
+
+
+class DeleteCheck:
+    """One incremental table's digest of what the destination holds, and the check of its deletes."""
+
+    def __init__(self, table: TableSync, encoding: KeyEncoding) -> None:
+        self._table, self._plan, self._state = table, table.plan, table.state
+        self._client = table.context.client
+        self._encoding = encoding
+        plan = self._plan
+        pair_columns = tuple(c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name)
+        hashed = row_hash(replace(plan, columns=pair_columns), table.context.hashing)
+        self._hash = dd.hash_of_md5(hashed) if table.context.hashing is Hashing.MD5_128 else hashed
+        self._sent = dd.Cells.unpack(self._state.deletes_digest) if self._state.deletes_digest else None
+
+    def before_read(self) -> None:
+        """Checks the deletes when a check is due; starts the digest of what the destination holds when there is
+        none (from the source's rows at or below the saved cursor when the table was read before this version)."""
+        state = self._state
+        if state.position is not None and self._sent is not None:
+            return  # a read in progress goes on first; the check waits for a sync that starts one
+        if self._sent is None:
+            sub_size = self._sub_size()
+            if state.cursor is None:
+                self._sent, state.deletes_bound = dd.Cells(sub_size, self._encoding.codec), None
+            else:
+                try:
+                    self._sent, state.deletes_bound = self._cells(sub_size, state.cursor), state.cursor
+                except dd.KeyTooLong as error:
+                    log.info(f"{self._plan.state_key}: {error}: its deletes are not looked for")
+                    return
+                log.info(
+                    f"{self._plan.state_key}: deletes are looked for from now on (keys at or below {state.cursor})"
+                )
+            state.deletes_checked = time.time()
+            self.save()
+            return
+        hours = self._plan.delete_check_hours or 0
+        if state.deletes_bound is not None and time.time() - (state.deletes_checked or 0) >= hours * 3600 - 60:
+            self._check(state.deletes_bound)
+
+    def extra_columns(self) -> tuple[tuple[sql.Composable, ...], list[Any]]:
+        """What the incremental read selects besides the row, so that each row sent beyond the bound joins the
+        digest: the key as the digest encodes it, the pair's hash, and whether its cursor is beyond the bound."""
+        bound = self._state.deletes_bound
+        beyond = sql.SQL("{} > %s").format(sql.Identifier(self._plan.cursor.name)) if bound else sql.SQL("true")
+        return (self._encoding.expression, self._hash, beyond), ([bound] if bound else [])
+
+    def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Adds the pairs of the rows sent beyond the bound (a `read_all` hook: the rows go on as they are)."""
+        codec, sent = self._encoding.codec, self._sent
+        try:
+            for raw in batch:
+                if raw[-1] and sent is not None:
+                    sent.add_pair(1, codec.encode(raw[-3]), raw[-2])
+        except dd.KeyTooLong as error:
+            log.info(f"{self._plan.state_key}: {error}: its deletes are not looked for")
+            self._sent = None
+        return rows
+
+    def after_read(self) -> None:
+        """The rows read so far are at or below the cursor saved now: the new bound."""
+        self._state.deletes_bound = self._state.cursor
+        self.save()
+
+    def save(self) -> None:
+        self._state.deletes_digest = self._sent.pack() if self._sent is not None else None
+
+    def _check(self, bound: str) -> None:
+        plan, state, codec = self._plan, self._state, self._encoding.codec
+        current = self._cells(self._sent.sub_size, bound)
+        difference = current.subtract(self._sent)
+        pairs = difference.peel()
+        state.deletes_checked = time.time()
+        if pairs is None:
+            stale = difference.estimated_pairs()
+            op.warning(
+                f"{plan.state_key}: the keys deleted at or below {plan.cursor.name} {bound} could not be named this "
+                f"time (about {stale:,} rows differ, more than its digest holds): up to that many destination rows "
+                "may be stale until the table is re-synced; its next digest is larger"
+            )
+            self._remember(stale)
+            self._sent = self._cells(self._sub_size(), bound)
+            self.save()
+            return
+        self._remember(len(pairs))
+        came, went = dd.changes(pairs, codec)
+        still_there = self._existing(sorted(went))
+        deleted = sorted(went - still_there)
+        log.info(
+            f"{plan.state_key}: deletes checked at or below {plan.cursor.name} {bound}: {len(deleted):,} deleted, "
+            f"{len(still_there):,} updated past it, {len(came):,} committed late or changed below it (read again)"
+        )
+        for key in deleted:
+            self._table.delete(key_values(self._encoding, key))
+        window, params = reads.incremental_window(plan, state, self._table.context.settings.lookback_seconds)
+        below = sql.SQL("NOT ({})").format(window)  # the rows of the window are read next anyway
+        read_keys(self._table, self._encoding, sorted(came), (below, params))
+        self._sent = current
+        self.save()
+
+    def _existing(self, keys: list[int | str]) -> set[int | str]:
+        """Of the given keys, those the source still has (a row updated past the bound is not deleted)."""
+        plan = self._plan
+        found = set()
+        for start in range(0, len(keys), _KEYS_PER_LOOKUP):
+            chunk = keys[start : start + _KEYS_PER_LOOKUP]
+            condition, params = reads.key_condition(plan, [key_values(self._encoding, key) for key in chunk])
+            statement = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                self._encoding.expression, plan.relation, condition
+            )
+            found |= {row[0] for row in self._client.query(statement, params)}
+        return found
+
+    def _cells(self, sub_size: int, bound: str) -> dd.Cells:
+        # The bound as a quoted literal (the server parses it as the cursor's type): the digest's SQL holds `%`.
+        condition = sql.SQL("{} <= {}").format(sql.Identifier(self._plan.cursor.name), sql.Literal(bound))
+        statement = dd.cells_query(
+            self._plan.relation, self._encoding.expression, self._hash, sub_size, self._encoding.codec, condition
+        )
+        return dd.Cells.from_rows(self._client.query(statement), sub_size, self._encoding.codec)
+
+    def _sub_size(self) -> int:
+        rows = max(self._plan.estimated_rows, 0)
+        return dd.choose_sub_size(rows, self._state.deletes_sizes or [], self._encoding.codec.words)
+
+    def _remember(self, pairs: int) -> None:
+        self._state.deletes_sizes = [*(self._state.deletes_sizes or []), pairs][-_RECENT:]

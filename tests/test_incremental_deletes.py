@@ -1,0 +1,185 @@
+"""Deletes in incremental tables and keyed custom queries with a cursor: after the next sync the destination's live
+rows are the source's rows, the keys marked deleted are exactly those the source deleted, an updated row is never
+taken for a deleted one, and rows committed after the lookback window passed them are read."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import Database, Destination
+
+import sync
+from configuration import ConfigurationError, parse_settings
+
+ROWS = 3000
+
+
+def _create(source, schema: str, rows: int = ROWS) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {schema}.t (id int PRIMARY KEY, note text, updated_at timestamp NOT NULL)")
+        cursor.execute(
+            f"INSERT INTO {schema}.t SELECT i, 'n' || i, timestamp '2024-01-01' + i * interval '1 minute' "
+            f"FROM generate_series(1, {rows}) i"
+        )
+
+
+def _run(source, statement: str) -> list[tuple]:
+    with source.cursor() as cursor:
+        cursor.execute(statement)
+        return sorted(cursor.fetchall()) if cursor.description else []
+
+
+def _live(destination: Destination, table: str) -> list[tuple]:
+    return destination.query(f"SELECT id, note FROM {table} WHERE NOT _fivetran_deleted ORDER BY ALL")
+
+
+def _deleted(destination: Destination, table: str) -> list[int]:
+    return [row[0] for row in destination.query(f"SELECT id FROM {table} WHERE _fivetran_deleted ORDER BY 1")]
+
+
+def test_deleted_rows_are_marked_deleted_and_updated_rows_are_not(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    _create(source, schema)
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    table = f'"tester_{schema}"."t"'
+    _run(
+        source,
+        f"""DELETE FROM {schema}.t WHERE id IN (5, 700, 2999);
+        UPDATE {schema}.t SET note = 'moved', updated_at = '2030-01-01' WHERE id IN (6, 701);
+        DELETE FROM {schema}.t WHERE id = 3000""",  # inside the lookback window: the last row read
+    )
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+
+    assert "4 deleted, 2 updated past it, 0 committed late" in capfd.readouterr().out
+    assert (counts["Deletes"], counts["Truncates"]) == (4, 0)
+    assert _live(destination, table) == _run(source, f"SELECT id, note FROM {schema}.t")
+    assert _deleted(destination, table) == [5, 700, 2999, 3000], "exactly the keys the source deleted"
+    nothing = destination.sync(configuration)
+    assert nothing["Deletes"] == 0 and nothing["Upserts"] <= 2, "the rows at the saved cursor only"
+
+
+def test_inserts_never_use_up_the_capacity(database: Database, schema: str, source, destination: Destination) -> None:
+    _create(source, schema)
+    configuration = database.configuration(SCHEMAS=schema, LOOKBACK_SECONDS="0")
+    destination.sync(configuration)
+    _run(
+        source,
+        f"""INSERT INTO {schema}.t SELECT i, 'new', timestamp '2025-01-01' + i * interval '1 second'
+        FROM generate_series(100001, 130000) i;
+        DELETE FROM {schema}.t WHERE id IN (10, 20, 30)""",
+    )
+    counts = destination.sync(configuration)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (30000 + 1, 3, 0)
+    assert _deleted(destination, f'"tester_{schema}"."t"') == [10, 20, 30]
+
+
+def test_a_row_committed_after_the_lookback_window_passed_it_is_read(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    _create(source, schema)
+    configuration = database.configuration(SCHEMAS=schema, LOOKBACK_SECONDS="0")
+    destination.sync(configuration)
+    # A long transaction's row: its cursor is far below the saved one, outside the lookback window.
+    _run(source, f"INSERT INTO {schema}.t VALUES (9001, 'late', '2024-01-01 00:00:30')")
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+    assert "1 committed late or changed below it (read again)" in capfd.readouterr().out
+    assert counts["Upserts"] == 1 + 1, "the late row, and the row at the saved cursor"
+    assert _live(destination, f'"tester_{schema}"."t"') == _run(source, f"SELECT id, note FROM {schema}.t")
+
+
+def test_checks_are_spaced_or_turned_off_by_delete_checks(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    _create(source, schema)
+    configuration = database.configuration(SCHEMAS=schema, DELETE_CHECKS=f"{schema}.*:24")
+    destination.sync(configuration)
+    _run(source, f"DELETE FROM {schema}.t WHERE id = 42")
+    assert destination.sync(configuration)["Deletes"] == 0, "checked less than 24 hours ago"
+    destination.state["tables"][f"{schema}.t"]["deletes_checked"] -= 25 * 3600
+    assert destination.sync(configuration)["Deletes"] == 1, "due again"
+
+    off = database.configuration(SCHEMAS=schema, DELETE_CHECKS=f"{schema}.t:off")
+    _run(source, f"DELETE FROM {schema}.t WHERE id = 43")
+    assert destination.sync(off)["Deletes"] == 0
+    assert destination.state["tables"][f"{schema}.t"]["deletes_digest"] is None
+
+
+def test_delete_checks_is_validated() -> None:
+    base = {"HOST": "h", "PORT": "5432", "DATABASE": "d", "USERNAME": "u", "PASSWORD": "p"}
+    for wrong in ("s.t", "s.t:often", "t:4", "s.t:-1"):
+        with pytest.raises(ConfigurationError, match="DELETE_CHECKS"):
+            parse_settings({**base, "DELETE_CHECKS": wrong})
+    settings = parse_settings({**base, "DELETE_CHECKS": "s.big:off, s.*:6"})
+    assert (settings.delete_check_hours("s", "big"), settings.delete_check_hours("s", "x")) == (None, 6)
+    assert settings.delete_check_hours("other", "x") == 0
+
+
+def test_a_delete_checks_pattern_that_matches_no_incremental_table_is_an_error_on_a_first_sync(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    _create(source, schema)
+    with pytest.raises(Exception, match=r"DELETE_CHECKS: 'nowhere\.t' matches no incremental table"):
+        destination.sync(database.configuration(SCHEMAS=schema, DELETE_CHECKS="nowhere.t:1"))
+
+
+def test_a_custom_querys_vanished_rows_are_deleted(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    _create(source, schema)
+    query = {"table": "q", "query": f"SELECT * FROM {schema}.t", "primary_key": ["id"], "cursor": "updated_at"}
+    configuration = database.configuration(SCHEMAS=schema, EXCLUDE_TABLES="*.*", QUERIES=json.dumps([query]))
+    destination.sync(configuration)
+    _run(source, f"DELETE FROM {schema}.t WHERE id <= 10")
+    counts = destination.sync(configuration)
+    assert counts["Deletes"] == 10
+    assert _deleted(destination, '"tester"."q"') == list(range(1, 11))
+    assert _live(destination, '"tester"."q"') == _run(source, f"SELECT id, note FROM {schema}.t")
+
+
+def test_more_deletes_than_the_digest_holds_warn_and_never_truncate(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    _create(source, schema)
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    _run(source, f"DELETE FROM {schema}.t WHERE id % 3 = 0")  # 1,000 rows: past a 3,000-row table's digest
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+    assert "could not be named this time" in capfd.readouterr().out
+    assert counts["Truncates"] == 0 and counts["Deletes"] == 0
+    _run(source, f"DELETE FROM {schema}.t WHERE id IN (1, 2)")  # the next digest is sized for what was seen
+    assert destination.sync(configuration)["Deletes"] == 2
+
+
+class InjectedCrash(RuntimeError):
+    """Stands for the process dying right after a checkpoint was saved."""
+
+
+def test_a_sync_killed_during_its_read_converges(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _create(source, schema, rows=5000)
+    configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="500", CHECKPOINT_ROWS="1000")
+    real_checkpoint = sync.op.checkpoint
+
+    def checkpoint_then_crash(state: dict) -> None:
+        real_checkpoint(state)
+        raise InjectedCrash("killed after the first checkpoint")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
+    with pytest.raises(Exception, match="InjectedCrash"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    destination.sync(configuration, state=destination.saved_state())
+    _run(source, f"DELETE FROM {schema}.t WHERE id IN (1, 1500, 4999)")
+    time.sleep(0.1)
+    counts = destination.sync(configuration)
+    table = f'"tester_{schema}"."t"'
+    assert counts["Deletes"] == 3 and _deleted(destination, table) == [1, 1500, 4999]
+    assert _live(destination, table) == _run(source, f"SELECT id, note FROM {schema}.t")
