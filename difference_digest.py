@@ -12,7 +12,8 @@ with a +1 pair was inserted or updated; a key with only -1 pairs was deleted.
 
 Peeling fails, and says so (None), when the difference outgrows the cells (`capacity`). It never lists a pair that
 is not in the difference: a cell of several pairs passes for a pure one only if its h falls in that very cell and
-its 31-bit check matches, and the cells must all come to zero at the end.
+its check matches (the product of h's halves modulo a 31-bit prime: the words' terms, linear, add nothing to a
+cell's sum that the word sums do not hold), and the cells must all come to zero at the end.
 """
 
 from __future__ import annotations
@@ -33,17 +34,8 @@ MAX_SUB_SIZE = 2**20  # a cell of a sub-table is chosen by 21 bits of h
 CHECK_PRIME = 2_147_483_629  # below 2^31: a check sums eight words times at most 8 in bigint without overflow
 KEY_BYTES = 64  # the text codec's 8 words hold the UTF-8 bytes of keys up to this long
 _COUNT = 2**16
-_MASK64 = 2**64 - 1
 _CELL_BITS = 2**21 - 1
 _HALF = 2**30 - 1
-
-
-# Cells for d pairs: with K = 3, peeling succeeds on large differences from about 1.22 cells a pair (the threshold of
-# the hypergraph's 2-core); 1.4 leaves a margin. Small ones fail mostly when two pairs share all three cells, about
-# d^2 / (2 S^3) for sub-tables of S cells, which a fixed spare of 300 cells keeps below 0.4% at every d (worst near
-# d = 430); at the capacity decoding succeeded in 99.6% to 100% of random trials for d from 1 to 20,000.
-_CELLS_PER_PAIR = (7, 5)
-_SPARE_CELLS = 300
 
 
 class KeyTooLong(Exception):
@@ -107,49 +99,37 @@ class Cells:
         if not 1 <= sub_size <= MAX_SUB_SIZE:
             raise ValueError(f"sub_size {sub_size} is not within 1 to {MAX_SUB_SIZE}")
         self.sub_size, self.codec = sub_size, codec
-        size = K * sub_size
-        self.counts = [0] * size
-        self.words = [[0] * size for _ in range(codec.words)]
-        self.hashes = [0] * size
-        self.checks = [0] * size
+        self.counts, *self.words, self.hashes, self.checks = ([0] * K * sub_size for _ in range(codec.words + 3))
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence], sub_size: int, codec: Codec) -> Cells:
-        """The cells of `cells_query`'s rows; raises KeyTooLong when a text key does not fit the words."""
+        """The cells of `cells_query`'s rows; raises KeyTooLong when a text key does not fit the words. A sum is NULL
+        where only NULL keys are (their rows add no words and no check: they peel to no pair)."""
         cells = cls(sub_size, codec)
         for cell, count, *sums in rows:
             if codec is Codec.TEXT:
                 *sums, longest = sums
-                if longest is not None and longest > KEY_BYTES:  # None: NULL keys, which no pair peels to
+                if longest is not None and longest > KEY_BYTES:
                     raise KeyTooLong(longest)
-            cells.counts[cell] = count % _COUNT
-            for column, total in zip(cells.words, sums[:-2], strict=True):
-                column[cell] = int(total or 0) & _MASK64  # None: only NULL keys there (they peel to no pair)
-            cells.hashes[cell] = int(sums[-2]) & _MASK64
-            cells.checks[cell] = int(sums[-1] or 0) % CHECK_PRIME
+            for (_, modulus, column), total in zip(cells._layout(), [count, *sums], strict=True):
+                column[cell] = int(total or 0) % modulus
         return cells
 
     def add_pair(self, sign: int, words: Sequence[int], h: int) -> None:
         """Adds a pair to its cells (sign +1) or takes it out (-1)."""
-        value = check(words, h)
+        values = [1, *words, h, check(words, h)]
         for cell in positions(h, self.sub_size):
-            self.counts[cell] = (self.counts[cell] + sign) % _COUNT
-            for column, word in zip(self.words, words, strict=True):
-                column[cell] = (column[cell] + sign * word) & _MASK64
-            self.hashes[cell] = (self.hashes[cell] + sign * h) & _MASK64
-            self.checks[cell] = (self.checks[cell] + sign * value) % CHECK_PRIME
+            for (_, modulus, column), value in zip(self._layout(), values, strict=True):
+                column[cell] = (column[cell] + sign * value) % modulus
 
     def subtract(self, other: Cells) -> Cells:
         """These cells less another digest's of the same size and codec: the cells of the pairs that differ."""
         if (other.sub_size, other.codec) != (self.sub_size, self.codec):
             raise ValueError("digests of different sizes or codecs cannot be subtracted")
         difference = Cells(self.sub_size, self.codec)
-        difference.counts = [(a - b) % _COUNT for a, b in zip(self.counts, other.counts, strict=True)]
-        difference.words = [
-            _minus(mine, theirs, _MASK64 + 1) for mine, theirs in zip(self.words, other.words, strict=True)
-        ]
-        difference.hashes = _minus(self.hashes, other.hashes, _MASK64 + 1)
-        difference.checks = _minus(self.checks, other.checks, CHECK_PRIME)
+        layouts = zip(difference._layout(), self._layout(), other._layout(), strict=True)
+        for (_, modulus, column), (_, _, mine), (_, _, theirs) in layouts:
+            column[:] = [(a - b) % modulus for a, b in zip(mine, theirs, strict=True)]
         return difference
 
     def estimated_pairs(self) -> int:
@@ -163,7 +143,7 @@ class Cells:
         return round(-size * math.log(1 - filled / size)) if size > 1 else int(filled)
 
     def is_empty(self) -> bool:
-        return not any(self.counts) and not any(self.hashes) and not any(self.checks) and not any(map(any, self.words))
+        return not any(any(column) for _, _, column in self._layout())
 
     def peel(self) -> list[Pair] | None:
         """The pairs of a difference, each with its sign; None when the cells do not peel to zero (more pairs than
@@ -196,29 +176,27 @@ class Cells:
         return Pair(sign, words, h)
 
     def pack(self) -> str:
-        """`sub_size:words:base64` of the zlib of the columns, little-endian: counts (uint16), each word (uint64),
-        h (uint64), checks (uint32). Empty cells compress to almost nothing."""
-        size = K * self.sub_size
-        columns = [struct.pack(f"<{size}H", *self.counts)]
-        columns += [struct.pack(f"<{size}Q", *column) for column in [*self.words, self.hashes]]
-        columns.append(struct.pack(f"<{size}I", *self.checks))
-        return f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(b''.join(columns), 9)).decode()}"
+        """`sub_size:words:base64`, of the zlib of the columns one after another, little-endian: counts (uint16),
+        each word (uint64), h (uint64), checks (uint32). Empty cells compress to almost nothing."""
+        data = b"".join(struct.pack(f"<{len(column)}{form}", *column) for form, _, column in self._layout())
+        return f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 9)).decode()}"
 
     @classmethod
     def unpack(cls, text: str) -> Cells:
         sub_size, words, packed = text.split(":")
-        cells = cls(int(sub_size), Codec(int(words)))
-        data, size = zlib.decompress(base64.b64decode(packed)), K * cells.sub_size
+        cells, data = cls(int(sub_size), Codec(int(words))), zlib.decompress(base64.b64decode(packed))
+        size, offset = K * cells.sub_size, 0
         if len(data) != size * cell_bytes(cells.codec.words):
             raise ValueError("a packed digest of the wrong length")
-        cells.counts = list(struct.unpack_from(f"<{size}H", data))
-        offset = 2 * size
-        for index in range(cells.codec.words):
-            cells.words[index] = list(struct.unpack_from(f"<{size}Q", data, offset))
-            offset += 8 * size
-        cells.hashes = list(struct.unpack_from(f"<{size}Q", data, offset))
-        cells.checks = list(struct.unpack_from(f"<{size}I", data, offset + 8 * size))
+        for form, _, column in cells._layout():
+            column[:] = struct.unpack_from(f"<{size}{form}", data, offset)
+            offset += size * struct.calcsize(form)
         return cells
+
+    def _layout(self) -> list[tuple[str, int, list[int]]]:
+        """The columns in packed order, each with its struct format and modulus."""
+        sums = [("Q", 2**64, column) for column in [*self.words, self.hashes]]
+        return [("H", _COUNT, self.counts), *sums, ("I", CHECK_PRIME, self.checks)]
 
 
 def changes(pairs: Iterable[Pair], codec: Codec) -> tuple[set, set]:
@@ -230,12 +208,8 @@ def changes(pairs: Iterable[Pair], codec: Codec) -> tuple[set, set]:
     return came, went - came
 
 
-def _minus(mine: list[int], theirs: list[int], modulus: int) -> list[int]:
-    return [(a - b) % modulus for a, b in zip(mine, theirs, strict=True)]
-
-
 def _signed(value: int) -> int:
-    value &= _MASK64
+    value %= 2**64
     return value - 2**64 if value >= 2**63 else value
 
 
@@ -247,52 +221,35 @@ def cells_query(
     codec: Codec,
     condition: sql.Composable | None = None,
 ) -> sql.Composed:
-    """One grouped scan of the relation's rows (those meeting the condition, whose params go with the statement): a
-    row per cell that holds any, (cell, count, the sums of each word, of h and of the checks as text[, the longest
-    key in bytes]), for `Cells.from_rows`. `key` is the non-null key: a bigint for INTEGER, a text for TEXT;
-    `row_hash` a bigint of the whole row. The expensive expressions are computed below the unnest that sends each row
-    to its 3 sub-tables: a subquery with a set-returning function in its select list is never merged into the query
-    above it, so they are not repeated (once a row on PostgreSQL 10+; once a cell on 9.4, where unnest came first)."""
-    if codec is Codec.INTEGER:
-        keyed = [sql.SQL("({})::bigint AS w0").format(key)]
-        words = [sql.SQL("w0")]
-    else:
+    """One grouped scan of the relation's rows (those meeting the condition; its params go with the statement): a row
+    per cell that holds any, (cell, count, the sums of each word, of h and of the checks as text[, the longest key in
+    bytes]), for `Cells.from_rows`. `key` is a bigint for INTEGER, a text for TEXT; `row_hash` a bigint. A row's
+    expressions are computed beside the unnest that sends it to each sub-table (a subquery with a set-returning
+    function in its select list is not merged into the one above): once a cell, not once a use. `mod()`, not `%`,
+    which psycopg2 would take for a parameter's place."""
+    text_key = codec is Codec.TEXT
+    if text_key:
         utf8 = sql.SQL("convert_to({}, 'UTF8')").format(key)
-        keyed = [
-            sql.SQL("rpad(encode({}, 'hex'), {}, '0') AS hx").format(utf8, sql.Literal(2 * KEY_BYTES)),
-            sql.SQL("octet_length({}) AS key_bytes").format(utf8),
-        ]
-        words = [
-            sql.SQL("('x' || substr(hx, {}, 16))::bit(64)::bigint").format(sql.Literal(16 * j + 1)) for j in range(8)
-        ]
-    prime, size = sql.Literal(CHECK_PRIME), sql.Literal(sub_size)
-    weighted = [
-        sql.SQL("((({w} % {p}) + {p}) % {p}) * {n}").format(w=word, p=prime, n=sql.Literal(j + 1))
-        for j, word in enumerate(words)
-    ]
-    check_value = sql.SQL("((((h & {half}) * ((h >> 30) & {half})) % {p}) + {weighted}) % {p}").format(
-        half=sql.Literal(_HALF), p=prime, weighted=sql.SQL(" + ").join(weighted)
+        keyed = sql.SQL("rpad(encode({0}, 'hex'), 128, '0') AS hx, octet_length({0}) AS key_bytes").format(utf8)
+        words = [f"('x' || substr(hx, {16 * j + 1}, 16))::bit(64)::bigint" for j in range(8)]
+    else:
+        keyed, words = sql.SQL("({})::bigint AS w0").format(key), ["w0"]
+    p = CHECK_PRIME
+    weighted = " + ".join(f"mod(mod({word}, {p}) + {p}, {p}) * {j + 1}" for j, word in enumerate(words))
+    names = [f"w{j}" for j in range(codec.words)]
+    values = [f"{word} AS {name}" for word, name in zip(words, names, strict=True)]
+    values += ["h", f"mod(mod((h & {_HALF}) * ((h >> 30) & {_HALF}), {p}) + {weighted}, {p}) AS c"]
+    sums = [f"sum({name})::text" for name in [*names, "h", "c"]]
+    if text_key:
+        values, sums = [*values, "key_bytes"], [*sums, "max(key_bytes)"]
+    scan = sql.SQL("SELECT unnest(ARRAY[0, 1, 2]) AS i, {} AS h, {} FROM {}").format(row_hash, keyed, relation)
+    if condition is not None:
+        scan += sql.SQL(" WHERE {}").format(condition)
+    cell = sql.SQL("i * {0} + mod((h >> (21 * i)) & {1}, {0}) AS cell").format(
+        sql.Literal(sub_size), sql.Literal(_CELL_BITS)
     )
-    names = [sql.Identifier(f"w{j}") for j in range(codec.words)]
-    longest = [sql.SQL("key_bytes")] if codec is Codec.TEXT else []
-    return sql.SQL(
-        "SELECT cell, count(*), {sums}{longest} FROM (SELECT i * {size} + ((h >> (21 * i)) & {bits}) % {size} AS cell,"
-        " {words}, h, {check} AS c{key_bytes} FROM (SELECT unnest(ARRAY[0, 1, 2]) AS i, {row_hash} AS h, {keyed}"
-        " FROM {relation}{where}) AS r) AS x GROUP BY cell"
-    ).format(
-        sums=sql.SQL(", ").join(sql.SQL("sum({})::text").format(name) for name in [*names, sql.SQL("h"), sql.SQL("c")]),
-        longest=sql.SQL(", max(key_bytes)") if longest else sql.SQL(""),
-        size=size,
-        bits=sql.Literal(_CELL_BITS),
-        words=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(word, name) for word, name in zip(words, names, strict=True)
-        ),
-        check=check_value,
-        key_bytes=sql.SQL(", key_bytes") if longest else sql.SQL(""),
-        row_hash=row_hash,
-        keyed=sql.SQL(", ").join(keyed),
-        relation=relation,
-        where=sql.SQL(" WHERE {}").format(condition) if condition is not None else sql.SQL(""),
+    return sql.SQL("SELECT cell, count(*), {} FROM (SELECT {}, {} FROM ({}) AS r) AS x GROUP BY cell").format(
+        sql.SQL(", ".join(sums)), cell, sql.SQL(", ".join(values)), scan
     )
 
 
@@ -301,7 +258,11 @@ def hash_of_md5(md5: sql.Composable) -> sql.Composable:
     return sql.SQL("('x' || substr({}, 1, 16))::bit(64)::bigint").format(md5)
 
 
-# Sizing.
+# Sizing. With K = 3, peeling a large difference succeeds from about 1.22 cells a pair (where the hypergraph's 2-core
+# appears); 1.4 (7/5) leaves a margin. A small one fails mostly when two pairs share all three cells, about
+# d^2 / (2 S^3) for sub-tables of S cells, which a spare of 300 cells keeps below 0.4% at every d (the worst near
+# d = 430). At the capacity, decoding succeeded in 99.6% to 100% of random trials for d from 1 to 20,000.
+_SPARE_CELLS = 300
 
 
 def cell_bytes(words: int) -> int:
@@ -311,21 +272,19 @@ def cell_bytes(words: int) -> int:
 
 def cells_needed(pairs: int) -> int:
     """The cells that decode a difference of this many pairs reliably, a multiple of K."""
-    times, per = _CELLS_PER_PAIR
-    cells = -(-times * pairs // per) + _SPARE_CELLS
+    cells = -(-7 * pairs // 5) + _SPARE_CELLS
     return -(-cells // K) * K
 
 
 def capacity(sub_size: int) -> int:
     """The pairs a digest of this sub-table size decodes reliably: the most whose `cells_needed` fit."""
-    times, per = _CELLS_PER_PAIR
-    return max(0, per * (K * sub_size - _SPARE_CELLS) // times)
+    return max(0, 5 * (K * sub_size - _SPARE_CELLS) // 7)
 
 
 def choose_sub_size(rows: int, recent_differences: Iterable[int], words: int, budget_bytes: int = 1_000_000) -> int:
     """A sub-table size for a table of this many rows: room for 4 times its largest recent difference, a sixteenth of
     its rows up to 32,768 pairs, at least 64, and never more than its own difference could be (2 * rows + 64); within
-    `budget_bytes` of packed cells. With the integer codec (22 bytes a cell) 1 MB is 45,454 cells, 32,252 pairs:
+    `budget_bytes` of packed cells. With the integer codec (22 bytes a cell) 1 MB is 45,453 cells, 32,252 pairs:
     16,000 updated rows (each a pair going and one coming) or 32,000 inserted or deleted; with the text codec (78
     bytes) 12,819 cells, 8,942 pairs."""
     pairs = max(64, min(rows // 16, 32_768), 4 * max(recent_differences, default=0))
