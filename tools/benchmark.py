@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from configuration import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_ROWS  # noqa: E402
 from tools.change_benchmark import format_changes, run_changes  # noqa: E402
+from tools.keyed_benchmark import format_keyed, run_keyed  # noqa: E402
 from tools.scale_benchmark import format_scale, run_scale  # noqa: E402
 
 DATABASE = "benchmark"
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dsn", help="with --changes: an existing database (e.g. a Greenplum) instead of our own")
     parser.add_argument("--heap", action="store_true", help="with --changes --dsn on Greenplum: the heap stages")
     parser.add_argument(
+        "--keyed", action="store_true", help="instead: keyed tables' changes on pgbench's tables (or --dsn)"
+    )
+    parser.add_argument("--scale", type=int, default=10, help="with --keyed: 100,000 accounts each (default 10)")
+    parser.add_argument(
         "--tables",
         type=int,
         nargs="+",
@@ -104,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.child is not None:
         _run_child(args.child)
         return
-    if args.changes:
+    if args.keyed:
+        results = run_keyed(args.scale, args.dsn)
+        print(format_keyed(results))
+    elif args.changes:
         results = run_changes(args.rows, args.dsn, args.batch_size, args.checkpoint_rows, args.heap)
         print(format_changes(results))
     elif args.tables:

@@ -1,0 +1,211 @@
+"""What a keyed table without a cursor costs per kind of change, with its difference digest, measured in one run
+(`python -m tools.benchmark --keyed`), through the SDK's runner:
+- PostgreSQL (a throwaway local server): pgbench's tables (`pgbench -i -s SCALE`: SCALE x 100,000 accounts with a
+  primary key and no cursor column, tellers, branches); (a) the first sync, (b) nothing changed, (c) `pgbench -c 2
+  -t 1000`, (d) 0.1% of the accounts deleted and 0.05% inserted, (e) VACUUM FULL, (f) a quarter of the accounts
+  updated (past the digest's capacity), (g) 2.5% updated (within the digest sized after (f)).
+- Greenplum (`--dsn`, by hand): the same stages on an accounts table built by SQL (pgbench's transactions replaced by
+  updates of random accounts), a heap table with a primary key and an append-optimized column table partitioned in
+  10 leaves with `PRIMARY_KEYS`; the schema `bench_keyed` is dropped afterwards.
+Each stage reports the rows changed, upserts, deletes, truncates and seconds; then the digest query's time against a
+plain read of the same rows, and the state's size.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from tools import local_postgres
+from tools.change_benchmark import _sync
+
+SCHEMA = "bench_keyed"
+TARGET_RATIO, TARGET_SLACK = 1.1, 100
+
+
+def run_keyed(scale: int, dsn: str | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="connector-keyed-benchmark-") as work:
+        if dsn is not None:
+            return _greenplum(psycopg2.extensions.parse_dsn(dsn), scale, Path(work))
+        with local_postgres.start_server(local_postgres.find_bin_dir()) as server:
+            params = server.create_database("benchmark")
+            env = {"PGPASSWORD": params["password"], "PATH": "/usr/bin:/bin"}
+            base = ["pgbench", "-h", params["host"], "-p", str(params["port"]), "-U", params["user"]]
+            subprocess.run([*base, "-i", "-q", "-s", str(scale), params["dbname"]], env=env, check=True)
+            tables = "public.pgbench_accounts,public.pgbench_tellers,public.pgbench_branches"
+
+            def transactions() -> int:
+                source = _connect(params)
+                started = _one(source, "SELECT now()")
+                subprocess.run([*base, "-n", "-c", "2", "-t", "1000", params["dbname"]], env=env, check=True,
+                               capture_output=True)  # fmt: skip
+                changed = "SELECT count(DISTINCT {}) FROM pgbench_history WHERE mtime >= %s"
+                return sum(_one(source, changed.format(column), [started]) for column in ("aid", "tid", "bid"))
+
+            return _stages(params, Path(work), tables, "pgbench_accounts", "aid", scale * 100_000, transactions)
+
+
+def _greenplum(params: dict[str, Any], scale: int, work: Path) -> dict[str, Any]:
+    source = _connect(params)
+    results = {}
+    try:
+        for name, storage, keys in (
+            ("accounts", "DISTRIBUTED BY (aid)", ""),
+            (
+                "ao_accounts",
+                "WITH (appendonly=true, orientation=column) DISTRIBUTED BY (aid) "
+                f"PARTITION BY RANGE (aid) (START (1) END ({scale * 100_000 + 1}) EVERY ({scale * 10_000}), "
+                "DEFAULT PARTITION rest)",
+                f"{SCHEMA}.ao_accounts:aid",
+            ),
+        ):
+            _execute(source, f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
+            key = "" if keys else ", PRIMARY KEY (aid)"
+            _execute(
+                source,
+                f"""CREATE TABLE {SCHEMA}.{name} (aid int NOT NULL, bid int, abalance int, filler char(84){key})
+                {storage};
+                INSERT INTO {SCHEMA}.{name} SELECT i, (i - 1) / 100000 + 1, 0, ''
+                FROM generate_series(1, {scale * 100_000}) i;
+                ANALYZE {SCHEMA}.{name}""",
+            )
+
+            def transactions(name: str = name) -> int:
+                _execute(source, f"UPDATE {SCHEMA}.{name} SET abalance = abalance + 1 WHERE aid %% 997 = 3")
+                return _one(source, f"SELECT count(*) FROM {SCHEMA}.{name} WHERE aid %% 997 = 3")
+
+            extra = {"PRIMARY_KEYS": keys} if keys else {}
+            results[name] = _stages(
+                params, work / name, f"{SCHEMA}.{name}", f"{SCHEMA}.{name}", "aid", scale * 100_000, transactions, extra
+            )
+    finally:
+        _execute(source, f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        source.close()
+    return results
+
+
+def _stages(
+    params: dict[str, Any],
+    work: Path,
+    tables: str,
+    accounts: str,
+    key: str,
+    rows: int,
+    transactions: Any,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    configuration = _configuration(params, tables, extra or {})
+    source = _connect(params)
+    stages = []
+
+    def stage(what: str, changed: int) -> None:
+        stages.append({"stage": what, "changed": changed, **_sync(work, configuration, what)})
+
+    stage("first sync", _one(source, f"SELECT count(*) FROM {accounts}"))
+    stage("nothing changed", 0)
+    stage("transactions", transactions())
+    deleted, inserted = rows // 1000, rows // 2000
+    _execute(source, f"DELETE FROM {accounts} WHERE {key} %% 1000 = 7")
+    _execute(source, f"INSERT INTO {accounts} SELECT {rows} + i, 1, 0, '' FROM generate_series(1, {inserted}) i")
+    stage("0.1% deleted, 0.05% inserted", deleted + inserted)
+    _execute(source, f"VACUUM FULL {accounts}")
+    stage("VACUUM FULL", 0)
+    _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 4 = 0")
+    stage("25% updated (past capacity)", _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 4 = 0"))
+    _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 40 = 1")
+    stage("2.5% updated", _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 40 = 1"))
+    state = (work / "files" / "state.json").read_text()
+    return {"stages": stages, "state_bytes": len(state), **_digest_and_read(configuration, accounts)}
+
+
+def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, float]:
+    """Seconds of the accounts' difference digest query (at the size of its saved digest) and of a plain read of its
+    rows by the connector, without the SDK."""
+    import difference_digest as dd
+    import reads
+    from block_ranges import Hashing, hashing_for, row_hash
+    from catalog import discover, server_info
+    from configuration import parse_settings
+    from greenplum_client import GreenplumClient
+    from planning import plan_tables
+    from reconciliation import key_encoding
+
+    settings = parse_settings(configuration)
+    with GreenplumClient(settings) as client:
+        info = server_info(client)
+        plans = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
+        (plan,) = [plan for plan in plans if plan.state_key.endswith(accounts.rpartition(".")[2])]
+        encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
+        hashed = row_hash(plan, hashing)
+        hashed = dd.hash_of_md5(hashed) if hashing is Hashing.MD5_128 else hashed
+        sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
+        started = time.perf_counter()
+        client.query(dd.cells_query(plan.relation, encoding.expression, hashed, sub_size, encoding.codec))
+        digest_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for _batch in client.stream(reads.select(plan)):
+            pass
+        return {"digest_seconds": digest_seconds, "plain_read_seconds": time.perf_counter() - started}
+
+
+def format_keyed(results: dict[str, Any]) -> str:
+    runs = results if "stages" not in results else {"pgbench_accounts, tellers, branches": results}
+    lines = []
+    for name, run in runs.items():
+        lines.append(f"{name}:")
+        lines.append(
+            f"{'stage':32} {'changed':>9} {'upserts':>9} {'deletes':>8} {'truncates':>9} {'seconds':>8}  target"
+        )
+        for stage in run["stages"]:
+            sent = stage["upserts"] + stage["deletes"]
+            met = sent <= TARGET_RATIO * stage["changed"] + TARGET_SLACK and not stage["truncates"]
+            target = (
+                "" if stage["stage"] in ("first sync", "25% updated (past capacity)") else ("met" if met else "MISSED")
+            )
+            lines.append(
+                f"{stage['stage']:32} {stage['changed']:>9,} {stage['upserts']:>9,} {stage['deletes']:>8,} "
+                f"{stage['truncates']:>9} {stage['seconds']:>8.1f}  {target}"
+            )
+        ratio = run["digest_seconds"] / run["plain_read_seconds"]
+        lines.append(
+            f"digest {run['digest_seconds']:.2f}s / plain read {run['plain_read_seconds']:.2f}s = {ratio:.2f} "
+            f"(target <= 1); state {run['state_bytes'] / 1024:,.0f} KB"
+        )
+    return "\n".join(lines)
+
+
+def _configuration(params: dict[str, Any], tables: str, extra: dict[str, str]) -> dict[str, str]:
+    return {
+        "HOST": params.get("host", "localhost"),
+        "PORT": str(params.get("port", 5432)),
+        "DATABASE": params["dbname"],
+        "USERNAME": params["user"],
+        "PASSWORD": params.get("password", ""),
+        "TABLES": tables,
+        "BATCH_SIZE": "5000",
+        "CHECKPOINT_ROWS": "10000",
+        **extra,
+    }
+
+
+def _connect(params: dict[str, Any]) -> psycopg2.extensions.connection:
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    return connection
+
+
+def _execute(connection: psycopg2.extensions.connection, statement: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [])
+
+
+def _one(connection: psycopg2.extensions.connection, statement: str, params: list[Any] | None = None) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or [])
+        return cursor.fetchone()[0]
