@@ -1,10 +1,11 @@
-"""A keyed table's full pass (a key, no cursor): when nothing changed nothing is read; when no key came or went (only
-updates: the digest of the key columns is unchanged), the block ranges whose rows changed are upserted again, and
-rows appended to append-optimized leaves are upserted alone once their keys are checked; any other change (a row
-inserted or deleted) re-reads the whole table in key order after a truncate, so that deleted rows end up deleted.
+"""A keyed table's sync (a key, no cursor). Its difference digest (`reconciliation.py`) names the keys inserted,
+updated and deleted, and only those are sent; this pass reads the whole table in key order after a truncate when the
+digest cannot tell (the first sync, a difference past its capacity, a hashed column dropped), so that deleted rows end
+up deleted, and takes the digest before it reads, for the next sync to compare with.
 
-Leaves are surveyed as a keyless pass surveys them (`leaf_survey.py`): append-optimized leaves by Greenplum's
-catalog, every other leaf by block range digests.
+Keys no digest carries (a date, a decimal) keep the block range digests: leaves surveyed as a keyless pass surveys
+them (`leaf_survey.py`), append-optimized leaves by Greenplum's catalog; when no key came or went, the changed ranges
+and the rows appended to append-optimized leaves are upserted alone.
 """
 
 from __future__ import annotations

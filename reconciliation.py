@@ -147,6 +147,7 @@ class Reconciliation:
         if backfill:
             self._table.read_all(lambda: reads.keyed(plan, state))
         else:
+            self._table.expected_rows = len(came)  # the progress lines count against the rows named
             read_keys(self._table, self._encoding, sorted(came))
         for key in sorted(went):
             self._table.delete(key_values(self._encoding, key))

@@ -95,6 +95,8 @@ class TableSync:
         if plan.strategy is Strategy.APPEND_ONLY:
             self._names.append(ROW_ID_COLUMN)  # the read computes it
         self._checks = plan.column_checks
+        # What this table's reads are expected to send, for the progress lines: the table, or the rows a digest named.
+        self.expected_rows = plan.estimated_rows
 
     def run(self) -> TableReport:
         plan = self.plan
@@ -418,7 +420,7 @@ class TableSync:
     def _log_progress(self, final: bool = False) -> None:
         rows = self._report.rows
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        estimate = self.plan.estimated_rows
+        estimate = self.expected_rows
         share = f", {min(100.0, 100.0 * rows / estimate):.0f}% of ~{estimate:,} estimated" if estimate else ""
         verb = "done" if final else "progress"
         deleted = f", {self._report.deleted:,} row ids deleted" if self._report.deleted else ""
