@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,32 @@ class Destination:
 @pytest.fixture
 def destination(tmp_path: Path) -> Destination:
     return Destination(tmp_path)
+
+
+def killed_after_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+    destination: Destination,
+    configuration: dict[str, str],
+    table: str,
+    when: Callable[[dict, int], bool] = lambda _, number: number == 1,
+) -> dict:
+    """Runs a sync that dies right after the checkpoint at which `when(the table's state, checkpoint number)` holds;
+    returns the state it saved."""
+    import sync  # the project's module, imported as the connector imports it
+
+    real_checkpoint, count = sync.op.checkpoint, [0]
+
+    def checkpoint_then_die(state: dict) -> None:
+        real_checkpoint(state)
+        count[0] += 1
+        if when(state["tables"][table], count[0]):
+            raise RuntimeError("killed after a checkpoint")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)
+    with pytest.raises(Exception, match="killed after a checkpoint"):
+        destination.sync(configuration)
+    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
+    return destination.saved_state()
 
 
 def make_certificates(directory: Path, common_name: str, dns_name: str | None = None) -> tuple[str, Path, Path]:

@@ -4,12 +4,10 @@ tables. Each test compares the destination with the source as a multiset and cou
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
-from conftest import Database, Destination
+from conftest import Database, Destination, killed_after_checkpoint
 
-import sync
 from catalog import Flavour, detect_flavour
 
 MONTHS = ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01")
@@ -125,30 +123,6 @@ def _sent(counts: dict[str, int]) -> tuple[int, int, int]:
     return counts["Upserts"], counts["Deletes"], counts["Truncates"]
 
 
-def _killed_after_checkpoint(
-    monkeypatch: pytest.MonkeyPatch,
-    destination: Destination,
-    configuration: dict[str, str],
-    table: str,
-    when: Callable[[dict, int], bool],
-) -> dict:
-    """Runs a sync that dies right after the checkpoint at which `when(the table's state, checkpoint number)` holds;
-    returns the state it saved."""
-    real_checkpoint, count = sync.op.checkpoint, [0]
-
-    def checkpoint_then_die(state: dict) -> None:
-        real_checkpoint(state)
-        count[0] += 1
-        if when(state["tables"][table], count[0]):
-            raise RuntimeError("killed after a checkpoint")
-
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)
-    with pytest.raises(Exception, match="killed after a checkpoint"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    return destination.saved_state()
-
-
 @pytest.fixture
 def facts(database: Database, source, schema: str) -> Facts:
     return Facts(database, source, schema)
@@ -233,7 +207,7 @@ def test_a_sync_killed_mid_leaf_resumes_there_and_the_next_sync_catches_what_cha
     def in_the_second_leaf(table: dict, _: int) -> bool:  # after the second leaf's first checkpoint (both listed)
         return table["reading"] is not None and _read_so_far(table["reading"]) >= 100 and len(table["leaves"]) == 2
 
-    saved = _killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.facts", in_the_second_leaf)
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.facts", in_the_second_leaf)
     read_before = _read_so_far(saved["tables"][f"{schema}.facts"]["reading"])
     assert read_before >= 100 and saved["tables"][f"{schema}.facts"]["position"] is not None
     # The leaf being read loses rows before the read goes on: the read finishes on its old digest, and the next
@@ -416,7 +390,7 @@ def test_deletes_of_a_dropped_leaf_are_checkpointed_and_a_killed_sync_goes_on_wi
     configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100")
     destination.sync(configuration)
     facts.drop_leaf(0)
-    saved = _killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.facts", lambda _, n: n == 2)
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.facts", lambda _, n: n == 2)
     held = [_held(leaf) for leaf in saved["tables"][f"{schema}.facts"]["leaves"].values()]
     assert sorted(held) == [20, 100], "the dropped leaf's count went down as its ids were deleted, 200 of 300"
 
@@ -436,6 +410,6 @@ def test_a_keyless_view_killed_mid_read_is_read_again_from_its_first_row_id(
     def partway(table: dict, _: int) -> bool:
         return table["reading"] is not None and _read_so_far(table["reading"]) >= 200
 
-    saved = _killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.v", partway)
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.v", partway)
     destination.sync(configuration, state=saved)
     assert destination.rows(schema, "v", "n") == sorted((i % 7,) for i in range(1, 301))

@@ -8,9 +8,8 @@ import json
 import time
 
 import pytest
-from conftest import Database, Destination
+from conftest import Database, Destination, killed_after_checkpoint
 
-import sync
 from configuration import ConfigurationError, parse_settings
 
 ROWS = 3000
@@ -157,26 +156,13 @@ def test_more_deletes_than_the_digest_holds_warn_and_never_truncate(
     assert destination.sync(configuration)["Deletes"] == 2
 
 
-class InjectedCrash(RuntimeError):
-    """Stands for the process dying right after a checkpoint was saved."""
-
-
 def test_a_sync_killed_during_its_read_converges(
     database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _create(source, schema, rows=5000)
     configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="500", CHECKPOINT_ROWS="1000")
-    real_checkpoint = sync.op.checkpoint
-
-    def checkpoint_then_crash(state: dict) -> None:
-        real_checkpoint(state)
-        raise InjectedCrash("killed after the first checkpoint")
-
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
-    with pytest.raises(Exception, match="InjectedCrash"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    destination.sync(configuration, state=destination.saved_state())
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t")
+    destination.sync(configuration, state=saved)
     _run(source, f"DELETE FROM {schema}.t WHERE id IN (1, 1500, 4999)")
     time.sleep(0.1)
     counts = destination.sync(configuration)

@@ -5,10 +5,9 @@ large to decode reads the table again and sizes the next digest for it; kills an
 from __future__ import annotations
 
 import pytest
-from conftest import Database, Destination
+from conftest import Database, Destination, killed_after_checkpoint
 
 import reconciliation
-import sync
 
 KEYS = {
     "integer": ("id int PRIMARY KEY", "i"),
@@ -132,10 +131,6 @@ def test_a_row_changed_while_it_is_read_is_sent_again_by_the_next_sync(
     assert _deleted_ids(destination, schema) == ["2"]
 
 
-class InjectedCrash(RuntimeError):
-    """Stands for the process dying right after a checkpoint was saved."""
-
-
 def test_a_sync_killed_while_it_sends_the_difference_converges(
     database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,17 +140,8 @@ def test_a_sync_killed_while_it_sends_the_difference_converges(
     with source.cursor() as cursor:  # 140 pairs: within the digest of a 3,000-row table
         cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id <= 60")
         cursor.execute(f"DELETE FROM {schema}.t WHERE id > 2980")
-    real_checkpoint = sync.op.checkpoint
-
-    def checkpoint_then_crash(state: dict) -> None:
-        real_checkpoint(state)
-        raise InjectedCrash("killed after the first checkpoint")
-
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
-    with pytest.raises(Exception, match="InjectedCrash"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    counts = destination.sync(configuration, state=destination.saved_state())
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t")
+    counts = destination.sync(configuration, state=saved)
 
     # The digest is saved when the difference is sent: the sync after the kill sends it whole again, and no more.
     assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (60, 20, 0)

@@ -8,10 +8,9 @@ import json
 from collections import Counter
 
 import pytest
-from conftest import Database, Destination
+from conftest import Database, Destination, killed_after_checkpoint
 
 import schema_changes
-import sync
 from planning import PlannedColumn, Strategy, TablePlan
 from type_mapping import FivetranType
 
@@ -156,10 +155,6 @@ def test_a_rename_in_a_keyed_table_costs_at_most_one_operation_per_row(
     assert nothing["Upserts"] + nothing["Updates"] <= 1, "the backfill is done once"
 
 
-class InjectedCrash(RuntimeError):
-    """Stands for the process dying right after a checkpoint was saved."""
-
-
 @pytest.mark.parametrize("case", ["incremental", "full with key", "full without key"])
 def test_a_sync_killed_during_a_backfill_goes_on_and_converges(
     case: str, database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
@@ -173,17 +168,8 @@ def test_a_sync_killed_during_a_backfill_goes_on_and_converges(
     with source.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {schema}.t ADD COLUMN region text DEFAULT 'eu'")
         cursor.execute(f"ALTER TABLE {schema}.t RENAME COLUMN name TO label")
-    real_checkpoint = sync.op.checkpoint
-
-    def checkpoint_then_crash(state: dict) -> None:
-        real_checkpoint(state)
-        raise InjectedCrash("killed after the first checkpoint of the backfill")
-
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)
-    with pytest.raises(Exception, match="InjectedCrash"):
-        destination.sync(configuration)
-    monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
-    counts = destination.sync(configuration, state=destination.saved_state())
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t")
+    counts = destination.sync(configuration, state=saved)
 
     assert counts["Truncates"] == 0
     # The second sync goes on from the checkpoint: a full pass reads again the block range it was in (one block of
