@@ -18,13 +18,16 @@ import psycopg2
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
+import append_optimized as ao
 import difference_digest as dd
 import reads
 import schema_changes
 from block_ranges import Hashing, row_hash
+from catalog import RowLocator
 from declared_keys import check_window
 from greenplum_client import is_statement_cancelled, one_line
 from leaf_survey import DigestCancelled
+from leaves import greenplum_leaves
 from planning import PlannedColumn, TablePlan
 from type_mapping import ReadAs
 
@@ -107,7 +110,12 @@ class Reconciliation:
         saved = dd.Cells.unpack(state.digest) if state.digest else None
         if saved is None or saved.codec is not self._encoding.codec:
             self._baseline(self._sub_size())
+            state.digest_ao = None
             return Outcome.FULL_PASS
+        catalog = self._append_optimized_facts()
+        if catalog is not None and catalog == state.digest_ao and state.digest_columns == current_columns:
+            log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
+            return Outcome.SENT
         changes = schema_changes.compare(state.digest_columns or current_columns, list(plan.primary_key), plan)
         hashed = self._hashed_columns(state.digest_columns or current_columns, changes)
         if hashed is None:
@@ -136,6 +144,7 @@ class Reconciliation:
             )
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
             self._baseline(self._sub_size(), baseline if baseline is not current else None)
+            state.digest_ao = None
             return Outcome.FULL_PASS
         came, went = dd.changes(pairs, self._encoding.codec)
         self._remember(len(pairs))
@@ -152,8 +161,25 @@ class Reconciliation:
         for key in sorted(went):
             self._table.delete(key_values(self._encoding, key))
         state.digest, state.digest_columns, state.position = baseline.pack(), current_columns, None
+        state.digest_ao = catalog
         self._table.progressed()
         return Outcome.SENT
+
+    def _append_optimized_facts(self) -> str | None:
+        """On Greenplum, when every leaf of the table is append-optimized: the catalog's facts of them all (storage
+        file numbers and fingerprints, taken before the digest's scan), which say without a scan that no row changed
+        since they were saved. None elsewhere, or where the catalog functions are refused."""
+        context, plan = self._table.context, self._plan
+        if not context.flavour.is_greenplum or plan.row_locator is not RowLocator.CTID:
+            return None
+        leaves = greenplum_leaves(self._client, context.flavour, plan)
+        if not leaves or not all(leaf.append_optimized for leaf in leaves):
+            return None
+        try:
+            facts = ao.fetch_facts(self._client, context.flavour, leaves)
+        except psycopg2.Error:
+            return None
+        return ";".join(f"{key}={fact.relfilenode}/{fact.fingerprint}" for key, fact in sorted(facts.items()))
 
     def _hashed_columns(
         self, saved_columns: list[list[str]], changes: schema_changes.ColumnChanges

@@ -366,7 +366,7 @@ def test_a_keyed_table_upserts_appended_rows_alone_once_their_keys_are_checked(
     facts: AoFacts, destination: Destination, capfd
 ) -> None:
     """PRIMARY_KEYS on an append-optimized table without a cursor: appends alone are upserted without a truncate;
-    a duplicate key skips the table; a delete (or any other change) keeps the full pass that captures it."""
+    a duplicate key skips the table; once it is gone, nothing is left to send."""
     facts.create()
     facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
     assert facts.sync(destination)[0] == (3000, 0, 1)
@@ -380,8 +380,30 @@ def test_a_keyed_table_upserts_appended_rows_alone_once_their_keys_are_checked(
     counts = destination.sync(facts.configuration)
     assert counts["Upserts"] == 0 and "('2') is shared by 2 row(s)" in capfd.readouterr().out
     facts.run(f"DELETE FROM {facts.table} WHERE note = 'duplicate2'")
-    assert facts.sync(destination)[0] == (3050, 0, 1), "a delete: the full pass, deletes captured"
-    assert facts.sync(destination)[0] == (0, 0, 0)
+    assert facts.sync(destination)[0] == (0, 0, 0), "the duplicate came and went: its digest is as it was"
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
+def test_a_keyed_table_sends_what_its_digest_names_and_nothing_for_a_rewrite(
+    facts: AoFacts, destination: Destination
+) -> None:
+    """PRIMARY_KEYS on a partitioned append-optimized table: inserts, updates and deletes cost themselves, VACUUM FULL
+    (every row moved) nothing; an unchanged table is not scanned (the catalog says so)."""
+    facts.create()
+    facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
+    assert facts.sync(destination)[0] == (3000, 0, 1)
+    assert facts.sync(destination) == ((0, 0, 0), set()), "unchanged: no leaf scanned"
+    facts.run(
+        f"DELETE FROM {facts.table} WHERE id IN (3, 40, 75, 1030, 2999)",
+        f"UPDATE {facts.table} SET note = 'updated' WHERE id IN (10, 1045, 2060)",
+    )
+    facts.insert(5001, 5020, day=MONTHS[2], note="new")
+    assert facts.sync(destination)[0] == (3 + 20, 5, 0)
+    deleted = destination.query(f'SELECT id FROM "tester_{facts.schema}".facts WHERE _fivetran_deleted ORDER BY 1')
+    assert deleted == [(3,), (40,), (75,), (1030,), (2999,)]
+    facts.run(f"VACUUM FULL {facts.table}")
+    assert facts.sync(destination)[0] == (0, 0, 0), "rows moved, none changed"
+    assert facts.sync(destination) == ((0, 0, 0), set())
 
 
 @pytest.mark.parametrize("partitioned", [True, False])
