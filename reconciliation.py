@@ -11,7 +11,9 @@ full pass, with a log line, and the next digest is sized for the difference seen
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
@@ -34,8 +36,18 @@ from type_mapping import ReadAs
 if TYPE_CHECKING:
     from sync import TableSync
 
-# Key columns whose value lands as the key's text or as an integer parsed from it: a decoded key is sent as it is.
-_KEY_TYPES = {"INT", "LONG", "STRING"}
+# How a decoded key column's text (DateStyle ISO, TimeZone UTC) becomes the value its rows were sent with, as the
+# typecasters parse it: key columns of other types (a float, a boolean) leave the table to the block range digests.
+_KEY_VALUES: dict[str, Callable[[str], Any]] = {
+    "INT": int,
+    "LONG": int,
+    "STRING": str,
+    "DECIMAL": str,  # a constrained numeric's text: its scale is fixed
+    "NAIVE_DATE": date.fromisoformat,
+    "NAIVE_DATETIME": datetime.fromisoformat,
+    "UTC_DATETIME": datetime.fromisoformat,
+}
+_READ_AS_TEXT = (ReadAs.PLAIN, ReadAs.TEXT, ReadAs.NUMERIC_TEXT)
 # Differences kept to size the next digest.
 _RECENT = 5
 # Keys read back in one statement.
@@ -57,10 +69,10 @@ class KeyEncoding:
 
 def key_encoding(plan: TablePlan) -> KeyEncoding | None:
     """How the plan's key goes into a digest, or None when a decoded key could not be sent as the destination holds it
-    (a date, a timestamp, a decimal: its text would need the server to parse it again)."""
+    (a float's text is not the value sent)."""
     columns = tuple(column for name in plan.primary_key for column in plan.columns if column.name == name)
     if not columns or any(
-        c.fivetran.name not in _KEY_TYPES or c.fivetran.read_as not in (ReadAs.PLAIN, ReadAs.TEXT) for c in columns
+        c.fivetran.name not in _KEY_VALUES or c.fivetran.read_as not in _READ_AS_TEXT for c in columns
     ):
         return None
     identifiers = [sql.Identifier(column.name) for column in columns]
@@ -241,8 +253,7 @@ def key_values(encoding: KeyEncoding, key: int | str) -> dict[str, Any]:
     columns = encoding.columns
     texts = parse_record(key) if len(columns) > 1 else [key]
     return {
-        column.name: int(text) if column.fivetran.name in ("INT", "LONG") else text
-        for column, text in zip(columns, texts, strict=True)
+        column.name: _KEY_VALUES[column.fivetran.name](str(text)) for column, text in zip(columns, texts, strict=True)
     }
 
 

@@ -169,3 +169,30 @@ def test_a_sync_killed_during_its_read_converges(
     table = f'"tester_{schema}"."t"'
     assert counts["Deletes"] == 3 and _deleted(destination, table) == [1, 1500, 4999]
     assert _live(destination, table) == _run(source, f"SELECT id, note FROM {schema}.t")
+
+
+def test_a_custom_query_keyed_by_a_timestamp_drops_the_sessions_that_ended(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    """As Fivetran's original example, `pg_stat_activity` keyed by (pid, backend_start): a session that ended is
+    marked deleted."""
+    _run(
+        source,
+        f"""CREATE TABLE {schema}.sessions (pid int, backend_start timestamptz, query_start timestamptz, state text);
+        INSERT INTO {schema}.sessions SELECT i, now() - i * interval '1 h', now() - i * interval '1 min', 'idle'
+        FROM generate_series(1, 50) i""",
+    )
+    query = {
+        "table": "sessions",
+        "query": f"SELECT pid, backend_start, query_start, state FROM {schema}.sessions",
+        "primary_key": ["pid", "backend_start"],
+        "cursor": "query_start",
+    }
+    configuration = database.configuration(SCHEMAS=schema, EXCLUDE_TABLES="*.*", QUERIES=json.dumps([query]))
+    destination.sync(configuration)
+    _run(source, f"DELETE FROM {schema}.sessions WHERE pid IN (3, 30)")
+    assert destination.sync(configuration)["Deletes"] == 2
+    deleted = destination.query('SELECT pid FROM "tester"."sessions" WHERE _fivetran_deleted ORDER BY 1')
+    assert deleted == [(3,), (30,)]
+    live = destination.query('SELECT pid FROM "tester"."sessions" WHERE NOT _fivetran_deleted ORDER BY 1')
+    assert live == [(pid,) for pid in range(1, 51) if pid not in (3, 30)]

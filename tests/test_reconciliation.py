@@ -13,6 +13,10 @@ KEYS = {
     "integer": ("id int PRIMARY KEY", "i"),
     "text": ("id text PRIMARY KEY", "'k-' || i || 'é'"),
     "composite": ("id int, part text, PRIMARY KEY (id, part)", "i, 'p, \"' || (i % 3)"),
+    "dated": (
+        "id int, at timestamptz, day date, PRIMARY KEY (id, at, day)",
+        "i, now() - i * interval '1 s', '2024-1-1'",
+    ),
 }
 ROWS = 3000
 
