@@ -86,6 +86,7 @@ class KeyedPass(FullPass):
         state = self._state
         if state.pass_digest is not None:
             state.digest, state.pass_digest = state.pass_digest, None
+            state.digest_ao, state.pass_digest_ao = state.pass_digest_ao, None
             state.digest_columns, state.leaves = schema_changes.column_list(self._plan), None
 
     # What changed.

@@ -120,11 +120,10 @@ class Reconciliation:
         plan, state = self._plan, self._state
         current_columns = schema_changes.column_list(plan)
         saved = dd.Cells.unpack(state.digest) if state.digest else None
+        catalog = self._append_optimized_facts()  # before any scan: what changes after it is seen next time
         if saved is None or saved.codec is not self._encoding.codec:
-            self._baseline(self._sub_size())
-            state.digest_ao = None
+            self._baseline(self._sub_size(), catalog)
             return Outcome.FULL_PASS
-        catalog = self._append_optimized_facts()
         if catalog is not None and catalog == state.digest_ao and state.digest_columns == current_columns:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return Outcome.SENT
@@ -135,7 +134,7 @@ class Reconciliation:
                 f"{plan.state_key}: a column its digest hashed is gone or holds other values ({changes.describe()}): "
                 "the table is read again"
             )
-            self._baseline(self._sub_size())
+            self._baseline(self._sub_size(), catalog)
             return Outcome.FULL_PASS
         backfill = bool(changes.backfill)
         try:
@@ -155,8 +154,7 @@ class Reconciliation:
                 "to name: the table is read again, and its next digest is larger"
             )
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
-            self._baseline(self._sub_size(), baseline if baseline is not current else None)
-            state.digest_ao = None
+            self._baseline(self._sub_size(), catalog, baseline if baseline is not current else None)
             return Outcome.FULL_PASS
         came, went = dd.changes(pairs, self._encoding.codec)
         self._remember(len(pairs))
@@ -214,9 +212,10 @@ class Reconciliation:
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
 
-    def _baseline(self, sub_size: int, cells: dd.Cells | None = None) -> None:
+    def _baseline(self, sub_size: int, catalog: str | None, cells: dd.Cells | None = None) -> None:
         """Digests the table before a full pass reads it, so that what changes during the pass is seen next time;
-        saved as the table's digest when the pass ends."""
+        saved as the table's digest, with the catalog's facts taken before it, when the pass ends."""
+        self._state.digest_ao, self._state.pass_digest_ao = None, catalog
         try:
             cells = cells or self._cells(sub_size, list(self._plan.columns))
             if self._sub_size() > 2 * sub_size:  # the catalog's estimate was low: sized from the rows counted

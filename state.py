@@ -43,7 +43,7 @@ class TableState:
       at its last sync, the columns its row hashes cover, and the differences of its recent syncs (in pairs), which
       size the next one. `pass_digest`: the digest taken before a full pass began, saved as `digest` at its end.
       `digest_ao`: on Greenplum, when every leaf is append-optimized, the catalog's facts of them when the digest was
-      taken: unchanged, nothing is scanned.
+      taken: unchanged, nothing is scanned (`pass_digest_ao`: those taken before a full pass).
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
       when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
@@ -69,6 +69,7 @@ class TableState:
     digest_sizes: list[int] | None = None
     pass_digest: str | None = None
     digest_ao: str | None = None
+    pass_digest_ao: str | None = None
     deletes_digest: str | None = None
     deletes_bound: str | None = None
     deletes_checked: float | None = None
@@ -186,6 +187,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("digest", state.digest is None or isinstance(state.digest, str)),
         ("pass_digest", state.pass_digest is None or isinstance(state.pass_digest, str)),
         ("digest_ao", state.digest_ao is None or isinstance(state.digest_ao, str)),
+        ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
         (
