@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from configuration import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_ROWS  # noqa: E402
 from tools.change_benchmark import format_changes, run_changes  # noqa: E402
-from tools.keyed_benchmark import format_keyed, run_keyed  # noqa: E402
+from tools.keyed_benchmark import format_keyed, run_incremental_check, run_keyed  # noqa: E402
 from tools.scale_benchmark import format_scale, run_scale  # noqa: E402
 
 DATABASE = "benchmark"
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--scale", type=int, default=10, help="with --keyed: 100,000 accounts each (default 10)")
     parser.add_argument(
+        "--incremental-deletes", action="store_true", help="instead: an incremental table's check of its deletes"
+    )
+    parser.add_argument(
         "--tables",
         type=int,
         nargs="+",
@@ -112,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.keyed:
         results = run_keyed(args.scale, args.dsn)
         print(format_keyed(results))
+    elif args.incremental_deletes:
+        results = run_incremental_check(args.rows)
+        print("\n".join(f"{name}: {seconds:.2f}s" for name, seconds in results.items() if name != "rows"))
     elif args.changes:
         results = run_changes(args.rows, args.dsn, args.batch_size, args.checkpoint_rows, args.heap)
         print(format_changes(results))

@@ -8,7 +8,8 @@
   updates of random accounts), a heap table with a primary key and an append-optimized column table partitioned in
   10 leaves with `PRIMARY_KEYS`; the schema `bench_keyed` is dropped afterwards.
 Each stage reports the rows changed, upserts, deletes, truncates and seconds; then the digest query's time against a
-plain read of the same rows, and the state's size.
+plain read of the same rows, and the state's size. `--incremental-deletes`: an incremental table's check of its
+deletes on `--rows` rows, with its primary key alone and with an index on (cursor, key), next to a plain read.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from tools import local_postgres
 from tools.change_benchmark import _sync
@@ -152,6 +155,63 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
         for _batch in client.stream(reads.select(plan)):
             pass
         return {"digest_seconds": digest_seconds, "plain_read_seconds": time.perf_counter() - started}
+
+
+def run_incremental_check(rows: int) -> dict[str, float]:
+    """Seconds of an incremental table's check of its deletes (the digest of its key and cursor at or below the saved
+    cursor) on `rows` rows, with its primary key alone and with an index on (cursor, key) that allows an index-only
+    scan, next to a plain read of the table by the connector."""
+    with local_postgres.start_server(local_postgres.find_bin_dir()) as server:
+        params = server.create_database("benchmark")
+        source = _connect(params)
+        _execute(
+            source,
+            f"""CREATE TABLE public.events (id bigint PRIMARY KEY, kind int, amount numeric(12, 2), note text,
+            updated_at timestamptz NOT NULL);
+            INSERT INTO public.events SELECT i, i %% 7, i * 0.01, md5(i::text),
+                timestamptz '2024-01-01' + i * interval '1 second' FROM generate_series(1, {rows}) i""",
+        )
+        _execute(source, "VACUUM ANALYZE public.events")
+        configuration = _configuration(params, "public.events", {})
+        results = {"rows": rows, **_deletes_check_seconds(configuration, "key only")}
+        _execute(source, "CREATE INDEX events_cursor_key ON public.events (updated_at, id)")
+        _execute(source, "VACUUM ANALYZE public.events")
+        results |= _deletes_check_seconds(configuration, "with an index on (cursor, key)")
+        return results
+
+
+def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[str, float]:
+    """Seconds of the check's digest scan (as `incremental_deletes` makes it, at or below the highest cursor) and of
+    a plain read of the same table by the connector, without the SDK."""
+    import difference_digest as dd
+    import reads
+    from block_ranges import Hashing, hashing_for, row_hash
+    from catalog import discover, server_info
+    from configuration import parse_settings
+    from greenplum_client import GreenplumClient
+    from planning import plan_tables
+    from reconciliation import key_encoding
+
+    settings = parse_settings(configuration)
+    with GreenplumClient(settings) as client:
+        info = server_info(client)
+        (plan,) = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
+        encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
+        cursor = sql.Identifier(plan.cursor.name)
+        pair = replace(plan, columns=tuple(c for c in plan.columns if c.name in (*plan.primary_key, plan.cursor.name)))
+        hashed = row_hash(pair, hashing)
+        hashed = dd.hash_of_md5(hashed) if hashing is Hashing.MD5_128 else hashed
+        ((bound,),) = client.query(sql.SQL("SELECT max({})::text FROM {}").format(cursor, plan.relation))
+        condition = sql.SQL("{} <= {}").format(cursor, sql.Literal(bound))
+        sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
+        statement = dd.cells_query(plan.relation, encoding.expression, hashed, sub_size, encoding.codec, condition)
+        started = time.perf_counter()
+        client.query(statement)
+        check_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for _batch in client.stream(reads.select(plan)):
+            pass
+        return {f"check, {label}": check_seconds, f"plain read, {label}": time.perf_counter() - started}
 
 
 def format_keyed(results: dict[str, Any]) -> str:
