@@ -81,17 +81,23 @@ def _configuration(database: Database, schema: str, case: str) -> dict[str, str]
     return database.configuration(SCHEMAS=schema, **keys)
 
 
+def _first_sync(database: Database, schema: str, source, destination: Destination, case: str, rows: int, **keys: str):
+    """Creates the strategy's table with `rows` rows and syncs it once; returns the configuration."""
+    create, select, _ = STRATEGIES[case]
+    with source.cursor() as cursor:
+        cursor.execute(create.format(s=schema))
+        cursor.execute(f"INSERT INTO {schema}.t {select} FROM generate_series(1, {rows}) AS i")
+    configuration = _configuration(database, schema, case) | keys
+    destination.sync(configuration)
+    return configuration
+
+
 @pytest.mark.parametrize("change", list(CHANGES))
 @pytest.mark.parametrize("case", list(STRATEGIES))
 def test_schema_change_lands_as_the_source_has_it(
     case: str, change: str, database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:
-    create, rows, _ = STRATEGIES[case]
-    with source.cursor() as cursor:
-        cursor.execute(create.format(s=schema))
-        cursor.execute(f"INSERT INTO {schema}.t {rows} FROM generate_series(1, {ROWS}) AS i")
-    configuration = _configuration(database, schema, case)
-    destination.sync(configuration)
+    configuration = _first_sync(database, schema, source, destination, case, ROWS)
     table = '"tester"."q"' if "custom query" in case else f'"tester_{schema}"."t"'
     with source.cursor() as cursor:
         cursor.execute(CHANGES[change].format(s=schema))
@@ -137,12 +143,7 @@ def test_schema_change_lands_as_the_source_has_it(
 def test_a_rename_in_a_keyed_table_costs_at_most_one_operation_per_row(
     case: str, database: Database, schema: str, source, destination: Destination
 ) -> None:
-    create, rows, _ = STRATEGIES[case]
-    with source.cursor() as cursor:
-        cursor.execute(create.format(s=schema))
-        cursor.execute(f"INSERT INTO {schema}.t {rows} FROM generate_series(1, 3000) AS i")
-    configuration = _configuration(database, schema, case)
-    destination.sync(configuration)
+    configuration = _first_sync(database, schema, source, destination, case, 3000)
     with source.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {schema}.t RENAME COLUMN name TO label")
     counts = destination.sync(configuration)
@@ -159,12 +160,9 @@ def test_a_rename_in_a_keyed_table_costs_at_most_one_operation_per_row(
 def test_a_sync_killed_during_a_backfill_goes_on_and_converges(
     case: str, database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    create, rows, _ = STRATEGIES[case]
-    with source.cursor() as cursor:
-        cursor.execute(create.format(s=schema))
-        cursor.execute(f"INSERT INTO {schema}.t {rows} FROM generate_series(1, 5000) AS i")
-    configuration = _configuration(database, schema, case) | {"BATCH_SIZE": "500", "CHECKPOINT_ROWS": "1000"}
-    destination.sync(configuration)
+    configuration = _first_sync(
+        database, schema, source, destination, case, 5000, BATCH_SIZE="500", CHECKPOINT_ROWS="1000"
+    )
     with source.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {schema}.t ADD COLUMN region text DEFAULT 'eu'")
         cursor.execute(f"ALTER TABLE {schema}.t RENAME COLUMN name TO label")
