@@ -138,9 +138,13 @@ class Reconciliation:
             return Outcome.FULL_PASS
         backfill = bool(changes.backfill)
         try:
+            # A digest for the next sync in another form (new columns, or a larger size for a table that grew) is
+            # taken before the one compared now: what changes between the two scans is then seen again next time,
+            # never hidden in a digest of rows this sync did not send.
+            resized = self._sub_size() > 2 * saved.sub_size
+            baseline = self._cells(self._sub_size(), list(plan.columns)) if backfill or resized else None
             current = self._cells(saved.sub_size, hashed)
-            resized = self._sub_size() > 2 * saved.sub_size  # the table grew: a larger digest for the next sync
-            baseline = self._cells(self._sub_size(), list(plan.columns)) if backfill or resized else current
+            baseline = baseline or current
         except dd.KeyTooLong as error:
             log.info(f"{plan.state_key}: {error}: its digest cannot carry it, the table is read again")
             state.digest = None

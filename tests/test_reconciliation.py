@@ -28,6 +28,11 @@ def _create(source, schema: str, kind: str, rows: int = ROWS) -> None:
         cursor.execute(f"INSERT INTO {schema}.t SELECT {values}, 'n' || i, i / 3.0 FROM generate_series(1, {rows}) i")
 
 
+def _run(source, statement: str) -> None:
+    with source.cursor() as cursor:
+        cursor.execute(statement)
+
+
 def _source(source, schema: str) -> list[tuple]:
     with source.cursor() as cursor:
         cursor.execute(f"SELECT id::text, note, amount::text FROM {schema}.t")
@@ -165,3 +170,31 @@ def test_a_sync_killed_while_it_sends_the_difference_converges(
 )
 def test_a_record_text_parses_into_its_fields(text: str, fields: list[str]) -> None:
     assert reconciliation.parse_record(text) == fields
+
+
+def test_a_row_changed_between_the_scans_of_a_resizing_sync_is_never_hidden(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that takes the next digest at a larger size scans twice; a row inserted, and one deleted, between the
+    scans reach the destination by the next sync at the latest (found by the convergence test on Greenplum)."""
+    _create(source, schema, "integer")
+    _run(source, f"ANALYZE {schema}.t")  # the catalog's estimate of its rows sizes the digest before a scan
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    destination.state["tables"][f"{schema}.t"]["digest_sizes"] = [5000]  # the next digest is larger
+    real_cells, scans = reconciliation.Reconciliation._cells, []
+
+    def cells_then_change(self, sub_size, columns):
+        cells = real_cells(self, sub_size, columns)
+        scans.append(sub_size)
+        if len(scans) == 1:
+            _run(source, f"INSERT INTO {schema}.t VALUES (9001, 'between', 1); DELETE FROM {schema}.t WHERE id = 9")
+        return cells
+
+    monkeypatch.setattr(reconciliation.Reconciliation, "_cells", cells_then_change)
+    destination.sync(configuration)
+    monkeypatch.undo()
+    assert len(scans) == 2 and scans[0] > scans[1], "the larger digest first, then the one compared"
+    destination.sync(configuration)
+    assert _landed(destination, schema) == _source(source, schema)
+    assert _deleted_ids(destination, schema) == ["9"]
