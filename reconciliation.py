@@ -168,6 +168,8 @@ class Reconciliation:
             f"{len(went):,} deleted{'; every row sent again for its new columns' if backfill else ''}"
         )
         if backfill:
+            if state.position is not None:  # an earlier sync's read of every row, killed: its rows may have changed
+                read_keys(self._table, self._encoding, sorted(came))
             self._table.read_all(lambda: reads.keyed(plan, state))
         else:
             self._table.expected_rows = len(came)  # the progress lines count against the rows named

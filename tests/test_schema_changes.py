@@ -196,3 +196,23 @@ def test_what_changed_is_named() -> None:
     assert "renamed name to label" in changes.describe()
     assert schema_changes.compare(saved[:2], ["name"], _plan(("id", "int4", "INT"), ("name", "text", "STRING")))
     assert not schema_changes.compare(saved[:2], ["id"], _plan(("id", "int4", "INT"), ("name", "text", "STRING")))
+
+
+def test_a_row_changed_after_a_killed_backfill_sent_it_is_sent_again(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyed table's read of every row for a renamed column, killed partway: a row it had sent and that changed
+    before the next sync lands as changed (that sync goes on from where the read stopped, and reads the changed keys
+    too)."""
+    configuration = _first_sync(
+        database, schema, source, destination, "full with key", 5000, BATCH_SIZE="500", CHECKPOINT_ROWS="1000"
+    )
+    with source.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {schema}.t RENAME COLUMN name TO label")
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t")
+    assert saved["tables"][f"{schema}.t"]["position"] is not None
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET label = 'changed after it was sent' WHERE id IN (1, 2, 3)")
+    destination.sync(configuration, state=saved)
+    columns, expected = _source_rows(source, schema)
+    assert _destination_rows(destination, f'"tester_{schema}"."t"', columns) == expected
