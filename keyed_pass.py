@@ -17,12 +17,13 @@ from psycopg2 import sql
 
 import append_optimized as ao
 import block_ranges
+import difference_digest as dd
 import reads
 import schema_changes
 from declared_keys import check_whole_table, check_windows
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
-from reconciliation import Outcome, Reconciliation, key_encoding
+from reconciliation import Outcome, Reconciliation, SentPairs, key_encoding, pair_hash
 from state import LeafState
 
 
@@ -46,14 +47,15 @@ class KeyedPass(FullPass):
                     log.warning(f"{plan.state_key}: {error}")
                 changes = self._changes(found) if found is not None else None
                 if changes is not None and self._updated_only(found, *changes):
-                    self._adopt_digest()
+                    # No digest yet of what the destination holds: the next sync's full pass makes one.
+                    state.pass_digest = state.pass_digest_ao = None
                     return
             if plan.declared_key:
                 check_whole_table(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
             self._table.truncate()
             state.in_pass, state.position, state.pass_leaves = True, None, None
-            if found is not None:  # saved at the pass's end, so that the next sync compares with them
+            if found is not None and state.pass_digest is None:  # saved at the pass's end, for the next sync
                 state.pass_leaves = {
                     key: block_ranges.ranges_state(
                         {name: (digest, 0) for name, digest in ranges.items()}, block_ranges.key_digest(ranges)
@@ -71,7 +73,7 @@ class KeyedPass(FullPass):
     def _reconcile(self) -> Outcome:
         """Sends what changed when the digest can name it; otherwise says which path reads the table, a full pass
         having its digest taken first (`pass_digest`)."""
-        encoding = key_encoding(self._plan)
+        encoding = key_encoding(self._plan) if not self._state.digest_unfit else None
         if encoding is None:
             return Outcome.NOT_APPLICABLE
         try:
@@ -223,6 +225,9 @@ class KeyedPass(FullPass):
 
     def _read_keyed_pass(self) -> None:
         plan, state = self._plan, self._state
+        if state.pass_digest is not None:
+            self._read_digested_pass()
+            return
         tracked = {key for key, leaf in (state.pass_leaves or {}).items() if leaf.ao is not None}
         if not tracked:
             self._table.read_all(lambda: reads.keyed(plan, state))
@@ -250,3 +255,25 @@ class KeyedPass(FullPass):
         finally:
             self._table.on_checkpoint = None
         save()
+
+    def _read_digested_pass(self) -> None:
+        """The full pass of a keyed table with a difference digest: the digest is made of the rows as they are read
+        (`pass_digest`, saved at each checkpoint), so it holds exactly what the destination holds when the pass
+        ends, whatever changed at the source meanwhile."""
+        plan, state = self._plan, self._state
+        cells = dd.Cells.unpack(state.pass_digest)
+        hashed = pair_hash(plan, self._table.context.hashing, list(plan.columns))
+        sent = SentPairs(key_encoding(plan), [(cells, hashed)])
+
+        def save() -> None:
+            state.pass_digest = cells.pack() if sent.unfit is None else None
+
+        self._table.on_checkpoint = save
+        try:
+            self._table.read_all(lambda: reads.keyed(plan, state, extra=sent.extra), sent.note)
+        finally:
+            self._table.on_checkpoint = None
+        save()
+        if sent.unfit is not None:
+            log.info(f"{plan.state_key}: {sent.unfit}: its digest cannot carry it; block range digests instead")
+            state.digest_unfit = True

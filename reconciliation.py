@@ -122,7 +122,7 @@ class Reconciliation:
         saved = dd.Cells.unpack(state.digest) if state.digest else None
         catalog = self._append_optimized_facts()  # before any scan: what changes after it is seen next time
         if saved is None or saved.codec is not self._encoding.codec:
-            self._baseline(self._sub_size(), catalog)
+            self._start_pass(catalog)
             return Outcome.FULL_PASS
         if catalog is not None and catalog == state.digest_ao and state.digest_columns == current_columns:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
@@ -134,21 +134,14 @@ class Reconciliation:
                 f"{plan.state_key}: a column its digest hashed is gone or holds other values ({changes.describe()}): "
                 "the table is read again"
             )
-            self._baseline(self._sub_size(), catalog)
+            self._start_pass(catalog)
             return Outcome.FULL_PASS
-        backfill = bool(changes.backfill)
+        if changes.backfill:
+            return self._read_every_row(saved, hashed, catalog)
         try:
-            # A digest for the next sync in another form (new columns, or a larger size for a table that grew) is
-            # taken before the one compared now: what changes between the two scans is then seen again next time,
-            # never hidden in a digest of rows this sync did not send.
-            resized = self._sub_size() > 2 * saved.sub_size
-            baseline = self._cells(self._sub_size(), list(plan.columns)) if backfill or resized else None
             current = self._cells(saved.sub_size, hashed)
-            baseline = baseline or current
         except dd.KeyTooLong as error:
-            log.info(f"{plan.state_key}: {error}: its digest cannot carry it, the table is read again")
-            state.digest = None
-            return Outcome.NOT_APPLICABLE
+            return self._unfit(error)
         difference = current.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
@@ -158,28 +151,109 @@ class Reconciliation:
                 "to name: the table is read again, and its next digest is larger"
             )
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
-            self._baseline(self._sub_size(), catalog, baseline if baseline is not current else None)
+            self._start_pass(catalog)
             return Outcome.FULL_PASS
         came, went = dd.changes(pairs, self._encoding.codec)
         self._remember(len(pairs))
         updated = len(pairs) - len(came) - len(went)  # an updated key has two pairs, and is only in `came`
         log.info(
             f"{plan.state_key}: difference digest: {len(came) - updated:,} inserted, {updated:,} updated, "
-            f"{len(went):,} deleted{'; every row sent again for its new columns' if backfill else ''}"
+            f"{len(went):,} deleted"
         )
-        if backfill:
-            if state.position is not None:  # an earlier sync's read of every row, killed: its rows may have changed
-                read_keys(self._table, self._encoding, sorted(came))
-            self._table.read_all(lambda: reads.keyed(plan, state))
-        else:
-            self._table.expected_rows = len(came)  # the progress lines count against the rows named
-            read_keys(self._table, self._encoding, sorted(came))
-        for key in sorted(went):
+        # The digest follows what the destination holds, op by op, and is saved at every checkpoint: a key's old
+        # pair leaves it when the key is deleted or sent again, the row sent joins it as read (a row changed or deleted
+        # since the scan is then seen next time), so a sync killed anywhere leaves a digest of what landed.
+        held = saved
+        old_pairs = {self._encoding.codec.decode(pair.words): pair for pair in pairs if pair.sign < 0}
+
+        def forget(key: int | str) -> None:
+            old = old_pairs.pop(key, None)
+            if old is not None:
+                held.add_pair(-1, old.words, old.h)
+
+        def delete(key: int | str) -> None:
+            forget(key)
             self._table.delete(key_values(self._encoding, key))
-        state.digest, state.digest_columns, state.position = baseline.pack(), current_columns, None
-        state.digest_ao = catalog
+
+        def save() -> None:
+            state.digest = held.pack()
+
+        self._table.expected_rows = len(came)  # the progress lines count against the rows named
+        hashed_now = pair_hash(plan, self._hashing, list(plan.columns))
+        sent = SentPairs(self._encoding, [(held, hashed_now)], by_key=True, before=forget)
+        self._table.on_checkpoint = save
+        try:
+            for key in sorted(went):
+                delete(key)
+            read_keys(self._table, self._encoding, sorted(came), sent=sent)
+            if sent.unfit is not None:
+                return self._unfit(sent.unfit)
+            for key in sorted(came - sent.keys):  # a key named that is gone since: deleted too
+                delete(key)
+        finally:
+            self._table.on_checkpoint = None
+        state.digest, state.digest_columns, state.position, state.digest_ao = (
+            held.pack(),
+            current_columns,
+            None,
+            catalog,
+        )
         self._table.progressed()
         return Outcome.SENT
+
+    def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], catalog: str | None) -> Outcome:
+        """Sends every row again (a column added or renamed: the destination holds none of its values), in key order
+        and resumable; the destination then holds exactly the rows read, so the keys it held that the read did not
+        return are deleted: named by the saved digest less the rows read, in the form it hashed."""
+        plan, state, codec = self._plan, self._state, self._encoding.codec
+        log.info(f"{plan.state_key}: every row sent again for its new columns")
+        resuming = state.position is not None and state.pass_digest is not None and state.pass_held is not None
+        if not resuming:
+            state.position = None
+            state.pass_digest = dd.Cells(self._sub_size(), codec).pack()
+            state.pass_held = dd.Cells(saved.sub_size, codec).pack()
+        fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
+        current_hash = pair_hash(plan, self._hashing, list(plan.columns))
+        sent = SentPairs(self._encoding, [(fresh, current_hash), (read, pair_hash(plan, self._hashing, hashed))])
+
+        def save() -> None:
+            state.pass_digest, state.pass_held = fresh.pack(), read.pack()
+
+        self._table.on_checkpoint = save
+        try:
+            self._table.read_all(lambda: reads.keyed(plan, state, extra=sent.extra), sent.note)
+        finally:
+            self._table.on_checkpoint = None
+        state.pass_digest = state.pass_held = None
+        if sent.unfit is not None:
+            return self._unfit(sent.unfit)
+        pairs = saved.subtract(read).peel()  # +1: held and not read; -1: read and not held before
+        if pairs is None:
+            log.info(f"{plan.state_key}: the keys deleted meanwhile cannot be named: the table is read again next sync")
+            state.digest, state.position = None, None
+            return Outcome.SENT
+        held_only = {codec.decode(p.words) for p in pairs if p.sign > 0} - {
+            codec.decode(p.words) for p in pairs if p.sign < 0
+        }
+        for key in sorted(held_only):
+            self._table.delete(key_values(self._encoding, key))
+        state.digest, state.digest_columns = fresh.pack(), schema_changes.column_list(plan)
+        state.position, state.digest_ao = None, catalog
+        self._table.progressed()
+        return Outcome.SENT
+
+    def _start_pass(self, catalog: str | None) -> None:
+        """A full pass begins: its digest is made of the rows it reads (`pass_digest`), with the catalog's facts
+        taken before it."""
+        state = self._state
+        state.pass_digest = dd.Cells(self._sub_size(), self._encoding.codec).pack()
+        state.digest_ao, state.pass_digest_ao = None, catalog
+
+    def _unfit(self, error: dd.KeyTooLong) -> Outcome:
+        log.info(f"{self._plan.state_key}: {error}: its digest cannot carry it; block range digests instead")
+        state = self._state
+        state.digest_unfit, state.digest, state.pass_digest, state.pass_held = True, None, None, None
+        return Outcome.NOT_APPLICABLE
 
     def _append_optimized_facts(self) -> str | None:
         """On Greenplum, when every leaf of the table is append-optimized: the catalog's facts of them all (storage
@@ -218,26 +292,10 @@ class Reconciliation:
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
 
-    def _baseline(self, sub_size: int, catalog: str | None, cells: dd.Cells | None = None) -> None:
-        """Digests the table before a full pass reads it, so that what changes during the pass is seen next time;
-        saved as the table's digest, with the catalog's facts taken before it, when the pass ends."""
-        self._state.digest_ao, self._state.pass_digest_ao = None, catalog
-        try:
-            cells = cells or self._cells(sub_size, list(self._plan.columns))
-            if self._sub_size() > 2 * sub_size:  # the catalog's estimate was low: sized from the rows counted
-                cells = self._cells(self._sub_size(), list(self._plan.columns))
-        except dd.KeyTooLong as error:
-            log.info(f"{self._plan.state_key}: {error}: its keys are not reconciled")
-            self._state.pass_digest = None
-            return
-        self._state.pass_digest = cells.pack()
-
     def _cells(self, sub_size: int, columns: list[PlannedColumn]) -> dd.Cells:
         """The cells of the table's rows now, hashing the given columns; DigestCancelled when statement_timeout
         cancels the scan."""
-        hashed = row_hash(_with_columns(self._plan, columns), self._hashing)
-        if self._hashing is Hashing.MD5_128:
-            hashed = dd.hash_of_md5(hashed)
+        hashed = pair_hash(self._plan, self._hashing, columns)
         codec = self._encoding.codec
         statement = dd.cells_query(self._plan.relation, self._encoding.expression, hashed, sub_size, codec)
         try:
@@ -267,10 +325,12 @@ def read_keys(
     encoding: KeyEncoding,
     keys: list[int | str],
     only: tuple[sql.Composable, list[Any]] | None = None,
+    sent: SentPairs | None = None,
 ) -> None:
     """Reads the rows of the given keys (those meeting `only`, a condition and its params) and upserts them, declared
-    keys checked unique among them first; a key whose row is gone since its digest was taken is seen next time."""
+    keys checked unique among them first; `sent` notes the pairs of the rows sent and their keys."""
     plan, client = table.plan, table.context.client
+    extra = sent.extra if sent is not None else ()
     for start in range(0, len(keys), _KEYS_PER_READ):
         values = [key_values(encoding, key) for key in keys[start : start + _KEYS_PER_READ]]
         condition, params = reads.key_condition(plan, values)
@@ -278,8 +338,64 @@ def read_keys(
             check_window(client, plan, condition, params)
         if only is not None:
             condition, params = sql.SQL("{} AND {}").format(condition, only[0]), [*params, *only[1]]
-        read = reads.Read(reads.select(plan, None, where=condition), params, ())
-        table.read_all(lambda read=read: read, on_restart=lambda: None)
+        read = reads.Read(reads.select(plan, None, *extra, where=condition), params, ())
+        table.read_all(lambda read=read: read, sent.note if sent is not None else None, on_restart=lambda: None)
+
+
+def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:
+    """The 64-bit hash of a row's given columns that its digest pair holds."""
+    hashed = row_hash(_with_columns(plan, columns), hashing)
+    return dd.hash_of_md5(hashed) if hashing is Hashing.MD5_128 else hashed
+
+
+class SentPairs:
+    """The pairs of the rows a read sends, added to digests as they go by (a `read_all` hook): the read selects the
+    key as the digest encodes it and each digest's hash of the row last (`extra`). A key the digest cannot carry
+    stops it (`unfit`)."""
+
+    def __init__(
+        self,
+        encoding: KeyEncoding,
+        digests: list[tuple[dd.Cells, sql.Composable]],
+        by_key: bool = False,
+        before: Callable[[int | str], None] | None = None,
+    ) -> None:
+        """`by_key`: reads of given keys, which start again from their first row after a lost connection: the pairs
+        noted are kept per key (`keys`), and a key read again replaces its pair. `before(key)` runs before a key's
+        first pair is noted."""
+        self._codec = encoding.codec
+        self._digests = [cells for cells, _ in digests]
+        self._by_key = by_key
+        self._before = before
+        self._noted: dict[int | str, tuple[tuple[int, ...], list[int]]] = {}
+        self.extra: tuple[sql.Composable, ...] = (encoding.expression, *(hashed for _, hashed in digests))
+        self.unfit: dd.KeyTooLong | None = None
+
+    @property
+    def keys(self) -> set[int | str]:
+        return set(self._noted)
+
+    def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        width = len(self.extra)
+        for raw in batch:
+            key, hashes = raw[-width], list(raw[len(raw) - width + 1 :])
+            if self.unfit is not None:
+                continue
+            try:
+                words = self._codec.encode(key)
+            except dd.KeyTooLong as error:
+                self.unfit = error
+                continue
+            if self._by_key:
+                if key in self._noted:  # read again: its earlier pair leaves
+                    for cells, h in zip(self._digests, self._noted[key][1], strict=True):
+                        cells.add_pair(-1, words, h)
+                elif self._before is not None:
+                    self._before(key)
+                self._noted[key] = (words, hashes)
+            for cells, h in zip(self._digests, hashes, strict=True):
+                cells.add_pair(1, words, h)
+        return rows
 
 
 def _with_columns(plan: TablePlan, columns: list[PlannedColumn]) -> TablePlan:

@@ -43,7 +43,9 @@ class TableState:
       at its last sync, the columns its row hashes cover, and the differences of its recent syncs (in pairs), which
       size the next one. `pass_digest`: the digest taken before a full pass began, saved as `digest` at its end.
       `digest_ao`: on Greenplum, when every leaf is append-optimized, the catalog's facts of them when the digest was
-      taken: unchanged, nothing is scanned (`pass_digest_ao`: those taken before a full pass).
+      taken: unchanged, nothing is scanned (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of
+      every row in progress (new columns), the digest of the rows it read in the form the saved digest hashed.
+      `digest_unfit`: a key too long for a digest: block range digests instead.
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
       when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
@@ -70,6 +72,8 @@ class TableState:
     pass_digest: str | None = None
     digest_ao: str | None = None
     pass_digest_ao: str | None = None
+    pass_held: str | None = None
+    digest_unfit: bool = False
     deletes_digest: str | None = None
     deletes_bound: str | None = None
     deletes_checked: float | None = None
@@ -188,6 +192,8 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("pass_digest", state.pass_digest is None or isinstance(state.pass_digest, str)),
         ("digest_ao", state.digest_ao is None or isinstance(state.digest_ao, str)),
         ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
+        ("pass_held", state.pass_held is None or isinstance(state.pass_held, str)),
+        ("digest_unfit", isinstance(state.digest_unfit, bool)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
         (
