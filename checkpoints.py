@@ -9,7 +9,8 @@ of their number. A sync killed between two checkpoints repeats what it sent sinc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from fivetran_connector_sdk import Operations as op
 
@@ -33,13 +34,30 @@ class Checkpoints:
         self._sent_since = 0
         self._progress_since = False
         self._last = clock()
+        self._deferred = False
         self.taken = 0
+
+    @contextmanager
+    def deferred(self, before: Callable[[], None] | None = None) -> Iterator[None]:
+        """No checkpoint inside: what is sent there lands with the state saved after it, or not at all (operations
+        whose effect the state must record together). A checkpoint that fell due is taken on leaving."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+        if self._sent_since >= self._rows_between:
+            self.now(before)
+        else:
+            self._if_due(before)
 
     def sent(self, count: int, before: Callable[[], None] | None = None) -> bool:
         """Counts `count` rows or deletes sent; checkpoints when they make CHECKPOINT_ROWS, or when CHECKPOINT_SECONDS
         passed with progress unsaved, calling `before` first. Returns whether it checkpointed."""
         self._sent_since += count
         self._progress_since = True
+        if self._deferred:
+            return False
         if self._sent_since >= self._rows_between:
             self.now(before)
             return True
@@ -52,6 +70,8 @@ class Checkpoints:
         return self._if_due(before)
 
     def _if_due(self, before: Callable[[], None] | None) -> bool:
+        if self._deferred:
+            return False
         if self._progress_since and self._clock() - self._last >= self._seconds_between:
             self.now(before)
             return True
