@@ -13,7 +13,6 @@ above the bound: they never use up the digest's capacity. Rows whose cursor is N
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fivetran_connector_sdk import Logging as log
@@ -22,8 +21,7 @@ from psycopg2 import sql
 
 import difference_digest as dd
 import reads
-from block_ranges import Hashing, row_hash
-from reconciliation import KeyEncoding, key_values, read_keys
+from reconciliation import KeyEncoding, key_values, pair_hash, read_keys
 
 if TYPE_CHECKING:
     from sync import TableSync
@@ -40,9 +38,8 @@ class DeleteCheck:
         self._client = table.context.client
         self._encoding = encoding
         plan = self._plan
-        pair_columns = tuple(c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name)
-        hashed = row_hash(replace(plan, columns=pair_columns), table.context.hashing)
-        self._hash = dd.hash_of_md5(hashed) if table.context.hashing is Hashing.MD5_128 else hashed
+        pair_columns = [c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name]
+        self._hash = pair_hash(plan, table.context.hashing, pair_columns)
         self._sent = dd.Cells.unpack(self._state.deletes_digest) if self._state.deletes_digest else None
 
     def before_read(self) -> None:

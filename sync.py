@@ -140,7 +140,7 @@ class TableSync:
         """Says what changed in the table's columns since its last sync, and sees that the destination gets the values
         it lacks: a changed key (or any change to an append-only table) syncs the table again as new; added and
         renamed columns are backfilled, by the full strategies' next pass or, on an incremental table, by one read
-        of the key and those columns sent with `op.update`."""
+        below its window sent with `op.update` of the key and those columns."""
         plan, state = self.plan, self.state
         if state.columns is not None:
             changes = schema_changes.compare(state.columns, state.key or [], plan)
@@ -212,20 +212,21 @@ class TableSync:
                 check_window(self._client, plan, *reads.incremental_window(plan, state, lookback))
         nulls = sql.SQL("{} IS NULL").format(sql.Identifier(plan.cursor.name))
         deletes = self._delete_check()
-        if deletes is None:
-            self._run_cursor_phases(
-                lambda: reads.incremental_values(plan, state, lookback), lambda: reads.keyed(plan, state, nulls)
-            )
-            return
-        deletes.before_read()
+        if deletes is not None:
+            deletes.before_read()
+            self.on_checkpoint = deletes.save
 
         def values() -> Read:
-            extra, params = deletes.extra_columns()
+            extra, params = deletes.extra_columns() if deletes is not None else ((), [])
             return reads.incremental_values(plan, state, lookback, extra, params)
 
-        self.on_checkpoint = deletes.save
         try:
-            self._run_cursor_phases(values, lambda: reads.keyed(plan, state, nulls), deletes.note, deletes.after_read)
+            self._run_cursor_phases(
+                values,
+                lambda: reads.keyed(plan, state, nulls),
+                deletes.note if deletes is not None else None,
+                deletes.after_read if deletes is not None else None,
+            )
         finally:
             self.on_checkpoint = None
 

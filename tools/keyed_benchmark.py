@@ -17,7 +17,6 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +131,12 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
     rows by the connector, without the SDK."""
     import difference_digest as dd
     import reads
-    from block_ranges import Hashing, hashing_for, row_hash
+    from block_ranges import hashing_for
     from catalog import discover, server_info
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
     from planning import plan_tables
-    from reconciliation import key_encoding
+    from reconciliation import key_encoding, pair_hash
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
@@ -145,8 +144,7 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
         plans = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
         (plan,) = [plan for plan in plans if plan.state_key.endswith(accounts.rpartition(".")[2])]
         encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
-        hashed = row_hash(plan, hashing)
-        hashed = dd.hash_of_md5(hashed) if hashing is Hashing.MD5_128 else hashed
+        hashed = pair_hash(plan, hashing, list(plan.columns))
         sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
         started = time.perf_counter()
         client.query(dd.cells_query(plan.relation, encoding.expression, hashed, sub_size, encoding.codec))
@@ -185,12 +183,12 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
     a plain read of the same table by the connector, without the SDK."""
     import difference_digest as dd
     import reads
-    from block_ranges import Hashing, hashing_for, row_hash
+    from block_ranges import hashing_for
     from catalog import discover, server_info
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
     from planning import plan_tables
-    from reconciliation import key_encoding
+    from reconciliation import key_encoding, pair_hash
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
@@ -198,9 +196,7 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
         (plan,) = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
         encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
         cursor = sql.Identifier(plan.cursor.name)
-        pair = replace(plan, columns=tuple(c for c in plan.columns if c.name in (*plan.primary_key, plan.cursor.name)))
-        hashed = row_hash(pair, hashing)
-        hashed = dd.hash_of_md5(hashed) if hashing is Hashing.MD5_128 else hashed
+        hashed = pair_hash(plan, hashing, [c for c in plan.columns if c.name in (*plan.primary_key, plan.cursor.name)])
         ((bound,),) = client.query(sql.SQL("SELECT max({})::text FROM {}").format(cursor, plan.relation))
         condition = sql.SQL("{} <= {}").format(cursor, sql.Literal(bound))
         sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
