@@ -71,8 +71,8 @@ class KeyedPass(FullPass):
     # The difference digest: what came, changed and went, when the keys can be named from it.
 
     def _reconcile(self) -> Outcome:
-        """Sends what changed when the digest can name it; otherwise says which path reads the table, a full pass
-        having its digest taken first (`pass_digest`)."""
+        """Sends what changed when the digest can name it; otherwise says which path reads the table (a full pass
+        starts an empty `pass_digest`, which its reads fill)."""
         encoding = key_encoding(self._plan) if not self._state.digest_unfit else None
         if encoding is None:
             return Outcome.NOT_APPLICABLE
@@ -84,7 +84,7 @@ class KeyedPass(FullPass):
             return Outcome.FULL_PASS
 
     def _adopt_digest(self) -> None:
-        """The digest taken before the table was read becomes the one the next sync compares with."""
+        """The digest of the rows the full pass read becomes the one the next sync compares with."""
         state = self._state
         if state.pass_digest is not None:
             state.digest, state.pass_digest = state.pass_digest, None

@@ -56,7 +56,7 @@ _KEYS_PER_READ = 1000
 
 class Outcome(enum.Enum):
     SENT = "sent"  # what changed was sent; the table is done
-    FULL_PASS = "full pass"  # the digest cannot tell: a truncate and a full read, from the baseline taken here
+    FULL_PASS = "full pass"  # the digest cannot tell: a truncate and a full read, whose rows make the next digest
     NOT_APPLICABLE = "not applicable"  # keys the digest cannot carry: the table's other path
 
 
