@@ -135,6 +135,11 @@ class GreenplumClient:
         connection when the connection is lost."""
         return self._retrying(statement, params, lambda cursor: cursor.fetchall() if cursor.description else [])
 
+    def copy_out(self, statement: sql.Composable, sink: Any) -> None:
+        """Runs a `COPY ... TO STDOUT` into the sink (its `write(data)`), in its own read-only transaction; on a new
+        connection, after `sink.reset()`, when the connection is lost."""
+        self._retrying(statement, None, lambda cursor: None, copy_to=sink)
+
     def describe(self, statement: str | sql.Composable) -> list[Any]:
         """The result columns of a query without running it to completion (for custom queries)."""
         wrapped = sql.SQL("SELECT * FROM ({}) AS described LIMIT 0").format(
@@ -147,12 +152,17 @@ class GreenplumClient:
         statement: str | sql.Composable,
         params: Mapping[str, Any] | Sequence[Any] | None,
         result: Callable[[psycopg2.extensions.cursor], Any],
+        copy_to: Any = None,
     ) -> Any:
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
             connection = self.connection
             try:
                 with connection.cursor() as cursor:
-                    cursor.execute(statement, params)
+                    if copy_to is None:
+                        cursor.execute(statement, params)
+                    else:
+                        copy_to.reset()
+                        cursor.copy_expert(statement, copy_to)
                     return result(cursor)
             except psycopg2.Error as error:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:

@@ -55,7 +55,7 @@ class DeleteCheck:
             else:
                 try:
                     self._sent, state.deletes_bound = self._cells(sub_size, state.cursor), state.cursor
-                except dd.KeyTooLong as error:
+                except (dd.KeyTooLong, dd.NullKey) as error:
                     log.info(f"{self._plan.state_key}: {error}: its deletes are not looked for")
                     return
                 log.info(
@@ -97,7 +97,13 @@ class DeleteCheck:
 
     def _check(self, bound: str) -> None:
         plan, state, codec = self._plan, self._state, self._encoding.codec
-        current = self._cells(self._sent.sub_size, bound)
+        try:
+            current = self._cells(self._sent.sub_size, bound)
+        except (dd.KeyTooLong, dd.NullKey) as error:
+            log.info(f"{plan.state_key}: {error}: its deletes are no longer looked for")
+            self._sent = None
+            self.save()
+            return
         difference = current.subtract(self._sent)
         pairs = difference.peel()
         state.deletes_checked = time.time()
@@ -147,10 +153,12 @@ class DeleteCheck:
     def _cells(self, sub_size: int, bound: str) -> dd.Cells:
         # The bound as a quoted literal (the server parses it as the cursor's type): the digest's SQL holds `%`.
         condition = sql.SQL("{} <= {}").format(sql.Identifier(self._plan.cursor.name), sql.Literal(bound))
-        statement = dd.cells_query(
-            self._plan.relation, self._encoding.expression, self._hash, sub_size, self._encoding.codec, condition
+        codec = self._encoding.codec
+        sink = dd.PairSink(sub_size, codec)
+        self._client.copy_out(
+            dd.pairs_copy(self._plan.relation, self._encoding.expression, self._hash, codec, condition), sink
         )
-        return dd.Cells.from_rows(self._client.query(statement), sub_size, self._encoding.codec)
+        return sink.cells()
 
     def _sub_size(self) -> int:
         rows = max(self._plan.estimated_rows, 0)

@@ -142,6 +142,10 @@ class Reconciliation:
             current = self._cells(saved.sub_size, hashed)
         except dd.KeyTooLong as error:
             return self._unfit(error)
+        except dd.NullKey:
+            log.info(f"{plan.state_key}: a row's key is NULL, which no digest holds: the table is read again")
+            self._start_pass(catalog)
+            return Outcome.FULL_PASS
         difference = current.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
@@ -297,9 +301,9 @@ class Reconciliation:
         cancels the scan."""
         hashed = pair_hash(self._plan, self._hashing, columns)
         codec = self._encoding.codec
-        statement = dd.cells_query(self._plan.relation, self._encoding.expression, hashed, sub_size, codec)
+        sink = dd.PairSink(sub_size, codec)
         try:
-            rows = self._client.query(statement)
+            self._client.copy_out(dd.pairs_copy(self._plan.relation, self._encoding.expression, hashed, codec), sink)
         except psycopg2.Error as error:
             if not is_statement_cancelled(error):
                 raise
@@ -307,8 +311,9 @@ class Reconciliation:
                 f"the server cancelled the difference digest's scan ({one_line(error)}); raise statement_timeout for "
                 "USERNAME"
             ) from None
-        self._rows = sum(row[1] for row in rows) // dd.K
-        return dd.Cells.from_rows(rows, sub_size, codec)
+        cells = sink.cells()
+        self._rows = sink.rows
+        return cells
 
 
 def key_values(encoding: KeyEncoding, key: int | str) -> dict[str, Any]:

@@ -205,10 +205,28 @@ def _query(source, statement: sql.Composable, params: list | None = None) -> lis
         return cursor.fetchall()
 
 
-def _server_cells(source, schema: str, codec: Codec, sub_size: int = 211) -> Cells:
+class _Chopped:
+    """Hands a sink what the server sends in pieces of `size` bytes, however its messages fall."""
+
+    def __init__(self, sink: dd.PairSink, size: int) -> None:
+        self._sink, self._size = sink, size
+
+    def write(self, data: bytes) -> None:
+        for start in range(0, len(data), self._size):
+            self._sink.write(data[start : start + self._size])
+
+
+def _copied_cells(source, statement: sql.Composable, sub_size: int, codec: Codec, piece: int | None = None) -> Cells:
+    sink = dd.PairSink(sub_size, codec)
+    with source.cursor() as cursor:
+        cursor.copy_expert(statement, sink if piece is None else _Chopped(sink, piece))
+    return sink.cells()
+
+
+def _server_cells(source, schema: str, codec: Codec, sub_size: int = 211, piece: int | None = None) -> Cells:
     key = sql.SQL("id") if codec is Codec.INTEGER else sql.SQL("id::text")
-    statement = dd.cells_query(sql.Identifier(schema, "t"), key, _ROW_HASH, sub_size, codec)
-    return Cells.from_rows(_query(source, statement), sub_size, codec)
+    statement = dd.pairs_copy(sql.Identifier(schema, "t"), key, _ROW_HASH, codec)
+    return _copied_cells(source, statement, sub_size, codec, piece)
 
 
 def _python_cells(source, schema: str, codec: Codec, sub_size: int = 211) -> Cells:
@@ -227,20 +245,19 @@ def test_the_server_s_cells_are_python_s_for_extreme_keys_and_hashes(source) -> 
     )
     relation = sql.SQL("(VALUES {}) AS v(k, hh)").format(values)
     for sub_size in (1, 13, 2**20):
-        statement = dd.cells_query(relation, sql.SQL("k"), sql.SQL("hh"), sub_size, Codec.INTEGER)
-        assert _columns(Cells.from_rows(_query(source, statement), sub_size, Codec.INTEGER)) == _columns(
-            _cells(sub_size, pairs)
-        )
+        statement = dd.pairs_copy(relation, sql.SQL("k"), sql.SQL("hh"), Codec.INTEGER)
+        assert _columns(_copied_cells(source, statement, sub_size, Codec.INTEGER)) == _columns(_cells(sub_size, pairs))
     keys = ["", "a", "\u00ff" * 32, "\U0010ffff" * 16, "clé 日本", "é" * 32]
     text_pairs = {(Codec.TEXT.encode(key), h) for key in keys for h in INT64}
     values = sql.SQL(", ").join(
         sql.SQL("({}, ({})::bigint)").format(sql.Literal(key), sql.Literal(h)) for key in keys for h in INT64
     )
     relation = sql.SQL("(VALUES {}) AS v(k, hh)").format(values)
-    statement = dd.cells_query(relation, sql.SQL("k"), sql.SQL("hh"), 5, Codec.TEXT)
-    assert _columns(Cells.from_rows(_query(source, statement), 5, Codec.TEXT)) == _columns(
-        _cells(5, text_pairs, Codec.TEXT)
-    )
+    statement = dd.pairs_copy(relation, sql.SQL("k"), sql.SQL("hh"), Codec.TEXT)
+    for piece in (None, 1, 7, 83):
+        assert _columns(_copied_cells(source, statement, 5, Codec.TEXT, piece)) == _columns(
+            _cells(5, text_pairs, Codec.TEXT)
+        ), f"sent in pieces of {piece} bytes"
 
 
 def test_a_keyed_table_s_inserts_updates_and_deletes_are_its_difference(source, schema: str) -> None:
@@ -253,13 +270,13 @@ def test_a_keyed_table_s_inserts_updates_and_deletes_are_its_difference(source, 
     )
     saved = _server_cells(source, schema, Codec.INTEGER)
     assert _columns(saved) == _columns(_python_cells(source, schema, Codec.INTEGER))
-    where = sql.SQL("id <= %s AND note LIKE %s")
-    statement = dd.cells_query(sql.Identifier(schema, "t"), sql.SQL("id"), _ROW_HASH, 211, Codec.INTEGER, where)
-    part = Cells.from_rows(_query(source, statement, [1000, "row %"]), 211, Codec.INTEGER)
+    where = sql.SQL("id <= {} AND note LIKE {}").format(sql.Literal(1000), sql.Literal("row %"))
+    statement = dd.pairs_copy(sql.Identifier(schema, "t"), sql.SQL("id"), _ROW_HASH, Codec.INTEGER, where)
+    part = _copied_cells(source, statement, 211, Codec.INTEGER)
     rows = _query(
         source, sql.SQL("SELECT id, {} FROM {} WHERE id <= 1000").format(_ROW_HASH, sql.Identifier(schema, "t"))
     )
-    assert _columns(part) == _columns(_cells(211, {((key,), h) for key, h in rows})), "a condition with params"
+    assert _columns(part) == _columns(_cells(211, {((key,), h) for key, h in rows})), "a condition"
     saved = Cells.unpack(saved.pack())
     _query_none(
         source,
@@ -295,9 +312,23 @@ def test_a_text_key_s_changes_come_back_as_its_text(source, schema: str) -> None
     assert dd.changes(pairs, Codec.TEXT) == ({"clé 日本 🙂", "plain", "ü" * 32, "new"}, {"é" * 32, "", "key 7"})
     with source.cursor() as cursor:
         cursor.execute(f"INSERT INTO {table} VALUES (%s, 3)", ["é" * 32 + "x"])
-    with pytest.raises(dd.KeyTooLong) as raised:
+    with pytest.raises(dd.KeyTooLong, match="more than 64 bytes"):
         _server_cells(source, schema, Codec.TEXT)
-    assert raised.value.length == 65
+
+
+@pytest.mark.parametrize("codec", [Codec.INTEGER, Codec.TEXT])
+def test_a_null_key_is_told_wherever_its_row_falls(source, schema: str, codec: Codec) -> None:
+    """A NULL key (possible only under PRIMARY_KEYS) makes its row shorter: the sink says so, never misreads."""
+    table = f'"{schema}".t'
+    _query_none(
+        source, f"CREATE TABLE {table} (id int, n int); INSERT INTO {table} SELECT i, i FROM generate_series(1, 5000) i"
+    )
+    assert _columns(_server_cells(source, schema, codec, piece=1000)) == _columns(_python_cells(source, schema, codec))
+    for where in ("id = 1", "id = 2500", "id = 5000"):
+        _query_none(source, f"UPDATE {table} SET id = NULL WHERE {where}")
+        with pytest.raises(dd.NullKey):
+            _server_cells(source, schema, codec, piece=1000)
+        _query_none(source, f"UPDATE {table} SET id = n WHERE id IS NULL")
 
 
 def test_rows_moved_without_a_change_leave_no_difference(source, schema: str) -> None:
