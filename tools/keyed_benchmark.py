@@ -147,7 +147,9 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
         hashed = pair_hash(plan, hashing, list(plan.columns))
         sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
         started = time.perf_counter()
-        client.query(dd.cells_query(plan.relation, encoding.expression, hashed, sub_size, encoding.codec))
+        sink = dd.PairSink(sub_size, encoding.codec)
+        client.copy_out(dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec), sink)
+        sink.cells()
         digest_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
@@ -200,9 +202,11 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
         ((bound,),) = client.query(sql.SQL("SELECT max({})::text FROM {}").format(cursor, plan.relation))
         condition = sql.SQL("{} <= {}").format(cursor, sql.Literal(bound))
         sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
-        statement = dd.cells_query(plan.relation, encoding.expression, hashed, sub_size, encoding.codec, condition)
+        statement = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition)
         started = time.perf_counter()
-        client.query(statement)
+        sink = dd.PairSink(sub_size, encoding.codec)
+        client.copy_out(statement, sink)
+        sink.cells()
         check_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
