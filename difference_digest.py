@@ -103,6 +103,14 @@ class Cells:
         self.sub_size, self.codec = sub_size, codec
         self.counts, *self.words, self.hashes, self.checks = ([0] * K * sub_size for _ in range(codec.words + 3))
 
+    def add_pairs(self, words: np.ndarray, h: np.ndarray) -> None:
+        """Adds many pairs at once (the rows of a batch): `words` holds a row of int64 words a pair, `h` its int64s."""
+        totals = cell_totals(self.sub_size, words, h)
+        touched = np.flatnonzero(totals[0]).tolist()
+        for (_, modulus, column), total in zip(self._layout(), totals, strict=True):
+            for cell, value in zip(touched, total[touched].tolist(), strict=True):
+                column[cell] = (column[cell] + value) % modulus
+
     def add_pair(self, sign: int, words: Sequence[int], h: int) -> None:
         """Adds a pair to its cells (sign +1) or takes it out (-1)."""
         values = [1, *words, h, check(words, h)]
@@ -302,21 +310,33 @@ class PairSink:
             raise NullKey("a row's key is NULL")
         if self.codec is Codec.TEXT and records["beyond"].any():
             raise KeyTooLong()
-        h = records["h"].astype(np.int64)
         words = records["key"].astype(np.int64).reshape(len(records), self.codec.words)
-        product = ((h & _HALF) * ((h >> 30) & _HALF)) % CHECK_PRIME
-        weighted = sum((words[:, j] % CHECK_PRIME) * (j + 1) for j in range(self.codec.words))
-        check_values = (product + weighted) % CHECK_PRIME
-        size = self.sub_size
-        for i in range(K):
-            cell = i * size + ((h >> (21 * i)) & _CELL_BITS) % size
-            self._counts += np.bincount(cell, minlength=K * size)
-            np.add.at(self._hashes, cell, h.view(np.uint64))
-            np.add.at(self._checks, cell, check_values)
-            for j, column in enumerate(self._words):
-                np.add.at(column, cell, words[:, j].view(np.uint64))
-        self._checks %= CHECK_PRIME
+        counts, *word_sums, hashes, checks = cell_totals(self.sub_size, words, records["h"].astype(np.int64))
+        self._counts += counts
+        for column, total in zip(self._words, word_sums, strict=True):
+            column += total
+        self._hashes += hashes
+        self._checks = (self._checks + checks) % CHECK_PRIME
         self.rows += len(records)
+
+
+def cell_totals(sub_size: int, words: np.ndarray, h: np.ndarray) -> list[np.ndarray]:
+    """What many pairs add to each cell, in `Cells`' column order: counts and checks as int64 (checks reduced mod
+    CHECK_PRIME), the words' and h's sums as uint64, which wrap as their sums mod 2^64 do."""
+    product = ((h & _HALF) * ((h >> 30) & _HALF)) % CHECK_PRIME
+    weighted = sum((words[:, j] % CHECK_PRIME) * (j + 1) for j in range(words.shape[1]))
+    check_values = (product + weighted) % CHECK_PRIME
+    cells = K * sub_size
+    counts, checks, hashes = np.zeros(cells, np.int64), np.zeros(cells, np.int64), np.zeros(cells, np.uint64)
+    word_sums = [np.zeros(cells, np.uint64) for _ in range(words.shape[1])]
+    for i in range(K):
+        cell = i * sub_size + ((h >> (21 * i)) & _CELL_BITS) % sub_size
+        counts += np.bincount(cell, minlength=cells)
+        np.add.at(hashes, cell, h.view(np.uint64))
+        np.add.at(checks, cell, check_values)
+        for j, total in enumerate(word_sums):
+            np.add.at(total, cell, np.ascontiguousarray(words[:, j]).view(np.uint64))
+    return [counts, *word_sums, hashes, checks % CHECK_PRIME]
 
 
 def hash_of_md5(md5: sql.Composable) -> sql.Composable:

@@ -3,7 +3,7 @@
 The rows the destination holds with a cursor at or below a bound (the cursor an earlier sync saved) are kept as a
 difference digest (`difference_digest.py`) of (key, hash of key and cursor) pairs, built from the rows the
 incremental reads send: the server hashes each row as it is read. A check computes the same digest of the source's
-rows at or below the bound, in one grouped scan of the key and cursor columns, and peels their difference: the keys
+rows at or below the bound, in one scan of the key and cursor columns, and peels their difference: the keys
 the destination holds there and the source no longer has (deleted, or updated past the bound: looked up by key, only
 the missing ones are deleted), and the keys the source has there that the destination lacks (committed after the
 lookback window passed them, or changed without moving their cursor past the bound: read and sent). New rows lie

@@ -1,7 +1,7 @@
 """A keyed table's sync by set reconciliation: the difference digest (`difference_digest.py`) of its (key, row hash)
-pairs, computed by the server in one grouped scan, less the one saved at the last sync, names the keys inserted,
-updated and deleted; those rows are read by key and upserted, those keys deleted, and nothing else is sent. Rows
-moved without a change (VACUUM FULL, CLUSTER, a redistribution) keep their pairs and send nothing.
+pairs, from one scan in which the server hashes each row, less the one saved at the last sync, names the keys
+inserted, updated and deleted; those rows are read by key and upserted, those keys deleted, and nothing else is
+sent. Rows moved without a change (VACUUM FULL, CLUSTER, a redistribution) keep their pairs and send nothing.
 
 Keys are encoded as themselves (one integer column) or as their text (64 bytes at most), so that a deleted key comes
 back from the cells; keys of other types, longer keys, or a difference too large to decode leave the table to the
@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import psycopg2
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
@@ -381,25 +382,26 @@ class SentPairs:
         return set(self._noted)
 
     def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.unfit is not None or not batch:
+            return rows
         width = len(self.extra)
-        for raw in batch:
-            key, hashes = raw[-width], list(raw[len(raw) - width + 1 :])
-            if self.unfit is not None:
-                continue
-            try:
-                words = self._codec.encode(key)
-            except dd.KeyTooLong as error:
-                self.unfit = error
-                continue
-            if self._by_key:
+        try:
+            words = [self._codec.encode(raw[-width]) for raw in batch]
+        except dd.KeyTooLong as error:
+            self.unfit = error
+            return rows
+        if self._by_key:
+            for raw, key_words in zip(batch, words, strict=True):
+                key, hashes = raw[-width], list(raw[len(raw) - width + 1 :])
                 if key in self._noted:  # read again: its earlier pair leaves
                     for cells, h in zip(self._digests, self._noted[key][1], strict=True):
-                        cells.add_pair(-1, words, h)
+                        cells.add_pair(-1, key_words, h)
                 elif self._before is not None:
                     self._before(key)
-                self._noted[key] = (words, hashes)
-            for cells, h in zip(self._digests, hashes, strict=True):
-                cells.add_pair(1, words, h)
+                self._noted[key] = (key_words, hashes)
+        all_words = np.array(words, np.int64)
+        for index, cells in enumerate(self._digests, start=len(batch[0]) - width + 1):
+            cells.add_pairs(all_words, np.array([raw[index] for raw in batch], np.int64))
         return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from psycopg2 import sql
 
@@ -194,6 +195,17 @@ def test_digest_sizes() -> None:
     assert dd.choose_sub_size(10**9, [], 1, budget_bytes=10**9) == dd.cells_needed(32_768) // 3
     assert dd.choose_sub_size(10**9, [10**8], 1, budget_bytes=10**12) == dd.MAX_SUB_SIZE
     assert dd.choose_sub_size(10**9, [], 8, budget_bytes=10) == 1
+
+
+@pytest.mark.parametrize("codec", [Codec.INTEGER, Codec.TEXT])
+def test_pairs_added_in_bulk_make_the_cells_added_one_by_one(codec: Codec) -> None:
+    """`add_pairs` (a batch's rows with numpy) sums and reduces as `add_pair` does, extremes included."""
+    rng = random.Random(7)
+    pairs = sorted(_random_pairs(rng, 3000, codec) | {((key,) * codec.words, h) for key in INT64 for h in INT64})
+    for sub_size in (1, 13, 211):
+        bulk = _cells(sub_size, set(pairs[:100]), codec)
+        bulk.add_pairs(np.array([w for w, _ in pairs[100:]], np.int64), np.array([h for _, h in pairs[100:]], np.int64))
+        assert _columns(bulk) == _columns(_cells(sub_size, set(pairs), codec))
 
 
 # On a real server.
