@@ -138,7 +138,7 @@ class GreenplumClient:
     def copy_out(self, statement: sql.Composable, sink: Any) -> None:
         """Runs a `COPY ... TO STDOUT` into the sink (its `write(data)`), in its own read-only transaction; on a new
         connection, after `sink.reset()`, when the connection is lost."""
-        self._retrying(statement, None, lambda cursor: None, copy_to=sink)
+        self._retrying(statement, None, lambda cursor: None, copy_to=sink, what="a digest's scan")
 
     def describe(self, statement: str | sql.Composable) -> list[Any]:
         """The result columns of a query without running it to completion (for custom queries)."""
@@ -153,6 +153,7 @@ class GreenplumClient:
         params: Mapping[str, Any] | Sequence[Any] | None,
         result: Callable[[psycopg2.extensions.cursor], Any],
         copy_to: Any = None,
+        what: str = "a catalog query",
     ) -> Any:
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
             connection = self.connection
@@ -168,7 +169,7 @@ class GreenplumClient:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
                 self.discard_connection()
-                log.warning(f"Connection lost during a catalog query ({one_line(error)}); reconnecting")
+                log.warning(f"Connection lost during {what} ({one_line(error)}); reconnecting")
             finally:
                 if not connection.closed:
                     with contextlib.suppress(psycopg2.Error):  # a broken connection is discarded above

@@ -18,6 +18,7 @@ from conftest import Database, Destination
 from psycopg2 import sql
 
 import connector
+import difference_digest as dd
 from catalog import detect_flavour
 from configuration import parse_settings
 from greenplum_client import APPLICATION_NAME, GreenplumClient
@@ -126,6 +127,39 @@ def test_connection_lost_during_discovery_is_retried(
     assert len(calls) > 5
     assert _messages(capfd).count("Connection lost during a catalog query") == 2
     assert len(destination.rows(schema, "big", "id")) == 100
+
+
+def test_connection_lost_during_a_digest_s_scan_starts_it_again(
+    database: Database, schema: str, source, destination: Destination, monkeypatch, capfd
+) -> None:
+    """The session is killed while the pairs of a keyed table stream in: the scan runs again on a new connection and
+    its cells start over, so the sync sends exactly what changed."""
+    with source.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.keyed (id text PRIMARY KEY, n int);
+            INSERT INTO {schema}.keyed SELECT 'account number ' || lpad(i::text, 40, '0'), i
+            FROM generate_series(1, 60000) AS i"""
+        )
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.keyed SET n = -n WHERE n % 1000 = 0")
+        cursor.execute(f"DELETE FROM {schema}.keyed WHERE n % 1000 = 1")
+    real_write, killed = dd.PairSink.write, []
+
+    def write(self: dd.PairSink, data: bytes) -> None:
+        if not killed:  # the server has 5 MB to send, far more than the socket buffers hold: the COPY breaks off
+            killed.append(_terminate_connector_backends(database))
+        real_write(self, data)
+
+    monkeypatch.setattr(dd.PairSink, "write", write)
+    counts = destination.sync(configuration)
+
+    assert killed == [1]
+    assert "Connection lost during a digest's scan" in _messages(capfd)
+    assert (counts["Upserts"], counts["Deletes"], counts.get("Truncates", 0)) == (60, 60, 0)
+    expected = _source_rows(database, f"SELECT id, n FROM {schema}.keyed")
+    assert destination.rows(schema, "keyed", "id, n") == expected
 
 
 def _messages(capfd: pytest.CaptureFixture) -> str:
