@@ -95,16 +95,23 @@ def positions(h: int, sub_size: int) -> list[int]:
 
 
 class Cells:
-    """A digest's cells: counts mod 2^16, sums of each word and of h mod 2^64, sums of checks mod CHECK_PRIME."""
+    """A digest's cells: counts mod 2^16, sums of each word and of h mod 2^64, sums of checks mod CHECK_PRIME.
 
-    def __init__(self, sub_size: int, codec: Codec) -> None:
+    With `keys_sub_size`, a digest of the keys alone goes along (`keys`: each pair's h there is `key_hash` of its
+    words), added to and subtracted with these cells: an update leaves no difference in it, so when the rows changed
+    are too many to name, the keys inserted and deleted, far fewer as a rule, still may be."""
+
+    def __init__(self, sub_size: int, codec: Codec, keys_sub_size: int | None = None) -> None:
         if not 1 <= sub_size <= MAX_SUB_SIZE:
             raise ValueError(f"sub_size {sub_size} is not within 1 to {MAX_SUB_SIZE}")
         self.sub_size, self.codec = sub_size, codec
         self.counts, *self.words, self.hashes, self.checks = ([0] * K * sub_size for _ in range(codec.words + 3))
+        self.keys = Cells(keys_sub_size, codec) if keys_sub_size else None
 
     def add_pairs(self, words: np.ndarray, h: np.ndarray) -> None:
         """Adds many pairs at once (the rows of a batch): `words` holds a row of int64 words a pair, `h` its int64s."""
+        if self.keys is not None:
+            self.keys.add_pairs(words, key_hashes(words))
         totals = cell_totals(self.sub_size, words, h)
         touched = np.flatnonzero(totals[0]).tolist()
         for (_, modulus, column), total in zip(self._layout(), totals, strict=True):
@@ -113,16 +120,21 @@ class Cells:
 
     def add_pair(self, sign: int, words: Sequence[int], h: int) -> None:
         """Adds a pair to its cells (sign +1) or takes it out (-1)."""
+        if self.keys is not None:
+            self.keys.add_pair(sign, words, key_hash(words))
         values = [1, *words, h, check(words, h)]
         for cell in positions(h, self.sub_size):
             for (_, modulus, column), value in zip(self._layout(), values, strict=True):
                 column[cell] = (column[cell] + sign * value) % modulus
 
     def subtract(self, other: Cells) -> Cells:
-        """These cells less another digest's of the same size and codec: the cells of the pairs that differ."""
+        """These cells less another digest's of the same size and codec: the cells of the pairs that differ (and of
+        the keys, when both have a digest of keys of the same size)."""
         if (other.sub_size, other.codec) != (self.sub_size, self.codec):
             raise ValueError("digests of different sizes or codecs cannot be subtracted")
         difference = Cells(self.sub_size, self.codec)
+        if self.keys is not None and other.keys is not None and self.keys.sub_size == other.keys.sub_size:
+            difference.keys = self.keys.subtract(other.keys)
         layouts = zip(difference._layout(), self._layout(), other._layout(), strict=True)
         for (_, modulus, column), (_, _, mine), (_, _, theirs) in layouts:
             column[:] = [(a - b) % modulus for a, b in zip(mine, theirs, strict=True)]
@@ -173,12 +185,21 @@ class Cells:
 
     def pack(self) -> str:
         """`sub_size:words:base64`, of the zlib of the columns one after another, little-endian: counts (uint16),
-        each word (uint64), h (uint64), checks (uint32). Empty cells compress to almost nothing."""
+        each word (uint64), h (uint64), checks (uint32); then `|` and the digest of keys packed alike, if any. Empty
+        cells compress to almost nothing."""
         data = b"".join(struct.pack(f"<{len(column)}{form}", *column) for form, _, column in self._layout())
-        return f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 9)).decode()}"
+        packed = f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 9)).decode()}"
+        return packed if self.keys is None else f"{packed}|{self.keys.pack()}"
 
     @classmethod
     def unpack(cls, text: str) -> Cells:
+        text, _, keys = text.partition("|")
+        cells = cls._unpack_one(text)
+        cells.keys = cls._unpack_one(keys) if keys else None
+        return cells
+
+    @classmethod
+    def _unpack_one(cls, text: str) -> Cells:
         sub_size, words, packed = text.split(":")
         cells, data = cls(int(sub_size), Codec(int(words))), zlib.decompress(base64.b64decode(packed))
         size, offset = K * cells.sub_size, 0
@@ -202,6 +223,33 @@ def changes(pairs: Iterable[Pair], codec: Codec) -> tuple[set, set]:
     for pair in pairs:
         (came if pair.sign > 0 else went).add(codec.decode(pair.words))
     return came, went - came
+
+
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def key_hash(words: Sequence[int]) -> int:
+    """A key's h in a digest of keys: splitmix64's finalizer folded over its words, as a signed 64-bit int."""
+    value = 0
+    for word in words:
+        value = (value ^ word) % 2**64
+        value = (value + _MIX[0]) % 2**64
+        value = ((value ^ (value >> 30)) * _MIX[1]) % 2**64
+        value = ((value ^ (value >> 27)) * _MIX[2]) % 2**64
+        value ^= value >> 31
+    return _signed(value)
+
+
+def key_hashes(words: np.ndarray) -> np.ndarray:
+    """`key_hash` of each row of words (int64), with numpy's wrapping uint64 arithmetic."""
+    value = np.zeros(len(words), np.uint64)
+    with np.errstate(over="ignore"):
+        for column in np.ascontiguousarray(words).view(np.uint64).T:
+            value = (value ^ column) + np.uint64(_MIX[0])
+            value = (value ^ (value >> np.uint64(30))) * np.uint64(_MIX[1])
+            value = (value ^ (value >> np.uint64(27))) * np.uint64(_MIX[2])
+            value ^= value >> np.uint64(31)
+    return value.view(np.int64)
 
 
 def _signed(value: int) -> int:
@@ -241,12 +289,12 @@ class NullKey(Exception):
 
 class PairSink:
     """The cells of the rows `pairs_copy` sends, summed as the data arrives (a file-like target of psycopg2's
-    copy_expert), a few thousand rows at a time with numpy."""
+    copy_expert), a few thousand rows at a time with numpy; with `keys_sub_size`, its digest of keys too."""
 
     _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
-    def __init__(self, sub_size: int, codec: Codec) -> None:
-        self.sub_size, self.codec = sub_size, codec
+    def __init__(self, sub_size: int, codec: Codec, keys_sub_size: int | None = None) -> None:
+        self.sub_size, self.codec, self.keys_sub_size = sub_size, codec, keys_sub_size
         key_field = (">i8", (8,)) if codec is Codec.TEXT else ">i8"
         fields = [("fields", ">i2"), ("h_length", ">i4"), ("h", ">i8"), ("key_length", ">i4"), ("key", key_field)]
         if codec is Codec.TEXT:
@@ -257,11 +305,8 @@ class PairSink:
 
     def reset(self) -> None:
         """Forgets what was written: a COPY run again after a lost connection starts over."""
-        cells = K * self.sub_size
-        self._counts = np.zeros(cells, np.int64)
-        self._words = [np.zeros(cells, np.uint64) for _ in range(self.codec.words)]
-        self._hashes = np.zeros(cells, np.uint64)
-        self._checks = np.zeros(cells, np.int64)
+        self._totals: list[np.ndarray] | None = None
+        self._key_totals: list[np.ndarray] | None = None
         self._pending = bytearray()
         self._header_read = False
         self.rows = 0
@@ -279,11 +324,9 @@ class PairSink:
             if len(rest) >= 18 and struct.unpack_from(">i", rest, 14)[0] == -1:
                 raise NullKey("a row's key is NULL")
             raise ValueError("a binary COPY of pairs ended where no row ends")
-        cells = Cells(self.sub_size, self.codec)
-        cells.counts = [int(count) % _COUNT for count in self._counts]
-        cells.words = [[int(total) for total in column] for column in self._words]
-        cells.hashes = [int(total) for total in self._hashes]
-        cells.checks = [int(total) % CHECK_PRIME for total in self._checks]
+        cells = _cells_of(self._totals, self.sub_size, self.codec)
+        if self.keys_sub_size:
+            cells.keys = _cells_of(self._key_totals, self.keys_sub_size, self.codec)
         return cells
 
     def _consume(self) -> None:
@@ -311,13 +354,27 @@ class PairSink:
         if self.codec is Codec.TEXT and records["beyond"].any():
             raise KeyTooLong()
         words = records["key"].astype(np.int64).reshape(len(records), self.codec.words)
-        counts, *word_sums, hashes, checks = cell_totals(self.sub_size, words, records["h"].astype(np.int64))
-        self._counts += counts
-        for column, total in zip(self._words, word_sums, strict=True):
-            column += total
-        self._hashes += hashes
-        self._checks = (self._checks + checks) % CHECK_PRIME
+        self._totals = _summed(self._totals, cell_totals(self.sub_size, words, records["h"].astype(np.int64)))
+        if self.keys_sub_size:
+            self._key_totals = _summed(self._key_totals, cell_totals(self.keys_sub_size, words, key_hashes(words)))
         self.rows += len(records)
+
+
+def _summed(totals: list[np.ndarray] | None, more: list[np.ndarray]) -> list[np.ndarray]:
+    """Two `cell_totals` added (uint64 sums wrap mod 2^64; checks reduced mod CHECK_PRIME)."""
+    if totals is None:
+        return more
+    summed = [a + b for a, b in zip(totals, more, strict=True)]
+    summed[-1] %= CHECK_PRIME
+    return summed
+
+
+def _cells_of(totals: list[np.ndarray] | None, sub_size: int, codec: Codec) -> Cells:
+    cells = Cells(sub_size, codec)
+    if totals is not None:
+        for (_, modulus, column), total in zip(cells._layout(), totals, strict=True):
+            column[:] = [value % modulus for value in total.tolist()]
+    return cells
 
 
 def cell_totals(sub_size: int, words: np.ndarray, h: np.ndarray) -> list[np.ndarray]:
@@ -349,6 +406,13 @@ def hash_of_md5(md5: sql.Composable) -> sql.Composable:
 # d^2 / (2 S^3) for sub-tables of S cells, which a spare of 300 cells keeps below 0.4% at every d (the worst near
 # d = 430). At the capacity, decoding succeeded in 99.6% to 100% of random trials for d from 1 to 20,000.
 _SPARE_CELLS = 300
+
+
+def keys_sub_size(sub_size: int) -> int:
+    """The sub-table size of a digest of keys beside one of `sub_size`: an eighth (a digest of 1 MB carries one of
+    125 KB, which names about 3,800 keys inserted and deleted), at least 128 cells a sub-table where the main one is
+    larger, so that a small difference of keys decodes."""
+    return max(sub_size // 8, min(sub_size, 128))
 
 
 def cell_bytes(words: int) -> int:

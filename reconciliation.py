@@ -137,10 +137,10 @@ class Reconciliation:
             )
             self._start_pass(catalog)
             return Outcome.FULL_PASS
-        if changes.backfill:
+        if changes.backfill or state.pass_held is not None:  # new columns, or such a read killed partway
             return self._read_every_row(saved, hashed, catalog)
         try:
-            current = self._cells(saved.sub_size, hashed)
+            current = self._cells(saved, hashed)
         except dd.KeyTooLong as error:
             return self._unfit(error)
         except dd.NullKey:
@@ -151,11 +151,17 @@ class Reconciliation:
         pairs = difference.peel()
         if pairs is None:
             capacity = dd.capacity(saved.sub_size)
-            log.info(
-                f"{plan.state_key}: more than {capacity:,} rows' worth of changes, too many for its difference digest "
-                "to name: the table is read again, and its next digest is larger"
-            )
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
+            too_many = (
+                f"{plan.state_key}: more than {capacity:,} rows' worth of changes, too many for its digest to name"
+            )
+            if difference.keys is not None and difference.keys.peel() is not None:
+                log.info(
+                    f"{too_many}: every row is sent again, no truncate: its digest of keys names the keys deleted; "
+                    "its next digest is larger"
+                )
+                return self._read_every_row(saved, hashed, catalog)
+            log.info(f"{too_many}, or the keys inserted and deleted: the table is read again after a truncate")
             self._start_pass(catalog)
             return Outcome.FULL_PASS
         came, went = dd.changes(pairs, self._encoding.codec)
@@ -207,16 +213,19 @@ class Reconciliation:
         return Outcome.SENT
 
     def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], catalog: str | None) -> Outcome:
-        """Sends every row again (a column added or renamed: the destination holds none of its values), in key order
-        and resumable; the destination then holds exactly the rows read, so the keys it held that the read did not
-        return are deleted: named by the saved digest less the rows read, in the form it hashed."""
+        """Sends every row again (a column added or renamed: the destination holds none of its values; or more rows
+        changed than the digest names), in key order and resumable; the destination then holds exactly the rows
+        read, so the keys it held that the read did not return are deleted: named by the saved digest of keys less
+        the keys read, or (a digest saved without one) by the saved digest less the rows read, in the form it
+        hashed."""
         plan, state, codec = self._plan, self._state, self._encoding.codec
-        log.info(f"{plan.state_key}: every row sent again for its new columns")
+        log.info(f"{plan.state_key}: every row sent again")
         resuming = state.position is not None and state.pass_digest is not None and state.pass_held is not None
         if not resuming:
             state.position = None
-            state.pass_digest = dd.Cells(self._sub_size(), codec).pack()
-            state.pass_held = dd.Cells(saved.sub_size, codec).pack()
+            state.pass_digest = self._new_cells().pack()
+            keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
+            state.pass_held = dd.Cells(saved.sub_size, codec, keys_sub_size).pack()
         fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
         current_hash = pair_hash(plan, self._hashing, list(plan.columns))
         sent = SentPairs(self._encoding, [(fresh, current_hash), (read, pair_hash(plan, self._hashing, hashed))])
@@ -232,7 +241,8 @@ class Reconciliation:
         state.pass_digest = state.pass_held = None
         if sent.unfit is not None:
             return self._unfit(sent.unfit)
-        pairs = saved.subtract(read).peel()  # +1: held and not read; -1: read and not held before
+        difference = saved.subtract(read)  # +1: held and not read; -1: read and not held before
+        pairs = (difference.keys or difference).peel()
         if pairs is None:
             log.info(f"{plan.state_key}: the keys deleted meanwhile cannot be named: the table is read again next sync")
             state.digest, state.position = None, None
@@ -251,7 +261,7 @@ class Reconciliation:
         """A full pass begins: its digest is made of the rows it reads (`pass_digest`), with the catalog's facts
         taken before it."""
         state = self._state
-        state.pass_digest = dd.Cells(self._sub_size(), self._encoding.codec).pack()
+        state.pass_digest = self._new_cells().pack()
         state.digest_ao, state.pass_digest_ao = None, catalog
 
     def _unfit(self, error: dd.KeyTooLong) -> Outcome:
@@ -291,18 +301,20 @@ class Reconciliation:
         by_name = {column.name: column for column in self._plan.columns}
         return [by_name[names.get(name, name)] for name, _ in saved_columns]
 
-    def _sub_size(self) -> int:
-        return dd.choose_sub_size(self._rows, self._state.digest_sizes or [], self._encoding.codec.words)
+    def _new_cells(self) -> dd.Cells:
+        """An empty digest sized for the table, with its digest of keys."""
+        sub_size = dd.choose_sub_size(self._rows, self._state.digest_sizes or [], self._encoding.codec.words)
+        return dd.Cells(sub_size, self._encoding.codec, dd.keys_sub_size(sub_size))
 
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
 
-    def _cells(self, sub_size: int, columns: list[PlannedColumn]) -> dd.Cells:
-        """The cells of the table's rows now, hashing the given columns; DigestCancelled when statement_timeout
-        cancels the scan."""
+    def _cells(self, saved: dd.Cells, columns: list[PlannedColumn]) -> dd.Cells:
+        """The cells of the table's rows now, hashing the given columns, of the saved digest's sizes; DigestCancelled
+        when statement_timeout cancels the scan."""
         hashed = pair_hash(self._plan, self._hashing, columns)
         codec = self._encoding.codec
-        sink = dd.PairSink(sub_size, codec)
+        sink = dd.PairSink(saved.sub_size, codec, saved.keys.sub_size if saved.keys is not None else None)
         try:
             self._client.copy_out(dd.pairs_copy(self._plan.relation, self._encoding.expression, hashed, codec), sink)
         except psycopg2.Error as error:

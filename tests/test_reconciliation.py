@@ -90,29 +90,51 @@ def test_rows_moved_without_a_change_send_nothing(
     assert counts["Upserts"] + counts["Deletes"] + counts["Truncates"] == 0
 
 
-def test_a_difference_past_capacity_reads_the_table_again_and_sizes_the_next_digest(
+def test_a_difference_past_capacity_sends_every_row_and_the_deletes_its_digest_of_keys_names(
     database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:
+    """More rows updated than the digest names, but few keys inserted or deleted: every row is sent again, no
+    truncate, and exactly the deleted keys are deleted; the next digest holds a difference that large."""
     _create(source, schema, "integer")
     configuration = database.configuration(SCHEMAS=schema)
     destination.sync(configuration)
     saved = destination.state["tables"][f"{schema}.t"]["digest"]
     with source.cursor() as cursor:
         cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id % 3 = 0")  # 1,000 rows: 2,000 pairs
-        cursor.execute(f"DELETE FROM {schema}.t WHERE id % 3 = 1 AND id < 300")
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id % 3 = 1 AND id < 90")
+        cursor.execute(f"INSERT INTO {schema}.t SELECT i, 'new', 1 FROM generate_series(5001, 5020) i")
     capfd.readouterr()
     counts = destination.sync(configuration)
 
-    assert "too many for its difference digest to name" in capfd.readouterr().out
-    assert (counts["Upserts"], counts["Truncates"]) == (ROWS - 100, 1)
+    assert "too many for its digest to name: every row is sent again, no truncate" in capfd.readouterr().out
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (ROWS - 30 + 20, 30, 0)
+    assert _deleted_ids(destination, schema) == sorted(str(i) for i in range(1, 90, 3))
     assert _landed(destination, schema) == _source(source, schema)
     state = destination.state["tables"][f"{schema}.t"]
     assert len(state["digest"]) > len(saved) and state["digest_sizes"]
     with source.cursor() as cursor:  # the next digest holds a difference that large
         cursor.execute(f"UPDATE {schema}.t SET note = 'again' WHERE id % 3 = 0")
+        updated = cursor.rowcount
     counts = destination.sync(configuration)
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1000, 0, 0)
+    assert (updated, counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1007, 1007, 0, 0)
     assert _landed(destination, schema) == _source(source, schema)
+
+
+def test_too_many_keys_deleted_to_name_read_the_table_again_after_a_truncate(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id % 3 = 1")  # 1,000 keys: past its digest of keys too
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+
+    assert "or the keys inserted and deleted: the table is read again after a truncate" in capfd.readouterr().out
+    assert (counts["Upserts"], counts["Truncates"]) == (ROWS - 1000, 1)
+    assert _landed(destination, schema) == _source(source, schema)
+    assert len(_deleted_ids(destination, schema)) == 1000
 
 
 def test_rows_changed_between_the_scan_and_the_reads_land_as_they_are(
@@ -165,6 +187,33 @@ def test_a_sync_killed_while_it_sends_the_difference_converges(
     assert _landed(destination, schema) == _source(source, schema)
     assert _deleted_ids(destination, schema) == sorted(str(i) for i in range(2981, 3001))
     assert destination.sync(configuration)["Upserts"] == 0
+
+
+def test_a_sync_killed_while_it_sends_every_row_past_capacity_goes_on_and_converges(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed partway through sending every row again (a difference past capacity), the next sync goes on from the
+    last checkpoint without a scan, and deletes exactly the keys gone; one more sync sends nothing."""
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="500", BATCH_SIZE="100")
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id % 3 = 0")
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id IN (5, 1500, 2999)")
+    saved = killed_after_checkpoint(
+        monkeypatch, destination, configuration, f"{schema}.t", lambda table, _: table["position"] is not None
+    )
+    assert saved["tables"][f"{schema}.t"]["pass_held"]
+    with source.cursor() as cursor:  # a change during the pause: the rows still to read send it
+        cursor.execute(f"UPDATE {schema}.t SET note = 'late' WHERE id = 2998")
+    counts = destination.sync(configuration, state=saved)
+
+    assert counts["Truncates"] == 0 and counts["Upserts"] < ROWS
+    assert _deleted_ids(destination, schema) == ["1500", "2999", "5"]
+    assert _landed(destination, schema) == _source(source, schema)
+    assert destination.state["tables"][f"{schema}.t"]["pass_held"] is None
+    again = destination.sync(configuration)
+    assert (again["Upserts"], again["Deletes"], again["Truncates"]) == (0, 0, 0)
 
 
 @pytest.mark.parametrize(
