@@ -410,9 +410,9 @@ _SPARE_CELLS = 300
 
 def keys_sub_size(sub_size: int) -> int:
     """The sub-table size of a digest of keys beside one of `sub_size`: an eighth (a digest of 1 MB carries one of
-    125 KB, which names about 3,800 keys inserted and deleted), at least 128 cells a sub-table where the main one is
-    larger, so that a small difference of keys decodes."""
-    return max(sub_size // 8, min(sub_size, 128))
+    125 KB, which names about 3,800 keys inserted and deleted), at least 32 cells a sub-table where the main one is
+    larger, so that a few keys decode: it adds a sixth to the state of a table of 3,000 rows."""
+    return max(sub_size // 8, min(sub_size, 32))
 
 
 def cell_bytes(words: int) -> int:
