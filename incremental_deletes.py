@@ -21,7 +21,7 @@ from psycopg2 import sql
 
 import difference_digest as dd
 import reads
-from reconciliation import KeyEncoding, key_values, pair_hash, read_keys
+from reconciliation import KeyEncoding, key_values, pair_hash, read_keys, scan_cells
 
 if TYPE_CHECKING:
     from sync import TableSync
@@ -38,8 +38,8 @@ class DeleteCheck:
         self._client = table.context.client
         self._encoding = encoding
         plan = self._plan
-        pair_columns = [c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name]
-        self._hash = pair_hash(plan, table.context.hashing, pair_columns)
+        self._pair_columns = [c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name]
+        self._hash = pair_hash(plan, table.context.hashing, self._pair_columns)
         self._sent = dd.Cells.unpack(self._state.deletes_digest) if self._state.deletes_digest else None
 
     def before_read(self) -> None:
@@ -151,14 +151,13 @@ class DeleteCheck:
         return found
 
     def _cells(self, sub_size: int, bound: str) -> dd.Cells:
-        # The bound as a quoted literal (the server parses it as the cursor's type): the digest's SQL holds `%`.
+        # The bound as a quoted literal (the server parses it as the cursor's type): a COPY takes no parameter.
         condition = sql.SQL("{} <= {}").format(sql.Identifier(self._plan.cursor.name), sql.Literal(bound))
-        codec = self._encoding.codec
-        sink = dd.PairSink(sub_size, codec)
-        self._client.copy_out(
-            dd.pairs_copy(self._plan.relation, self._encoding.expression, self._hash, codec, condition), sink
+        hashing = self._table.context.hashing
+        cells, _ = scan_cells(
+            self._client, self._plan, hashing, self._encoding, self._pair_columns, sub_size, condition=condition
         )
-        return sink.cells()
+        return cells
 
     def _sub_size(self) -> int:
         rows = max(self._plan.estimated_rows, 0)

@@ -28,7 +28,7 @@ import schema_changes
 from block_ranges import Hashing, row_hash
 from catalog import RowLocator
 from declared_keys import check_window
-from greenplum_client import is_statement_cancelled, one_line
+from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
 from leaf_survey import DigestCancelled
 from leaves import greenplum_leaves
 from planning import PlannedColumn, TablePlan
@@ -312,11 +312,11 @@ class Reconciliation:
     def _cells(self, saved: dd.Cells, columns: list[PlannedColumn]) -> dd.Cells:
         """The cells of the table's rows now, hashing the given columns, of the saved digest's sizes; DigestCancelled
         when statement_timeout cancels the scan."""
-        hashed = pair_hash(self._plan, self._hashing, columns)
-        codec = self._encoding.codec
-        sink = dd.PairSink(saved.sub_size, codec, saved.keys.sub_size if saved.keys is not None else None)
+        keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
         try:
-            self._client.copy_out(dd.pairs_copy(self._plan.relation, self._encoding.expression, hashed, codec), sink)
+            cells, self._rows = scan_cells(
+                self._client, self._plan, self._hashing, self._encoding, columns, saved.sub_size, keys_sub_size
+            )
         except psycopg2.Error as error:
             if not is_statement_cancelled(error):
                 raise
@@ -324,8 +324,6 @@ class Reconciliation:
                 f"the server cancelled the difference digest's scan ({one_line(error)}); raise statement_timeout for "
                 "USERNAME"
             ) from None
-        cells = sink.cells()
-        self._rows = sink.rows
         return cells
 
 
@@ -358,6 +356,27 @@ def read_keys(
             condition, params = sql.SQL("{} AND {}").format(condition, only[0]), [*params, *only[1]]
         read = reads.Read(reads.select(plan, None, *extra, where=condition), params, ())
         table.read_all(lambda read=read: read, sent.note if sent is not None else None, on_restart=lambda: None)
+
+
+def scan_cells(
+    client: GreenplumClient,
+    plan: TablePlan,
+    hashing: Hashing,
+    encoding: KeyEncoding,
+    columns: list[PlannedColumn],
+    sub_size: int,
+    keys_sub_size: int | None = None,
+    condition: sql.Composable | None = None,
+) -> tuple[dd.Cells, int]:
+    """The cells of the relation's rows now (those meeting the condition, which holds no parameter) and how many rows
+    there are, their pairs hashing the given columns as `pair_hash` does: one COPY of each row's hash and key, summed
+    as it arrives."""
+    md5 = hashing is Hashing.MD5_128
+    hashed = row_hash(_with_columns(plan, columns), hashing)
+    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5=md5)
+    statement = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5=md5)
+    client.copy_out(statement, sink)
+    return sink.cells(), sink.rows
 
 
 def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:

@@ -136,7 +136,7 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
     from planning import plan_tables
-    from reconciliation import key_encoding, pair_hash
+    from reconciliation import key_encoding, scan_cells
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
@@ -144,12 +144,9 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
         plans = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
         (plan,) = [plan for plan in plans if plan.state_key.endswith(accounts.rpartition(".")[2])]
         encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
-        hashed = pair_hash(plan, hashing, list(plan.columns))
         sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
         started = time.perf_counter()
-        sink = dd.PairSink(sub_size, encoding.codec)
-        client.copy_out(dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec), sink)
-        sink.cells()
+        scan_cells(client, plan, hashing, encoding, list(plan.columns), sub_size, dd.keys_sub_size(sub_size))
         digest_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
@@ -190,7 +187,7 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
     from planning import plan_tables
-    from reconciliation import key_encoding, pair_hash
+    from reconciliation import key_encoding, scan_cells
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
@@ -198,15 +195,12 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
         (plan,) = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
         encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
         cursor = sql.Identifier(plan.cursor.name)
-        hashed = pair_hash(plan, hashing, [c for c in plan.columns if c.name in (*plan.primary_key, plan.cursor.name)])
+        hashed = [c for c in plan.columns if c.name in (*plan.primary_key, plan.cursor.name)]
         ((bound,),) = client.query(sql.SQL("SELECT max({})::text FROM {}").format(cursor, plan.relation))
         condition = sql.SQL("{} <= {}").format(cursor, sql.Literal(bound))
         sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
-        statement = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition)
         started = time.perf_counter()
-        sink = dd.PairSink(sub_size, encoding.codec)
-        client.copy_out(statement, sink)
-        sink.cells()
+        scan_cells(client, plan, hashing, encoding, hashed, sub_size, condition=condition)
         check_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
