@@ -188,7 +188,7 @@ class Cells:
         each word (uint64), h (uint64), checks (uint32); then `|` and the digest of keys packed alike, if any. Empty
         cells compress to almost nothing."""
         data = b"".join(struct.pack(f"<{len(column)}{form}", *column) for form, _, column in self._layout())
-        packed = f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 9)).decode()}"
+        packed = f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 6)).decode()}"
         return packed if self.keys is None else f"{packed}|{self.keys.pack()}"
 
     @classmethod
