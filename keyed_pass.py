@@ -1,7 +1,8 @@
 """A keyed table's sync (a key, no cursor). Its difference digest (`reconciliation.py`) names the keys inserted,
 updated and deleted, and only those are sent; this pass reads the whole table in key order after a truncate when the
-digest cannot tell (the first sync, a difference past its capacity, a hashed column dropped), so that deleted rows end
-up deleted, and makes the digest of the rows it reads, for the next sync to compare with.
+digest cannot tell (the first sync, more keys inserted and deleted than even its digest of keys names, a hashed column
+dropped), so that deleted rows end up deleted, and makes the digest of the rows it reads, for the next sync to compare
+with.
 
 Keys no digest carries (a date, a decimal) keep the block range digests: leaves surveyed as a keyless pass surveys
 them (`leaf_survey.py`), append-optimized leaves by Greenplum's catalog; when no key came or went, the changed ranges

@@ -4,8 +4,10 @@ inserted, updated and deleted; those rows are read by key and upserted, those ke
 sent. Rows moved without a change (VACUUM FULL, CLUSTER, a redistribution) keep their pairs and send nothing.
 
 Keys are encoded as themselves (one integer column) or as their text (64 bytes at most), so that a deleted key comes
-back from the cells; keys of other types, longer keys, or a difference too large to decode leave the table to the
-full pass, with a log line, and the next digest is sized for the difference seen.
+back from the cells; keys of other types or longer keys leave the table to the block range digests. A difference too
+large to decode sends every row again, and deletes the keys that a digest of the keys alone names; when that one
+cannot either, the table is read again after a truncate. Each is logged, and the next digest is sized for the
+difference seen.
 """
 
 from __future__ import annotations
@@ -261,7 +263,7 @@ class Reconciliation:
         """A full pass begins: its digest is made of the rows it reads (`pass_digest`), with the catalog's facts
         taken before it."""
         state = self._state
-        state.pass_digest = self._new_cells().pack()
+        state.pass_digest, state.pass_held = self._new_cells().pack(), None
         state.digest_ao, state.pass_digest_ao = None, catalog
 
     def _unfit(self, error: dd.KeyTooLong) -> Outcome:
