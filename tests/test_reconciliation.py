@@ -120,6 +120,27 @@ def test_a_difference_past_capacity_sends_every_row_and_the_deletes_its_digest_o
     assert _landed(destination, schema) == _source(source, schema)
 
 
+@pytest.mark.parametrize("kind", ["text", "composite"])
+def test_past_capacity_the_digest_of_keys_names_text_and_composite_keys_deleted(
+    kind: str, database: Database, schema: str, source, destination: Destination
+) -> None:
+    _create(source, schema, kind)
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {schema}.t WHERE note IN ('n7', 'n700', 'n2999')")
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed'")  # every row: far past the digest's capacity
+    deleted_before = set(_deleted_ids(destination, schema))
+    counts = destination.sync(configuration)
+
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (ROWS - 3, 3, 0)
+    assert _landed(destination, schema) == _source(source, schema)
+    deleted = set(_deleted_ids(destination, schema)) - deleted_before
+    with source.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {schema}.t WHERE id::text = ANY(%s)", [sorted(deleted)])
+        assert len(deleted) == 3 and cursor.fetchone()[0] == 0
+
+
 def test_too_many_keys_deleted_to_name_read_the_table_again_after_a_truncate(
     database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:
