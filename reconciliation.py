@@ -226,11 +226,13 @@ class Reconciliation:
         if not resuming:
             state.position = None
             state.pass_digest = self._new_cells().pack()
-            keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
-            state.pass_held = dd.Cells(saved.sub_size, codec, keys_sub_size).pack()
+            # With a digest of keys, only the keys read count: the cells beside it are a token three.
+            held = (1, saved.keys.sub_size) if saved.keys is not None else (saved.sub_size, None)
+            state.pass_held = dd.Cells(held[0], codec, held[1]).pack()
         fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
         current_hash = pair_hash(plan, self._hashing, list(plan.columns))
-        sent = SentPairs(self._encoding, [(fresh, current_hash), (read, pair_hash(plan, self._hashing, hashed))])
+        read_hash = current_hash if saved.keys is not None else pair_hash(plan, self._hashing, hashed)
+        sent = SentPairs(self._encoding, [(fresh, current_hash), (read, read_hash)])
 
         def save() -> None:
             state.pass_digest, state.pass_held = fresh.pack(), read.pack()
@@ -243,8 +245,8 @@ class Reconciliation:
         state.pass_digest = state.pass_held = None
         if sent.unfit is not None:
             return self._unfit(sent.unfit)
-        difference = saved.subtract(read)  # +1: held and not read; -1: read and not held before
-        pairs = (difference.keys or difference).peel()
+        # +1: held and not read; -1: read and not held before
+        pairs = (saved.keys.subtract(read.keys) if saved.keys is not None else saved.subtract(read)).peel()
         if pairs is None:
             log.info(f"{plan.state_key}: the keys deleted meanwhile cannot be named: the table is read again next sync")
             state.digest, state.position = None, None

@@ -141,6 +141,37 @@ def test_past_capacity_the_digest_of_keys_names_text_and_composite_keys_deleted(
         assert len(deleted) == 3 and cursor.fetchone()[0] == 0
 
 
+def test_a_digest_saved_without_a_digest_of_keys_still_names_deletes_and_past_capacity_truncates(
+    database: Database, schema: str, source, destination: Destination
+) -> None:
+    """A digest saved by the version before digests of keys: a read of every row (a column added) names the keys
+    deleted from the digest itself; past its capacity the table is read again after a truncate, and the digest made
+    then has its digest of keys."""
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    state = destination.state
+    table = state["tables"][f"{schema}.t"]
+    table["digest"] = table["digest"].partition("|")[0]
+    with source.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {schema}.t ADD COLUMN region text DEFAULT 'eu'")
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id IN (3, 30)")
+    counts = destination.sync(configuration, state=state)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (ROWS - 2, 2, 0)
+    assert _deleted_ids(destination, schema) == ["3", "30"]
+    assert "|" in destination.state["tables"][f"{schema}.t"]["digest"]
+
+    state = destination.state
+    table = state["tables"][f"{schema}.t"]
+    table["digest"] = table["digest"].partition("|")[0]
+    with source.cursor() as cursor:
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id % 3 = 0")
+    counts = destination.sync(configuration, state=state)
+    assert (counts["Upserts"], counts["Truncates"]) == (ROWS - 2, 1)
+    assert _landed(destination, schema) == _source(source, schema)
+    assert "|" in destination.state["tables"][f"{schema}.t"]["digest"]
+
+
 def test_too_many_keys_deleted_to_name_read_the_table_again_after_a_truncate(
     database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:
