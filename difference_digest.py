@@ -391,19 +391,23 @@ def _cells_of(totals: list[np.ndarray] | None, sub_size: int, codec: Codec) -> C
 def cell_totals(sub_size: int, words: np.ndarray, h: np.ndarray) -> list[np.ndarray]:
     """What many pairs add to each cell, in `Cells`' column order: counts and checks as int64 (checks reduced mod
     CHECK_PRIME), the words' and h's sums as uint64, which wrap as their sums mod 2^64 do."""
-    product = ((h & _HALF) * ((h >> 30) & _HALF)) % CHECK_PRIME
-    weighted = sum((words[:, j] % CHECK_PRIME) * (j + 1) for j in range(words.shape[1]))
-    check_values = (product + weighted) % CHECK_PRIME
     cells = K * sub_size
-    counts, checks, hashes = np.zeros(cells, np.int64), np.zeros(cells, np.int64), np.zeros(cells, np.uint64)
     word_sums = [np.zeros(cells, np.uint64) for _ in range(words.shape[1])]
+    # A word's values side by side, each scatter reading them in a row; words zero in every pair (the tail of short
+    # text keys) add nothing anywhere and are left out.
+    used = np.flatnonzero(words.any(axis=0))
+    columns = np.ascontiguousarray(words[:, used].T)
+    weights = (used + 1)[:, None].astype(np.int64)
+    product = ((h & _HALF) * ((h >> 30) & _HALF)) % CHECK_PRIME
+    check_values = (product + ((columns % CHECK_PRIME) * weights).sum(axis=0)) % CHECK_PRIME
+    counts, checks, hashes = np.zeros(cells, np.int64), np.zeros(cells, np.int64), np.zeros(cells, np.uint64)
     for i in range(K):
         cell = i * sub_size + ((h >> (21 * i)) & _CELL_BITS) % sub_size
         counts += np.bincount(cell, minlength=cells)
         np.add.at(hashes, cell, h.view(np.uint64))
         np.add.at(checks, cell, check_values)
-        for j, total in enumerate(word_sums):
-            np.add.at(total, cell, np.ascontiguousarray(words[:, j]).view(np.uint64))
+        for j, column in zip(used.tolist(), columns.view(np.uint64), strict=True):
+            np.add.at(word_sums[j], cell, column)
     return [counts, *word_sums, hashes, checks % CHECK_PRIME]
 
 

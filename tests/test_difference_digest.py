@@ -206,6 +206,10 @@ def test_pairs_added_in_bulk_make_the_cells_added_one_by_one(codec: Codec) -> No
         bulk = _cells(sub_size, set(pairs[:100]), codec)
         bulk.add_pairs(np.array([w for w, _ in pairs[100:]], np.int64), np.array([h for _, h in pairs[100:]], np.int64))
         assert _columns(bulk) == _columns(_cells(sub_size, set(pairs), codec))
+    zero_words = {((0,) * codec.words, h) for h in [*INT64, 12345]}  # words zero in every pair: left out, not lost
+    bulk = Cells(13, codec)
+    bulk.add_pairs(np.zeros((len(zero_words), codec.words), np.int64), np.array([h for _, h in zero_words], np.int64))
+    assert _columns(bulk) == _columns(_cells(13, zero_words, codec))
 
 
 # On a real server.
