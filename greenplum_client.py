@@ -133,38 +133,43 @@ class GreenplumClient:
     ) -> list[tuple]:
         """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
         connection when the connection is lost."""
-        return self._retrying(statement, params, lambda cursor: cursor.fetchall() if cursor.description else [])
+
+        def run(cursor: psycopg2.extensions.cursor) -> list[tuple]:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+
+        return self._retrying(run)
 
     def copy_out(self, statement: sql.Composable, sink: Any) -> None:
         """Runs a `COPY ... TO STDOUT` into the sink (its `write(data)`), in its own read-only transaction; on a new
         connection, after `sink.reset()`, when the connection is lost."""
-        self._retrying(statement, None, lambda cursor: None, copy_to=sink, what="a digest's scan")
+
+        def run(cursor: psycopg2.extensions.cursor) -> None:
+            sink.reset()
+            cursor.copy_expert(statement, sink)
+
+        self._retrying(run, "a digest's scan")
 
     def describe(self, statement: str | sql.Composable) -> list[Any]:
         """The result columns of a query without running it to completion (for custom queries)."""
         wrapped = sql.SQL("SELECT * FROM ({}) AS described LIMIT 0").format(
             statement if isinstance(statement, sql.Composable) else sql.SQL(statement)
         )
-        return self._retrying(wrapped, None, lambda cursor: list(cursor.description))
 
-    def _retrying(
-        self,
-        statement: str | sql.Composable,
-        params: Mapping[str, Any] | Sequence[Any] | None,
-        result: Callable[[psycopg2.extensions.cursor], Any],
-        copy_to: Any = None,
-        what: str = "a catalog query",
-    ) -> Any:
+        def run(cursor: psycopg2.extensions.cursor) -> list[Any]:
+            cursor.execute(wrapped)
+            return list(cursor.description)
+
+        return self._retrying(run)
+
+    def _retrying(self, run: Callable[[psycopg2.extensions.cursor], Any], what: str = "a catalog query") -> Any:
+        """`run(cursor)`'s result, in a transaction of its own; run again, from the start, on a new connection when
+        the connection is lost."""
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
             connection = self.connection
             try:
                 with connection.cursor() as cursor:
-                    if copy_to is None:
-                        cursor.execute(statement, params)
-                    else:
-                        copy_to.reset()
-                        cursor.copy_expert(statement, copy_to)
-                    return result(cursor)
+                    return run(cursor)
             except psycopg2.Error as error:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
