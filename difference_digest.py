@@ -265,7 +265,7 @@ def pairs_copy(
     condition: sql.Composable | None = None,
     md5: bool = False,
 ) -> sql.Composed:
-    """A binary COPY of the relation's pairs (the rows meeting the condition; its params go with the statement), for
+    """A binary COPY of the relation's pairs (the rows meeting the condition, which holds no parameter), for
     `PairSink`: each row's h, then its key as fixed-width bytes, so that the connector sums the cells in bulk: the
     server only hashes, as a plain read of the rows would format them, and sends 26 bytes a row (83 with a text key),
     where summing three cells a row on the server cost two to three plain reads. `key` is a bigint for INTEGER; for

@@ -226,13 +226,14 @@ class Reconciliation:
         if not resuming:
             state.position = None
             state.pass_digest = self._new_cells().pack()
-            # With a digest of keys, only the keys read count: the cells beside it are a token three.
-            held = (1, saved.keys.sub_size) if saved.keys is not None else (saved.sub_size, None)
-            state.pass_held = dd.Cells(held[0], codec, held[1]).pack()
+            # With a saved digest of keys, the read's digest is one of the keys it read, of that size.
+            held_size = saved.keys.sub_size if saved.keys is not None else saved.sub_size
+            state.pass_held = dd.Cells(held_size, codec).pack()
         fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
-        current_hash = pair_hash(plan, self._hashing, list(plan.columns))
-        read_hash = current_hash if saved.keys is not None else pair_hash(plan, self._hashing, hashed)
-        sent = SentPairs(self._encoding, [(fresh, current_hash), (read, read_hash)])
+        read_hash = None if saved.keys is not None else pair_hash(plan, self._hashing, hashed)
+        sent = SentPairs(
+            self._encoding, [(fresh, pair_hash(plan, self._hashing, list(plan.columns))), (read, read_hash)]
+        )
 
         def save() -> None:
             state.pass_digest, state.pass_held = fresh.pack(), read.pack()
@@ -246,7 +247,7 @@ class Reconciliation:
         if sent.unfit is not None:
             return self._unfit(sent.unfit)
         # +1: held and not read; -1: read and not held before
-        pairs = (saved.keys.subtract(read.keys) if saved.keys is not None else saved.subtract(read)).peel()
+        pairs = (saved.keys or saved).subtract(read).peel()
         if pairs is None:
             log.info(f"{plan.state_key}: the keys deleted meanwhile cannot be named: the table is read again next sync")
             state.digest, state.position = None, None
@@ -391,13 +392,13 @@ def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -
 
 class SentPairs:
     """The pairs of the rows a read sends, added to digests as they go by (a `read_all` hook): the read selects the
-    key as the digest encodes it and each digest's hash of the row last (`extra`). A key the digest cannot carry
-    stops it (`unfit`)."""
+    key as the digest encodes it and each digest's hash of the row last (`extra`); a digest given no hash is one of
+    keys alone (h: `dd.key_hash` of the key). A key the digest cannot carry stops it (`unfit`)."""
 
     def __init__(
         self,
         encoding: KeyEncoding,
-        digests: list[tuple[dd.Cells, sql.Composable]],
+        digests: list[tuple[dd.Cells, sql.Composable | None]],
         by_key: bool = False,
         before: Callable[[int | str], None] | None = None,
     ) -> None:
@@ -409,7 +410,10 @@ class SentPairs:
         self._by_key = by_key
         self._before = before
         self._noted: dict[int | str, tuple[tuple[int, ...], list[int]]] = {}
-        self.extra: tuple[sql.Composable, ...] = (encoding.expression, *(hashed for _, hashed in digests))
+        hashes = [hashed for _, hashed in digests if hashed is not None]
+        self.extra: tuple[sql.Composable, ...] = (encoding.expression, *hashes)
+        # Per digest, where its hash is in a raw row (counted from the end), or None: the key's own.
+        self._columns = [None if hashed is None else len(hashes) - hashes.index(hashed) for _, hashed in digests]
         self.unfit: dd.KeyTooLong | None = None
 
     @property
@@ -427,7 +431,8 @@ class SentPairs:
             return rows
         if self._by_key:
             for raw, key_words in zip(batch, words, strict=True):
-                key, hashes = raw[-width], list(raw[len(raw) - width + 1 :])
+                key = raw[-width]
+                hashes = [dd.key_hash(key_words) if at is None else raw[-at] for at in self._columns]
                 if key in self._noted:  # read again: its earlier pair leaves
                     for cells, h in zip(self._digests, self._noted[key][1], strict=True):
                         cells.add_pair(-1, key_words, h)
@@ -435,8 +440,9 @@ class SentPairs:
                     self._before(key)
                 self._noted[key] = (key_words, hashes)
         all_words = np.array(words, np.int64)
-        for index, cells in enumerate(self._digests, start=len(batch[0]) - width + 1):
-            cells.add_pairs(all_words, np.array([raw[index] for raw in batch], np.int64))
+        for cells, at in zip(self._digests, self._columns, strict=True):
+            h = dd.key_hashes(all_words) if at is None else np.array([raw[-at] for raw in batch], np.int64)
+            cells.add_pairs(all_words, h)
         return rows
 
 

@@ -39,12 +39,14 @@ class TableState:
       change (None in states of older versions).
     - `backfill`, `backfill_position`: an incremental table's columns being backfilled (added or renamed since), and
       the key of the last row sent in that read.
-    - `digest`, `digest_columns`, `digest_sizes`: a keyed table's difference digest (`difference_digest.Cells.pack`)
-      at its last sync, the columns its row hashes cover, and the differences of its recent syncs (in pairs), which
-      size the next one. `pass_digest`: the digest taken before a full pass began, saved as `digest` at its end.
-      `digest_ao`: on Greenplum, when every leaf is append-optimized, the catalog's facts of them when the digest was
-      taken: unchanged, nothing is scanned (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of
-      every row in progress (new columns), the digest of the rows it read in the form the saved digest hashed.
+    - `digest`, `digest_columns`, `digest_sizes`: a keyed table's difference digest (`difference_digest.Cells.pack`,
+      with its digest of keys) of what the destination holds, the columns its row hashes cover, and the differences
+      of its recent syncs (in pairs), which size the next one. `pass_digest`: the digest of the rows a full pass or a
+      read of every row has read so far, saved as `digest` at its end. `digest_ao`: on Greenplum, when every leaf is
+      append-optimized, the catalog's facts of them when the digest was taken: unchanged, nothing is scanned
+      (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of every row in progress (new columns,
+      or a difference past capacity): the digest of the keys it read (of the rows, in the form the saved digest
+      hashed, when that one has no digest of keys), which names the keys to delete at its end.
       `digest_unfit`: a key too long for a digest: block range digests instead.
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
