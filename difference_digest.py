@@ -48,6 +48,11 @@ class KeyTooLong(Exception):
         self.length = length
 
 
+class KeyWider(Exception):
+    """A key is longer than the bytes a scan sent of each (`pairs_copy`'s `key_bytes`): the scan runs again with all
+    KEY_BYTES."""
+
+
 class Codec(enum.Enum):
     """How a key becomes the words of its pair; the value is the number of words."""
 
@@ -264,19 +269,20 @@ def pairs_copy(
     codec: Codec,
     condition: sql.Composable | None = None,
     md5: bool = False,
+    key_bytes: int = KEY_BYTES,
 ) -> sql.Composed:
     """A binary COPY of the relation's pairs (the rows meeting the condition, which holds no parameter), for
     `PairSink`: each row's h, then its key as fixed-width bytes, so that the connector sums the cells in bulk: the
-    server only hashes, as a plain read of the rows would format them, and sends 26 bytes a row (83 with a text key),
-    where summing three cells a row on the server cost two to three plain reads. `key` is a bigint for INTEGER; for
-    TEXT a text, sent as the first 65 bytes of its UTF-8 padded with zero bytes (a 65th that is not zero: longer than
-    the codec holds; text never holds a zero byte). `md5`: `row_hash` is an md5's hex text, sent as its 16 bytes,
-    whose first 8 are h as `hash_of_md5` makes it (on Greenplum 6 the conversion costs the server a sixth of the
-    scan)."""
+    server only hashes, as a plain read of the rows would format them, and sends 26 bytes a row (27 + `key_bytes`
+    with a text key), where summing three cells a row on the server cost two to three plain reads. `key` is a bigint
+    for INTEGER; for TEXT a text, sent as the first `key_bytes` + 1 bytes of its UTF-8 padded with zero bytes (the
+    last not zero: a key longer than `key_bytes`; text never holds a zero byte). `md5`: `row_hash` is an md5's hex
+    text, sent as its 16 bytes, whose first 8 are h as `hash_of_md5` makes it (on Greenplum 6 the conversion costs
+    the server a sixth of the scan)."""
     if codec is Codec.TEXT:
-        padding = sql.Literal(bytes(KEY_BYTES + 1))
+        padding = sql.Literal(bytes(key_bytes + 1))
         key = sql.SQL("substring(convert_to({}, 'UTF8') || {} FROM 1 FOR {})").format(
-            key, padding, sql.Literal(KEY_BYTES + 1)
+            key, padding, sql.Literal(key_bytes + 1)
         )
     else:
         key = sql.SQL("({})::bigint").format(key)
@@ -297,17 +303,28 @@ class PairSink:
 
     _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
-    def __init__(self, sub_size: int, codec: Codec, keys_sub_size: int | None = None, md5: bool = False) -> None:
-        """`md5`: the COPY's h is an md5's 16 bytes (`pairs_copy`'s `md5`)."""
+    def __init__(
+        self,
+        sub_size: int,
+        codec: Codec,
+        keys_sub_size: int | None = None,
+        md5: bool = False,
+        key_bytes: int = KEY_BYTES,
+    ) -> None:
+        """`md5` and `key_bytes`: as `pairs_copy` was given them."""
+        if codec is Codec.TEXT and (key_bytes % 8 or not 8 <= key_bytes <= KEY_BYTES):
+            raise ValueError(f"key_bytes {key_bytes} is not a multiple of 8 from 8 to {KEY_BYTES}")
         self.sub_size, self.codec, self.keys_sub_size = sub_size, codec, keys_sub_size
-        key_field = (">i8", (8,)) if codec is Codec.TEXT else ">i8"
+        self._key_words = key_bytes // 8 if codec is Codec.TEXT else 1
+        self._wider = KeyWider if key_bytes < KEY_BYTES else KeyTooLong
+        key_field = (">i8", (self._key_words,)) if codec is Codec.TEXT else ">i8"
         fields = [("fields", ">i2"), ("h_length", ">i4"), ("h", ">i8")]
         fields += [("h_rest", "V8")] if md5 else []
         fields += [("key_length", ">i4"), ("key", key_field)]
         if codec is Codec.TEXT:
             fields.append(("beyond", "u1"))
         self._record = np.dtype(fields)
-        self._key_length = 8 * codec.words + (codec is Codec.TEXT)
+        self._key_length = 8 * self._key_words + (codec is Codec.TEXT)
         self._h_length = 16 if md5 else 8
         self.reset()
 
@@ -361,8 +378,9 @@ class PairSink:
         if not layout_ok.all():
             raise NullKey("a row's key is NULL")
         if self.codec is Codec.TEXT and records["beyond"].any():
-            raise KeyTooLong()
-        words = records["key"].astype(np.int64).reshape(len(records), self.codec.words)
+            raise self._wider()
+        words = np.zeros((len(records), self.codec.words), np.int64)  # the words of bytes not sent are zero
+        words[:, : self._key_words] = records["key"].reshape(len(records), self._key_words)
         self._totals = _summed(self._totals, cell_totals(self.sub_size, words, records["h"].astype(np.int64)))
         if self.keys_sub_size:
             self._key_totals = _summed(self._key_totals, cell_totals(self.keys_sub_size, words, key_hashes(words)))
@@ -409,6 +427,15 @@ def cell_totals(sub_size: int, words: np.ndarray, h: np.ndarray) -> list[np.ndar
         for j, column in zip(used.tolist(), columns.view(np.uint64), strict=True):
             np.add.at(word_sums[j], cell, column)
     return [counts, *word_sums, hashes, checks % CHECK_PRIME]
+
+
+def key_bytes_of(cells: Cells) -> int:
+    """The bytes of the longest key in a digest, a multiple of 8 (words zero in every cell held no key's bytes; a
+    sum of words that comes to zero by chance only makes the next scan send too few and run again): what a scan
+    sends of each key when the keys are as long as before."""
+    digests = [cells] if cells.keys is None else [cells, cells.keys]
+    used = [j for digest in digests for j, column in enumerate(digest.words) if any(column)]
+    return 8 * (max(used, default=cells.codec.words - 1) + 1)
 
 
 def hash_of_md5(md5: sql.Composable) -> sql.Composable:

@@ -320,7 +320,14 @@ class Reconciliation:
         keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
         try:
             cells, self._rows = scan_cells(
-                self._client, self._plan, self._hashing, self._encoding, columns, saved.sub_size, keys_sub_size
+                self._client,
+                self._plan,
+                self._hashing,
+                self._encoding,
+                columns,
+                saved.sub_size,
+                keys_sub_size,
+                key_bytes=dd.key_bytes_of(saved),
             )
         except psycopg2.Error as error:
             if not is_statement_cancelled(error):
@@ -372,16 +379,22 @@ def scan_cells(
     sub_size: int,
     keys_sub_size: int | None = None,
     condition: sql.Composable | None = None,
+    key_bytes: int = dd.KEY_BYTES,
 ) -> tuple[dd.Cells, int]:
     """The cells of the relation's rows now (those meeting the condition, which holds no parameter) and how many rows
     there are, their pairs hashing the given columns as `pair_hash` does: one COPY of each row's hash and key, summed
-    as it arrives."""
+    as it arrives. A text key is sent as its first `key_bytes` (those of the longest key last time: `key_bytes_of`),
+    and once more as its first 64 when a longer one came."""
     md5 = hashing is Hashing.MD5_128
     hashed = row_hash(_with_columns(plan, columns), hashing)
-    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5=md5)
-    statement = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5=md5)
-    client.copy_out(statement, sink)
-    return sink.cells(), sink.rows
+    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes)
+    copy = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes)
+    try:
+        client.copy_out(copy, sink)
+        return sink.cells(), sink.rows
+    except dd.KeyWider:
+        log.info(f"{plan.state_key}: a key is longer than {key_bytes} bytes, the longest last time: scanned again")
+    return scan_cells(client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition)
 
 
 def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:

@@ -242,13 +242,23 @@ def _copied_cells(
 
 
 def _server_cells(
-    source, schema: str, codec: Codec, sub_size: int = 211, piece: int | None = None, md5: bool = False
+    source,
+    schema: str,
+    codec: Codec,
+    sub_size: int = 211,
+    piece: int | None = None,
+    md5: bool = False,
+    key_bytes: int = dd.KEY_BYTES,
 ) -> Cells:
-    """The cells of `schema.t` as the connector takes them; `md5`: with h sent as the md5's bytes."""
+    """The cells of `schema.t` as the connector takes them; `md5`: with h sent as the md5's bytes; `key_bytes`: the
+    bytes of each text key sent."""
     key = sql.SQL("id") if codec is Codec.INTEGER else sql.SQL("id::text")
     row_hash = _ROW_MD5 if md5 else _ROW_HASH
-    statement = dd.pairs_copy(sql.Identifier(schema, "t"), key, row_hash, codec, md5=md5)
-    return _copied_cells(source, statement, sub_size, codec, piece, md5)
+    statement = dd.pairs_copy(sql.Identifier(schema, "t"), key, row_hash, codec, md5=md5, key_bytes=key_bytes)
+    sink = dd.PairSink(sub_size, codec, md5=md5, key_bytes=key_bytes)
+    with source.cursor() as cursor:
+        cursor.copy_expert(statement, sink if piece is None else _Chopped(sink, piece))
+    return sink.cells()
 
 
 def _python_cells(source, schema: str, codec: Codec, sub_size: int = 211) -> Cells:
@@ -337,6 +347,30 @@ def test_a_text_key_s_changes_come_back_as_its_text(source, schema: str) -> None
         cursor.execute(f"INSERT INTO {table} VALUES (%s, 3)", ["é" * 32 + "x"])
     with pytest.raises(dd.KeyTooLong, match="more than 64 bytes"):
         _server_cells(source, schema, Codec.TEXT)
+
+
+def test_text_keys_sent_as_wide_as_the_longest_give_the_same_cells_and_a_longer_one_is_told(
+    source, schema: str
+) -> None:
+    """A scan sends each text key as wide as the longest in the saved digest (`key_bytes_of`): the cells are those
+    of the full width, and a longer key is told (KeyWider: scanned again at full width), never cut short."""
+    table = f'"{schema}".t'
+    _query_none(source, f"CREATE TABLE {table} (id text PRIMARY KEY, n int)")
+    keys = ["", "a", "clé 日本", "x" * 15, "é" * 8, *(f"k{i}" for i in range(300))]
+    with source.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s)", [(key, i) for i, key in enumerate(keys)])
+    full = _server_cells(source, schema, Codec.TEXT)
+    assert dd.key_bytes_of(full) == 16, "the longest key, 16 bytes of UTF-8, fills two words"
+    assert dd.key_bytes_of(Cells(5, Codec.TEXT)) == dd.KEY_BYTES, "no key seen yet: the full width"
+    assert dd.key_bytes_of(Cells(5, Codec.INTEGER)) == 8
+    for key_bytes in (16, 24, 64):
+        assert _columns(_server_cells(source, schema, Codec.TEXT, piece=37, key_bytes=key_bytes)) == _columns(full)
+    with pytest.raises(dd.KeyWider):
+        _server_cells(source, schema, Codec.TEXT, key_bytes=8)
+    _query_none(source, f"INSERT INTO {table} VALUES ('{'y' * 17}', 1)")
+    with pytest.raises(dd.KeyWider):
+        _server_cells(source, schema, Codec.TEXT, key_bytes=16)
+    assert dd.key_bytes_of(_server_cells(source, schema, Codec.TEXT, key_bytes=24)) == 24
 
 
 @pytest.mark.parametrize("md5", [False, True])

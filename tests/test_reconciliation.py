@@ -76,6 +76,27 @@ def test_a_sync_sends_exactly_the_rows_inserted_updated_and_deleted(
     assert _deleted_ids(destination, schema) == sorted(gone), "exactly the keys the source deleted"
 
 
+def test_a_key_longer_than_any_before_is_scanned_again_at_full_width_and_sent(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    """The digest's scan sends text keys only as wide as the longest last time; a longer one is not cut short."""
+    _create(source, schema, "text")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    long_key = "k-" + "é" * 30  # 62 bytes, where the longest so far is 8
+    _run(source, f"INSERT INTO {schema}.t VALUES ('{long_key}', 'long', 1); DELETE FROM {schema}.t WHERE note = 'n9'")
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1, 1, 0)
+    assert "a key is longer than 8 bytes, the longest last time: scanned again" in capfd.readouterr().out
+    assert _landed(destination, schema) == _source(source, schema)
+    assert _deleted_ids(destination, schema) == ["k-9é"]
+    _run(source, f"UPDATE {schema}.t SET amount = 2 WHERE id = '{long_key}'")
+    capfd.readouterr()
+    assert destination.sync(configuration)["Upserts"] == 1
+    assert "scanned again" not in capfd.readouterr().out, "the digest now holds the longer key"
+
+
 @pytest.mark.parametrize("rewrite", ["VACUUM FULL {t}", "CLUSTER {t} USING t_pkey"])
 def test_rows_moved_without_a_change_send_nothing(
     rewrite: str, database: Database, schema: str, source, destination: Destination

@@ -14,6 +14,7 @@ deletes on `--rows` rows, with its primary key alone and with an index on (curso
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 import time
@@ -123,12 +124,14 @@ def _stages(
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 100 = 1")
     stage("1% updated (resized digest)", _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 100 = 1"))
     state = (work / "files" / "state.json").read_text()
-    return {"stages": stages, "state_bytes": len(state), **_digest_and_read(configuration, accounts)}
+    tables = json.loads(state)["tables"]
+    (saved,) = [entry["digest"] for key, entry in tables.items() if key.endswith(accounts.rpartition(".")[2])]
+    return {"stages": stages, "state_bytes": len(state), **_digest_and_read(configuration, accounts, saved)}
 
 
-def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, float]:
-    """Seconds of the accounts' difference digest query (at the size of its saved digest) and of a plain read of its
-    rows by the connector, without the SDK."""
+def _digest_and_read(configuration: dict[str, str], accounts: str, saved: str) -> dict[str, float]:
+    """Seconds of the accounts' difference digest scan (as the next sync would run it, from its saved digest) and of
+    a plain read of its rows by the connector, without the SDK."""
     import difference_digest as dd
     import reads
     from block_ranges import hashing_for
@@ -143,10 +146,10 @@ def _digest_and_read(configuration: dict[str, str], accounts: str) -> dict[str, 
         info = server_info(client)
         plans = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
         (plan,) = [plan for plan in plans if plan.state_key.endswith(accounts.rpartition(".")[2])]
-        encoding, hashing = key_encoding(plan), hashing_for(info.server_version_num)
-        sub_size = dd.choose_sub_size(plan.estimated_rows, [], encoding.codec.words)
+        encoding, hashing, cells = key_encoding(plan), hashing_for(info.server_version_num), dd.Cells.unpack(saved)
         started = time.perf_counter()
-        scan_cells(client, plan, hashing, encoding, list(plan.columns), sub_size, dd.keys_sub_size(sub_size))
+        keys_sub_size, key_bytes = cells.keys.sub_size, dd.key_bytes_of(cells)
+        scan_cells(client, plan, hashing, encoding, list(plan.columns), cells.sub_size, keys_sub_size, None, key_bytes)
         digest_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
