@@ -25,7 +25,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from psycopg2 import sql
@@ -270,6 +270,7 @@ def pairs_copy(
     condition: sql.Composable | None = None,
     md5: bool = False,
     key_bytes: int = KEY_BYTES,
+    located: bool = False,
 ) -> sql.Composed:
     """A binary COPY of the relation's pairs (the rows meeting the condition, which holds no parameter), for
     `PairSink`: each row's h, then its key as fixed-width bytes, so that the connector sums the cells in bulk: the
@@ -278,7 +279,7 @@ def pairs_copy(
     for INTEGER; for TEXT a text, sent as the first `key_bytes` + 1 bytes of its UTF-8 padded with zero bytes (the
     last not zero: a key longer than `key_bytes`; text never holds a zero byte). `md5`: `row_hash` is an md5's hex
     text, sent as its 16 bytes, whose first 8 are h as `hash_of_md5` makes it (on Greenplum 6 the conversion costs
-    the server a sixth of the scan)."""
+    the server a sixth of the scan). `located`: each row's tableoid, gp_segment_id and ctid follow (Greenplum)."""
     if codec is Codec.TEXT:
         padding = sql.Literal(bytes(key_bytes + 1))
         key = sql.SQL("substring(convert_to({}, 'UTF8') || {} FROM 1 FOR {})").format(
@@ -287,10 +288,19 @@ def pairs_copy(
     else:
         key = sql.SQL("({})::bigint").format(key)
     hashed = sql.SQL("decode({}, 'hex')" if md5 else "({})::bigint").format(row_hash)
-    scan = sql.SQL("SELECT {}, {} FROM {}").format(hashed, key, relation)
+    places = sql.SQL(", tableoid, gp_segment_id, ctid" if located else "")
+    scan = sql.SQL("SELECT {}, {}{} FROM {}").format(hashed, key, places, relation)
     if condition is not None:
         scan += sql.SQL(" WHERE {}").format(condition)
     return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT binary)").format(scan)
+
+
+class Located(Protocol):
+    """What takes the places of the rows a scan sends (`PairSink`'s `located`)."""
+
+    def add(self, records: np.ndarray) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class NullKey(Exception):
@@ -310,8 +320,10 @@ class PairSink:
         keys_sub_size: int | None = None,
         md5: bool = False,
         key_bytes: int = KEY_BYTES,
+        located: Located | None = None,
     ) -> None:
-        """`md5` and `key_bytes`: as `pairs_copy` was given them."""
+        """`md5` and `key_bytes`: as `pairs_copy` was given them; `located` (`pairs_copy`'s `located`) is handed each
+        batch's records, whose fields `leaf`, `segment`, `block` and `offset` say where its rows are."""
         if codec is Codec.TEXT and (key_bytes % 8 or not 8 <= key_bytes <= KEY_BYTES):
             raise ValueError(f"key_bytes {key_bytes} is not a multiple of 8 from 8 to {KEY_BYTES}")
         self.sub_size, self.codec, self.keys_sub_size = sub_size, codec, keys_sub_size
@@ -323,6 +335,11 @@ class PairSink:
         fields += [("key_length", ">i4"), ("key", key_field)]
         if codec is Codec.TEXT:
             fields.append(("beyond", "u1"))
+        if located is not None:
+            fields += [("leaf_length", ">i4"), ("leaf", ">u4"), ("segment_length", ">i4"), ("segment", ">i4")]
+            fields += [("tid_length", ">i4"), ("block", ">u4"), ("offset", ">u2")]
+        self._located = located
+        self._fields = 5 if located is not None else 2
         self._record = np.dtype(fields)
         self._key_length = 8 * self._key_words + (codec is Codec.TEXT)
         self._h_length = 16 if md5 else 8
@@ -336,6 +353,8 @@ class PairSink:
         self._chunks: list[bytes] = []  # psycopg2 writes a row at a time: joined and summed 16,384 at a time
         self._header_read = False
         self.rows = 0
+        if self._located is not None:
+            self._located.reset()
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -374,7 +393,9 @@ class PairSink:
 
     def _add(self, records: np.ndarray) -> None:
         lengths = (records["h_length"] == self._h_length) & (records["key_length"] == self._key_length)
-        layout_ok = (records["fields"] == 2) & lengths
+        layout_ok = (records["fields"] == self._fields) & lengths
+        if self._located is not None:
+            layout_ok &= (records["leaf_length"] == 4) & (records["segment_length"] == 4) & (records["tid_length"] == 6)
         if not layout_ok.all():
             raise NullKey("a row's key is NULL")
         if self.codec is Codec.TEXT and records["beyond"].any():
@@ -384,6 +405,8 @@ class PairSink:
         self._totals = _summed(self._totals, cell_totals(self.sub_size, words, records["h"].astype(np.int64)))
         if self.keys_sub_size:
             self._key_totals = _summed(self._key_totals, cell_totals(self.keys_sub_size, words, key_hashes(words)))
+        if self._located is not None:
+            self._located.add(records)
         self.rows += len(records)
 
 

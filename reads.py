@@ -104,12 +104,15 @@ def keyed(
     return Read(statement, params, tuple(_index(plan, name) for name in plan.primary_key))
 
 
-def ao_rows(plan: TablePlan, leaf: Leaf, skipped: list[tuple[int, str, str]]) -> Read:
+def ao_rows(
+    plan: TablePlan, leaf: Leaf, skipped: list[tuple[int, str, str]], extra: tuple[sql.Composable, ...] = ()
+) -> Read:
     """An append-optimized leaf's rows in (segment, ctid) order, but for the given ranges (segment, from ctid, to
-    ctid, the end excluded), with the segment and the ctid's text last (zip() with the column names leaves them out
-    of the row). The ctid comparisons filter a scan: Greenplum has no TID range scan on AO storage."""
+    ctid, the end excluded), with any extra columns, then the segment and the ctid's text last (zip() with the
+    column names leaves them out of the row). The ctid comparisons filter a scan: Greenplum has no TID range scan
+    on AO storage."""
     _, condition, params = ao_rows_window(leaf, skipped)
-    extra = (sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
+    extra = (*extra, sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
     statement = sql.SQL("{} WHERE {}").format(select(plan, leaf.relation, *extra), condition)
     return Read(sql.SQL("{} ORDER BY gp_segment_id, ctid").format(statement), params, ())
 

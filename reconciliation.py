@@ -27,6 +27,7 @@ import append_optimized as ao
 import difference_digest as dd
 import reads
 import schema_changes
+from appended_rows import AoNow, HighWater, entry, send_appended
 from block_ranges import Hashing, row_hash
 from catalog import RowLocator
 from declared_keys import check_window
@@ -34,6 +35,7 @@ from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
 from leaf_survey import DigestCancelled
 from leaves import greenplum_leaves
 from planning import PlannedColumn, TablePlan
+from state import LeafState
 from type_mapping import ReadAs
 
 if TYPE_CHECKING:
@@ -123,7 +125,8 @@ class Reconciliation:
         plan, state = self._plan, self._state
         current_columns = schema_changes.column_list(plan)
         saved = dd.Cells.unpack(state.digest) if state.digest else None
-        catalog = self._append_optimized_facts()  # before any scan: what changes after it is seen next time
+        now = self._append_optimized_now()  # before any scan: what changes after it is seen next time
+        catalog = now.text if now is not None else None
         if saved is None or saved.codec is not self._encoding.codec:
             self._start_pass(catalog)
             return Outcome.FULL_PASS
@@ -141,8 +144,17 @@ class Reconciliation:
             return Outcome.FULL_PASS
         if changes.backfill or state.pass_held is not None:  # new columns, or such a read killed partway
             return self._read_every_row(saved, hashed, catalog)
+        if now is not None and state.digest_columns == current_columns:
+            outcome = self._send_appended(now)
+            if outcome is not None:
+                return outcome
+        # The rows hidden in the leaves that changed, counted before the scan, and where each file's rows end, as
+        # the scan sends them: what the next sync compares with to read appended rows alone.
+        flavour = self._table.context.flavour
+        hidden = now.hidden_counts(self._client, flavour, now.changed_since(state.digest_ao)) if now else {}
+        high_water = HighWater(plan.partitioned, plan.leaf_key) if now is not None else None
         try:
-            current = self._cells(saved, hashed)
+            current = self._cells(saved, hashed, high_water)
         except dd.KeyTooLong as error:
             return self._unfit(error)
         except dd.NullKey:
@@ -211,8 +223,35 @@ class Reconciliation:
             None,
             catalog,
         )
+        state.digest_leaves = self._leaf_entries(now, hidden, high_water)
         self._table.progressed()
         return Outcome.SENT
+
+    def _send_appended(self, now: AoNow) -> Outcome | None:
+        """Sends the rows appended alone when that is all that changed (`appended_rows.py`); None when the table
+        needs the digest's scan."""
+        state, plan = self._state, self._plan
+        held = dd.Cells.unpack(state.digest)
+        sent = SentPairs(self._encoding, [(held, pair_hash(plan, self._hashing, list(plan.columns)))])
+        entries = send_appended(self._table, now, sent.extra, sent.note)
+        if sent.unfit is not None:
+            return self._unfit(sent.unfit)
+        if entries is None:
+            return None
+        state.digest, state.digest_ao, state.digest_leaves, state.position = held.pack(), now.text, entries, None
+        self._table.progressed()
+        return Outcome.SENT
+
+    def _leaf_entries(
+        self, now: AoNow | None, hidden: dict[str, dict], high_water: HighWater | None
+    ) -> dict[str, LeafState] | None:
+        """What the digest just saved holds of each AO leaf: of those that changed, where their rows end (the scan)
+        and the rows hidden before it; the others keep their entries (a leaf with none gets one when it changes)."""
+        if now is None or high_water is None:
+            return None
+        kept = self._state.digest_leaves or {}
+        entries = {key: kept[key] for key in now.facts if key in kept and key not in hidden}
+        return entries | {key: entry(now.facts[key], high_water.files(key), hidden[key]) for key in hidden}
 
     def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], catalog: str | None) -> Outcome:
         """Sends every row again (a column added or renamed: the destination holds none of its values; or more rows
@@ -250,7 +289,7 @@ class Reconciliation:
         pairs = (saved.keys or saved).subtract(read).peel()
         if pairs is None:
             log.info(f"{plan.state_key}: the keys deleted meanwhile cannot be named: the table is read again next sync")
-            state.digest, state.position = None, None
+            state.digest, state.position, state.digest_leaves = None, None, None
             return Outcome.SENT
         held_only = {codec.decode(p.words) for p in pairs if p.sign > 0} - {
             codec.decode(p.words) for p in pairs if p.sign < 0
@@ -258,7 +297,7 @@ class Reconciliation:
         for key in sorted(held_only):
             self._table.delete(key_values(self._encoding, key))
         state.digest, state.digest_columns = fresh.pack(), schema_changes.column_list(plan)
-        state.position, state.digest_ao = None, catalog
+        state.position, state.digest_ao, state.digest_leaves = None, catalog, None
         self._table.progressed()
         return Outcome.SENT
 
@@ -267,18 +306,20 @@ class Reconciliation:
         taken before it."""
         state = self._state
         state.pass_digest, state.pass_held = self._new_cells().pack(), None
-        state.digest_ao, state.pass_digest_ao = None, catalog
+        state.digest_ao, state.pass_digest_ao, state.digest_leaves = None, catalog, None
 
     def _unfit(self, error: dd.KeyTooLong) -> Outcome:
         log.info(f"{self._plan.state_key}: {error}: its digest cannot carry it; block range digests instead")
         state = self._state
         state.digest_unfit, state.digest, state.pass_digest, state.pass_held = True, None, None, None
+        state.digest_leaves = None
         return Outcome.NOT_APPLICABLE
 
-    def _append_optimized_facts(self) -> str | None:
-        """On Greenplum, when every leaf of the table is append-optimized: the catalog's facts of them all (storage
-        file numbers and fingerprints, taken before the digest's scan), which say without a scan that no row changed
-        since they were saved. None elsewhere, or where the catalog functions are refused."""
+    def _append_optimized_now(self) -> AoNow | None:
+        """On Greenplum, when every leaf of the table is append-optimized: the leaves and the catalog's facts of them
+        all (storage file numbers and fingerprints, taken before the digest's scan), which say without a scan that no
+        row changed since they were saved, or which leaves changed. None elsewhere, or where the catalog functions
+        are refused."""
         context, plan = self._table.context, self._plan
         if not context.flavour.is_greenplum or plan.row_locator is not RowLocator.CTID:
             return None
@@ -289,7 +330,7 @@ class Reconciliation:
             facts = ao.fetch_facts(self._client, context.flavour, leaves)
         except psycopg2.Error:
             return None
-        return ";".join(f"{key}={fact.relfilenode}/{fact.fingerprint}" for key, fact in sorted(facts.items()))
+        return AoNow({leaf.key: leaf for leaf in leaves}, facts)
 
     def _hashed_columns(
         self, saved_columns: list[list[str]], changes: schema_changes.ColumnChanges
@@ -314,9 +355,9 @@ class Reconciliation:
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
 
-    def _cells(self, saved: dd.Cells, columns: list[PlannedColumn]) -> dd.Cells:
-        """The cells of the table's rows now, hashing the given columns, of the saved digest's sizes; DigestCancelled
-        when statement_timeout cancels the scan."""
+    def _cells(self, saved: dd.Cells, columns: list[PlannedColumn], located: HighWater | None) -> dd.Cells:
+        """The cells of the table's rows now, hashing the given columns, of the saved digest's sizes (`located` takes
+        where the rows are); DigestCancelled when statement_timeout cancels the scan."""
         keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
         try:
             cells, self._rows = scan_cells(
@@ -328,6 +369,7 @@ class Reconciliation:
                 saved.sub_size,
                 keys_sub_size,
                 key_bytes=dd.key_bytes_of(saved),
+                located=located,
             )
         except psycopg2.Error as error:
             if not is_statement_cancelled(error):
@@ -380,21 +422,24 @@ def scan_cells(
     keys_sub_size: int | None = None,
     condition: sql.Composable | None = None,
     key_bytes: int = dd.KEY_BYTES,
+    located: dd.Located | None = None,
 ) -> tuple[dd.Cells, int]:
     """The cells of the relation's rows now (those meeting the condition, which holds no parameter) and how many rows
     there are, their pairs hashing the given columns as `pair_hash` does: one COPY of each row's hash and key, summed
     as it arrives. A text key is sent as its first `key_bytes` (those of the longest key last time: `key_bytes_of`),
-    and once more as its first 64 when a longer one came."""
+    and once more as its first 64 when a longer one came. `located` takes where each row is (Greenplum)."""
     md5 = hashing is Hashing.MD5_128
     hashed = row_hash(_with_columns(plan, columns), hashing)
-    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes)
-    copy = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes)
+    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes, located)
+    copy = dd.pairs_copy(
+        plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes, located is not None
+    )
     try:
         client.copy_out(copy, sink)
         return sink.cells(), sink.rows
     except dd.KeyWider:
         log.info(f"{plan.state_key}: a key is longer than {key_bytes} bytes, the longest last time: scanned again")
-    return scan_cells(client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition)
+    return scan_cells(client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition, located=located)
 
 
 def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:

@@ -47,6 +47,8 @@ class TableState:
       (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of every row in progress (new columns,
       or a difference past capacity): the digest of the keys it read (of the rows, in the form the saved digest
       hashed, when that one has no digest of keys), which names the keys to delete at its end.
+      `digest_leaves`: per append-optimized leaf, as `LeafState.ao` (with `hidden`: the rows hidden per file), what
+      the digest holds of it: where only rows were appended since, those alone are read (`appended_rows.py`).
       `digest_unfit`: a key too long for a digest: block range digests instead.
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
@@ -75,6 +77,7 @@ class TableState:
     digest_ao: str | None = None
     pass_digest_ao: str | None = None
     pass_held: str | None = None
+    digest_leaves: dict[str, LeafState] | None = None
     digest_unfit: bool = False
     deletes_digest: str | None = None
     deletes_bound: str | None = None
@@ -159,6 +162,8 @@ def _table_state(key: str, entry: Any) -> TableState:
                 leaf: LeafState(value) if isinstance(value, str) else _leaf_state(value)
                 for leaf, value in state.pass_leaves.items()
             }
+        if isinstance(state.digest_leaves, dict):
+            state.digest_leaves = {leaf: _leaf_state(value) for leaf, value in state.digest_leaves.items()}
         if isinstance(state.reading, dict):
             state.reading = LeafRead(**state.reading)
     except TypeError as error:
@@ -195,6 +200,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("digest_ao", state.digest_ao is None or isinstance(state.digest_ao, str)),
         ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
         ("pass_held", state.pass_held is None or isinstance(state.pass_held, str)),
+        ("digest_leaves", _leaves_valid(state.digest_leaves)),
         ("digest_unfit", isinstance(state.digest_unfit, bool)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),

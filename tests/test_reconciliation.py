@@ -223,8 +223,8 @@ def test_rows_changed_between_the_scan_and_the_reads_land_as_they_are(
         cursor.execute(f"UPDATE {schema}.t SET note = 'first' WHERE id IN (1, 2)")
     real_cells = reconciliation.Reconciliation._cells
 
-    def cells_then_change(self, sub_size, columns):  # after the digest's scan
-        cells = real_cells(self, sub_size, columns)
+    def cells_then_change(self, saved, columns, located):  # after the digest's scan
+        cells = real_cells(self, saved, columns, located)
         with source.cursor() as cursor:
             cursor.execute(
                 f"""UPDATE {schema}.t SET note = 'second' WHERE id = 1; DELETE FROM {schema}.t WHERE id = 2;
