@@ -129,12 +129,18 @@ class GreenplumClient:
         self._connection = None
 
     def query(
-        self, statement: str | sql.Composable, params: Mapping[str, Any] | Sequence[Any] | None = None
+        self,
+        statement: str | sql.Composable,
+        params: Mapping[str, Any] | Sequence[Any] | None = None,
+        seeing_hidden: bool = False,
     ) -> list[tuple]:
         """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
-        connection when the connection is lost."""
+        connection when the connection is lost. `seeing_hidden` (Greenplum): with `gp_select_invisible` on in that
+        transaction alone, so that rows deleted or updated away but not yet compacted are read too."""
 
         def run(cursor: psycopg2.extensions.cursor) -> list[tuple]:
+            if seeing_hidden:
+                cursor.execute("SET LOCAL gp_select_invisible = on")
             cursor.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
 

@@ -27,7 +27,7 @@ import append_optimized as ao
 import difference_digest as dd
 import reads
 import schema_changes
-from appended_rows import AoNow, HighWater, entry, send_appended
+from ao_keyed import AoNow, HighWater, ScanNotes, send_changes
 from block_ranges import Hashing, row_hash
 from catalog import RowLocator
 from declared_keys import check_window
@@ -35,7 +35,6 @@ from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
 from leaf_survey import DigestCancelled
 from leaves import greenplum_leaves
 from planning import PlannedColumn, TablePlan
-from state import LeafState
 from type_mapping import ReadAs
 
 if TYPE_CHECKING:
@@ -145,22 +144,21 @@ class Reconciliation:
         if changes.backfill or state.pass_held is not None:  # new columns, or such a read killed partway
             return self._read_every_row(saved, hashed, catalog)
         if now is not None and state.digest_columns == current_columns:
-            outcome = self._send_appended(now)
+            outcome = self._send_changes(now)
             if outcome is not None:
                 return outcome
-        # The rows hidden in the leaves that changed, counted before the scan, and where each file's rows end, as
-        # the scan sends them: what the next sync compares with to read appended rows alone.
         flavour = self._table.context.flavour
-        hidden = now.hidden_counts(self._client, flavour, now.changed_since(state.digest_ao)) if now else {}
-        high_water = HighWater(plan.partitioned, plan.leaf_key) if now is not None else None
+        notes = ScanNotes(self._client, flavour, now, state.digest_ao, plan) if now is not None else None
         try:
-            current = self._cells(saved, hashed, high_water)
+            current = self._cells(saved, hashed, notes.high_water if notes is not None else None)
         except dd.KeyTooLong as error:
             return self._unfit(error)
         except dd.NullKey:
             log.info(f"{plan.state_key}: a row's key is NULL, which no digest holds: the table is read again")
             self._start_pass(catalog)
             return Outcome.FULL_PASS
+        if notes is not None:
+            notes.after_scan()
         difference = current.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
@@ -223,17 +221,21 @@ class Reconciliation:
             None,
             catalog,
         )
-        state.digest_leaves = self._leaf_entries(now, hidden, high_water)
+        state.digest_leaves = notes.entries(state.digest_leaves or {}) if notes is not None else None
         self._table.progressed()
         return Outcome.SENT
 
-    def _send_appended(self, now: AoNow) -> Outcome | None:
-        """Sends the rows appended alone when that is all that changed (`appended_rows.py`); None when the table
-        needs the digest's scan."""
+    def _send_changes(self, now: AoNow) -> Outcome | None:
+        """Sends what changed in the append-optimized leaves that changed, when the catalog tells (`ao_keyed.py`);
+        None when the table needs the digest's scan."""
         state, plan = self._state, self._plan
         held = dd.Cells.unpack(state.digest)
         sent = SentPairs(self._encoding, [(held, pair_hash(plan, self._hashing, list(plan.columns)))])
-        entries = send_appended(self._table, now, sent.extra, sent.note)
+
+        def delete(key: int | str) -> None:
+            self._table.delete(key_values(self._encoding, key))
+
+        entries = send_changes(self._table, now, held, sent.extra, sent.note, delete)
         if sent.unfit is not None:
             return self._unfit(sent.unfit)
         if entries is None:
@@ -241,17 +243,6 @@ class Reconciliation:
         state.digest, state.digest_ao, state.digest_leaves, state.position = held.pack(), now.text, entries, None
         self._table.progressed()
         return Outcome.SENT
-
-    def _leaf_entries(
-        self, now: AoNow | None, hidden: dict[str, dict], high_water: HighWater | None
-    ) -> dict[str, LeafState] | None:
-        """What the digest just saved holds of each AO leaf: of those that changed, where their rows end (the scan)
-        and the rows hidden before it; the others keep their entries (a leaf with none gets one when it changes)."""
-        if now is None or high_water is None:
-            return None
-        kept = self._state.digest_leaves or {}
-        entries = {key: kept[key] for key in now.facts if key in kept and key not in hidden}
-        return entries | {key: entry(now.facts[key], high_water.files(key), hidden[key]) for key in hidden}
 
     def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], catalog: str | None) -> Outcome:
         """Sends every row again (a column added or renamed: the destination holds none of its values; or more rows

@@ -48,7 +48,8 @@ class TableState:
       or a difference past capacity): the digest of the keys it read (of the rows, in the form the saved digest
       hashed, when that one has no digest of keys), which names the keys to delete at its end.
       `digest_leaves`: per append-optimized leaf, as `LeafState.ao` (with `hidden`: the rows hidden per file), what
-      the digest holds of it: where only rows were appended since, those alone are read (`appended_rows.py`).
+      the digest holds of it: where its rows end and which are hidden, so that what changed there is read alone
+      (`ao_keyed.py`).
       `digest_unfit`: a key too long for a digest: block range digests instead.
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),

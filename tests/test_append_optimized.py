@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import Database, Destination, killed_after_checkpoint
 
+import ao_keyed
 import append_optimized as ao
-import appended_rows
 import sync
 from catalog import Flavour, detect_flavour
 from state import LeafState, SyncState, TableState, load_state
@@ -155,7 +155,7 @@ def test_the_high_water_of_a_scan_is_the_highest_row_number_of_each_file_per_lea
             places.append((leaf, segment, block, offset))
         return np.array(places, record)
 
-    high_water = appended_rows.HighWater(partitioned=True, leaf_key="1")
+    high_water = ao_keyed.HighWater(partitioned=True, leaf_key="1")
     high_water.add(records(rows[:2]))
     high_water.add(records(rows[2:]))
     assert high_water.files("4000000000") == {
@@ -165,19 +165,19 @@ def test_the_high_water_of_a_scan_is_the_highest_row_number_of_each_file_per_lea
     assert {place: rows.high for place, rows in high_water.files("17").items()} == {(0, 1): 3, (1, 1): 32767, (1, 0): 1}
     high_water.reset()  # a scan run again after a lost connection
     assert high_water.files("17") == {}
-    one_leaf = appended_rows.HighWater(partitioned=False, leaf_key="17")
+    one_leaf = ao_keyed.HighWater(partitioned=False, leaf_key="17")
     one_leaf.add(records(rows[4:5]))
     assert one_leaf.files("17") == {(0, 1): ao.SegmentFileRows([(1, 3)])}
 
 
 def test_the_leaves_changed_or_gone_since_the_facts_saved() -> None:
     facts = {"1": ao.AoFacts(10, "1:5:1"), "2": ao.AoFacts(20, "1:7:2"), "3": ao.AoFacts(30, "")}
-    now = appended_rows.AoNow({}, facts)
+    now = ao_keyed.AoNow({}, facts)
     saved = "1=10/1:5:1;2=20/1:6:1;4=40/1:1:1"
     assert now.changed_since(saved) == ["2", "3"]
     assert now.gone_since(saved) == ["4"]
     assert now.changed_since(None) == ["1", "2", "3"] and now.gone_since(None) == []
-    assert appended_rows.AoNow({}, now.facts).changed_since(now.text) == []
+    assert ao_keyed.AoNow({}, now.facts).changed_since(now.text) == []
 
 
 # On a real Greenplum (GREENPLUM_TEST_DSN): every kind of change and rewrite of append-optimized leaves, with the rows
@@ -479,62 +479,57 @@ def test_a_column_added_or_renamed_lands_with_its_values(
     assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 0, 0)
 
 
-def test_a_keyed_table_reads_rows_appended_alone_and_scans_for_anything_else(
+def test_a_keyed_table_reads_what_changed_in_the_changed_leaves_alone(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd
 ) -> None:
-    """PRIMARY_KEYS on a partitioned append-optimized table: once a digest's scan noted where a leaf's rows end,
-    rows appended there are read alone (the key check still reads every leaf's keys: Greenplum 6 has no unique index
-    on append-optimized storage); a delete, an update during that read, or a VACUUM sends the table to the digest's
-    scan, and every sync lands exactly the source."""
+    """PRIMARY_KEYS on a partitioned append-optimized table: once a digest's scan noted where a leaf's rows end and
+    which are hidden, the rows appended there are read alone, and the rows hidden since (deleted, or updated away)
+    are read back by ctid (the key check still reads every leaf's keys: Greenplum 6 has no unique index on
+    append-optimized storage); a change during those reads, VACUUM or a leaf not noted yet sends the table to the
+    digest's scan. Every sync lands exactly the source, and the keys marked deleted are exactly those deleted."""
     facts.create()
     facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
     assert facts.sync(destination)[0] == (3000, 0, 1)
+    facts.run(f"DELETE FROM {facts.table} WHERE id = 1000")  # the first leaf; hidden from here on
     facts.insert(5001, 5050, day=MONTHS[1], note="a")
     capfd.readouterr()
-    assert facts.sync(destination)[0] == (50, 0, 0)
+    assert facts.sync(destination)[0] == (50, 1, 0)
     assert "where its rows end was not noted: its difference digest is taken again" in capfd.readouterr().out
-    appended = "rows appended to {} leaf(s), nothing else changed: those rows read alone"
+    found = "{} leaf(s) changed, {} row(s) hidden since (deleted or updated away)"
     facts.insert(5051, 5090, day=MONTHS[1], note="b")
     assert facts.sync(destination)[0] == (40, 0, 0)
     out = capfd.readouterr().out
-    assert appended.format(1) in out and "40 rows appended, sent" in out
+    assert found.format(1, 0) in out and "40 inserted, 0 updated, 0 deleted" in out
     facts.insert(5091, 5100, day=MONTHS[1], note="c")
     facts.insert(5101, 5130, day=MONTHS[2], note="c")  # a leaf whose rows' end is not noted yet: the scan
     assert facts.sync(destination)[0] == (40, 0, 0)
     assert "where its rows end was not noted" in capfd.readouterr().out
+
+    facts.run(
+        f"DELETE FROM {facts.table} WHERE id IN (5060, 5120, 1003)",
+        f"UPDATE {facts.table} SET note = 'updated' WHERE id IN (5070, 1010, 5125)",
+    )
     facts.insert(5131, 5140, day=MONTHS[2], note="d")
-    facts.insert(5141, 5145, day=MONTHS[1], note="d")
-    assert facts.sync(destination)[0] == (15, 0, 0)
-    assert appended.format(2) in capfd.readouterr().out
-
-    facts.run(f"DELETE FROM {facts.table} WHERE id IN (5060, 5120)")
-    facts.insert(5146, 5150, day=MONTHS[2], note="e")
-    capfd.readouterr()
-    assert facts.sync(destination)[0] == (5, 2, 0)
-    assert "rows were deleted or updated in leaf" in capfd.readouterr().out
+    assert facts.sync(destination)[0] == (13, 3, 0)
+    out = capfd.readouterr().out
+    assert found.format(3, 6) in out and "10 inserted, 3 updated, 3 deleted" in out
     deleted = destination.query(f'SELECT id FROM "tester_{facts.schema}".facts WHERE _fivetran_deleted ORDER BY 1')
-    assert deleted == [(5060,), (5120,)]
-    facts.insert(5151, 5160, day=MONTHS[1], note="f")
-    assert facts.sync(destination)[0] == (10, 0, 0)
-    assert appended.format(1) in capfd.readouterr().out, "the scan noted where the leaf's rows end again"
+    assert deleted == [(1000,), (1003,), (5060,), (5120,)]
 
-    import appended_rows
-
-    real_read, updated = appended_rows._read_appended, []
+    real_read, updated = ao_keyed._read_appended, []
 
     def read_then_update(*args, **kwargs):
         result = real_read(*args, **kwargs)
         if not updated:
             updated.append(True)
-            facts.run(f"UPDATE {facts.table} SET note = 'during' WHERE id IN (5161, 9)")
+            facts.run(f"UPDATE {facts.table} SET note = 'during' WHERE id IN (5141, 9)")
         return result
 
-    facts.insert(5161, 5170, day=MONTHS[1], note="g")
-    monkeypatch.setattr(appended_rows, "_read_appended", read_then_update)
-    capfd.readouterr()
+    facts.insert(5141, 5150, day=MONTHS[1], note="g")
+    monkeypatch.setattr(ao_keyed, "_read_appended", read_then_update)
     counts = destination.sync(facts.configuration)
     monkeypatch.undo()
-    assert "rows were deleted or updated while appended rows were read" in capfd.readouterr().out
+    assert "rows were deleted or updated while the changes were read" in capfd.readouterr().out
     assert (counts["Deletes"], counts["Truncates"]) == (0, 0)
     assert facts.sync(destination)[0] == (0, 0, 0)
 
@@ -542,8 +537,11 @@ def test_a_keyed_table_reads_rows_appended_alone_and_scans_for_anything_else(
     facts.run(f"DELETE FROM {facts.table} WHERE id % 5 = 0 AND day < '{MONTHS[1]}'", f"VACUUM {facts.table}")
     (after,) = facts.run(f"SELECT count(*) FROM {facts.table}")
     assert facts.sync(destination)[0] == (0, before[0] - after[0], 0), "the deletes alone; rows moved send nothing"
+    assert "was compacted (VACUUM)" in capfd.readouterr().out
     facts.insert(5171, 5180, day=MONTHS[0], note="h")
-    assert facts.sync(destination)[0] == (10, 0, 0)
+    facts.run(f"DELETE FROM {facts.table} WHERE id IN (11, 12)")
+    assert facts.sync(destination)[0] == (10, 2, 0)
+    assert found.format(1, 2) in capfd.readouterr().out
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 

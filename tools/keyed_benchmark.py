@@ -114,8 +114,11 @@ def _stages(
     stage("nothing changed", 0)
     stage("transactions", transactions())
     deleted, inserted = rows // 1000, rows // 2000
+    new_rows = "INSERT INTO {} SELECT {} + i, 1, 0, '' FROM generate_series(1, {}) i"
+    _execute(source, new_rows.format(accounts, rows, inserted))
+    stage("0.05% inserted", inserted)
     _execute(source, f"DELETE FROM {accounts} WHERE {key} %% 1000 = 7")
-    _execute(source, f"INSERT INTO {accounts} SELECT {rows} + i, 1, 0, '' FROM generate_series(1, {inserted}) i")
+    _execute(source, new_rows.format(accounts, rows + inserted, inserted))
     stage("0.1% deleted, 0.05% inserted", deleted + inserted)
     _execute(source, f"VACUUM FULL {accounts}")
     stage("VACUUM FULL", 0)
