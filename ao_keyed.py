@@ -208,26 +208,7 @@ def send_changes(
     gone: dict[str, dict[tuple[int, int], list[int]]] = {}
     if why is None:
         counts = now.hidden_counts(client, flavour, changed)
-        saved_counts = {key: ao.decode_counts(entries[key].ao["hidden"]) for key in changed}
-        hiding = {key: counts[key] for key in changed if counts[key] != saved_counts[key]}
-        compacted = [
-            key
-            for key in hiding
-            if any(counts[key].get(place, 0) < count for place, count in saved_counts[key].items())
-        ]
-        before = {key: noted_hidden(entries[key]) for key in hiding}
-        listed = now.hidden_rows(client, hiding) if hiding else {}
-        if compacted:
-            why = f"leaf {compacted[0]} was compacted (VACUUM)"
-        elif hiding and (listed is None or any(rows is None for rows in before.values())):
-            why = f"rows were deleted or updated in leaf {next(iter(hiding))}, which hides more rows than are noted"
-        else:
-            hidden_now = listed or {}
-            files = {key: ao.decode_files(entries[key].ao["files"]) for key in hiding}
-            gone = {key: newly_hidden(files[key], before[key], hidden_now[key]) for key in hiding}
-            total = sum(len(rows) for found in gone.values() for rows in found.values())
-            if total > MAX_HIDDEN_READ:
-                why = f"{total:,} rows were deleted or updated, more than are read back by ctid ({MAX_HIDDEN_READ:,})"
+        why, hidden_now, gone = _hidden_since(client, now, entries, counts)
     if why is not None:
         log.info(f"{plan.state_key}: {why}: its difference digest is taken again")
         return None
@@ -237,7 +218,7 @@ def send_changes(
         check_windows(client, plan, windows)
     went = _read_hidden(client, held.codec, now, gone, extra)
     if went is None:
-        log.info(f"{plan.state_key}: rows hidden since were compacted meanwhile: its difference digest is taken again")
+        log.info(f"{plan.state_key}: rows hidden since cannot be read back: its difference digest is taken again")
         return None
     log.info(
         f"{plan.state_key}: {len(changed)} leaf(s) changed, {len(went):,} row(s) hidden since (deleted or updated "
@@ -277,6 +258,29 @@ def send_changes(
     return entries | {key: entry(now.facts[key], files[key], counts[key], saved_hidden.get(key)) for key in changed}
 
 
+def _hidden_since(
+    client: GreenplumClient, now: AoNow, entries: dict[str, LeafState], counts: dict[str, dict]
+) -> tuple[str | None, dict[str, Hidden], dict[str, dict[tuple[int, int], list[int]]]]:
+    """Of the changed leaves (`counts`: their rows hidden per file now): why the hidden rows cannot be told (or
+    None), the row numbers hidden now where the counts moved, and per file the rows hidden since."""
+    saved_counts = {key: ao.decode_counts(entries[key].ao["hidden"]) for key in counts}
+    hiding = {key: files for key, files in counts.items() if files != saved_counts[key]}
+    for key in hiding:
+        if any(counts[key].get(place, 0) < count for place, count in saved_counts[key].items()):
+            return f"leaf {key} was compacted (VACUUM)", {}, {}
+    before = {key: noted_hidden(entries[key]) for key in hiding}
+    hidden_now = now.hidden_rows(client, hiding) if hiding else {}
+    if hidden_now is None or any(rows is None for rows in before.values()):
+        return f"leaf {next(iter(hiding))} hides more rows than are noted", {}, {}
+    gone = {
+        key: newly_hidden(ao.decode_files(entries[key].ao["files"]), before[key], hidden_now[key]) for key in hiding
+    }
+    total = sum(len(rows) for found in gone.values() for rows in found.values())
+    if total > MAX_HIDDEN_READ:
+        return f"{total:,} rows were deleted or updated, more than are read back by ctid ({MAX_HIDDEN_READ:,})", {}, {}
+    return None, hidden_now, gone
+
+
 def _why_not(now: AoNow, saved_text: str | None, entries: dict[str, LeafState], changed: list[str]) -> str | None:
     gone = now.gone_since(saved_text)
     if gone:
@@ -297,8 +301,8 @@ def _read_hidden(
     extra: tuple[sql.Composable, ...],
 ) -> dict[Any, tuple[tuple[int, ...], int]] | None:
     """Per key, the pair (words, h) of each row hidden since, read back by ctid with `gp_select_invisible` (a scan of
-    its leaf that hashes those rows alone); None when a row is not there (its file compacted meanwhile) or its key
-    is NULL."""
+    its leaf that hashes those rows alone); None when a row is not there (its file compacted meanwhile), or its key
+    is NULL or another's (rows sent under one key: the digest's scan tells)."""
     went: dict[Any, tuple[tuple[int, ...], int]] = {}
     for key in sorted(gone, key=leaf_order):
         leaf = now.leaves[key]
@@ -318,6 +322,8 @@ def _read_hidden(
         if len(rows) != sum(len(numbers) for numbers in gone[key].values()) or any(row[0] is None for row in rows):
             return None
         for row in rows:
+            if row[0] in went:
+                return None
             went[row[0]] = (codec.encode(row[0]), row[1])
     return went
 

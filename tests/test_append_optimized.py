@@ -545,18 +545,48 @@ def test_a_keyed_table_reads_what_changed_in_the_changed_leaves_alone(
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 
-@pytest.mark.parametrize("kill_at", [1, 2])
-def test_a_keyed_table_killed_while_it_reads_appended_rows_converges(
-    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, kill_at: int
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_keyed_table_killed_while_it_sends_what_the_catalog_told_converges(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd, kill_at: int
 ) -> None:
+    """Rows appended, updated and deleted in noted leaves, the sync killed after its n-th checkpoint (every 400
+    rows): the next one goes on from the state saved and converges; the keys marked deleted are those deleted."""
     facts.create()
     facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
     facts.sync(destination)
     facts.insert(5001, 5010, day=MONTHS[1])
+    facts.run(f"DELETE FROM {facts.table} WHERE id IN (1, 40, 70)")  # one in each leaf: every leaf noted by the scan
     facts.sync(destination)
     facts.insert(5011, 6500, day=MONTHS[1])
+    facts.run(
+        f"DELETE FROM {facts.table} WHERE id % 7 = 0 AND id < 3000",
+        f"UPDATE {facts.table} SET note = 'updated' WHERE id % 11 = 0 AND id < 3000",
+    )
     killed_after_checkpoint(
         monkeypatch, destination, facts.configuration, facts.table, lambda _, number: number == kill_at
     )
+    capfd.readouterr()
     facts.sync(destination, state=destination.saved_state())
+    assert "3 leaf(s) changed" in capfd.readouterr().out, "what changed read alone, not the digest's scan"
+    deleted = destination.query(f'SELECT id FROM "tester_{facts.schema}".facts WHERE _fivetran_deleted ORDER BY 1')
+    assert deleted == [(i,) for i in range(1, 3000) if i in (1, 40, 70) or i % 7 == 0]
     assert facts.sync(destination) == ((0, 0, 0), set())
+
+
+@pytest.mark.parametrize("limit", ["MAX_HIDDEN_READ", "MAX_HIDDEN_NOTED"])
+def test_more_rows_hidden_than_are_read_back_or_noted_take_the_digest_s_scan(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd, limit: str
+) -> None:
+    facts.create()
+    facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
+    monkeypatch.setattr(ao_keyed, limit, 2)
+    facts.sync(destination)
+    facts.run(f"DELETE FROM {facts.table} WHERE id IN (1, 40, 70)")  # one in each leaf: every leaf noted by the scan
+    assert facts.sync(destination)[0] == (0, 3, 0)
+    facts.run(f"DELETE FROM {facts.table} WHERE id IN (4, 41, 71)")
+    capfd.readouterr()
+    assert facts.sync(destination)[0] == (0, 3, 0)
+    why = "more than are read back by ctid" if limit == "MAX_HIDDEN_READ" else "hides more rows than are noted"
+    assert why in capfd.readouterr().out
+    deleted = destination.query(f'SELECT id FROM "tester_{facts.schema}".facts WHERE _fivetran_deleted ORDER BY 1')
+    assert deleted == [(1,), (4,), (40,), (41,), (70,), (71,)]
