@@ -22,20 +22,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import psycopg2
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 import append_optimized as ao
 import difference_digest as dd
 import reads
-from catalog import Flavour
+from catalog import Flavour, RowLocator
 from declared_keys import check_windows
 from greenplum_client import GreenplumClient
-from leaves import Leaf, leaf_order
+from leaves import Leaf, greenplum_leaves, leaf_order
 from state import LeafState
 
 if TYPE_CHECKING:
     from planning import TablePlan
+    from state import TableState
     from sync import TableSync
 
 _SEGNO_SHIFT = 25  # an AO ctid's block number: segment file << 25 | row number >> 15; its offset: row number % 2^15 + 1
@@ -86,6 +88,22 @@ class AoNow:
         if any({file: len(numbers) for file, numbers in rows[key].items()} != counts[key] for key in counts):
             return None
         return rows
+
+
+def append_optimized_now(client: GreenplumClient, flavour: Flavour, plan: TablePlan) -> AoNow | None:
+    """On Greenplum, when every leaf of the table is append-optimized: the leaves and the catalog's facts of them all
+    (storage file numbers and fingerprints), which say without a scan that no row changed since they were saved, or
+    which leaves changed. None elsewhere, or where the catalog functions are refused."""
+    if not flavour.is_greenplum or plan.row_locator is not RowLocator.CTID:
+        return None
+    leaves = greenplum_leaves(client, flavour, plan)
+    if not leaves or not all(leaf.append_optimized for leaf in leaves):
+        return None
+    try:
+        facts = ao.fetch_facts(client, flavour, leaves)
+    except psycopg2.Error:
+        return None
+    return AoNow({leaf.key: leaf for leaf in leaves}, facts)
 
 
 class HighWater:
@@ -155,6 +173,54 @@ class ScanNotes:
             key: entry(now.facts[key], self.high_water.files(key), self._counts[key], (hidden or {}).get(key))
             for key in self._steady
         }
+
+
+# Where each row is, selected before the digest's own columns by a read of every row that notes where files end.
+LOCATED = (sql.SQL("tableoid::oid"), sql.SQL("gp_segment_id"), sql.SQL("ctid::text"))
+
+
+class PassNotes:
+    """What a read of every row (a full pass, or every row sent again) notes for the digest it makes: per leaf, its
+    facts and rows hidden when the read began (`start`), then where each file's rows end as the rows go by (the
+    read selects `LOCATED` before the digest's columns), kept in `pass_digest_leaves` at each checkpoint. At its
+    end, the leaves whose facts are still those get their entries: the rows the read saw are theirs."""
+
+    def __init__(self, state: TableState, plan: TablePlan) -> None:
+        self._state, self._partitioned, self._leaf_key = state, plan.partitioned, plan.leaf_key
+        self._files = {key: ao.decode_files(saved.ao["files"]) for key, saved in state.pass_digest_leaves.items()}
+
+    @staticmethod
+    def start(client: GreenplumClient, flavour: Flavour, now: AoNow) -> dict[str, LeafState]:
+        counts = now.hidden_counts(client, flavour, list(now.facts))
+        hidden = now.hidden_rows(client, counts)
+        return {
+            key: entry(fact, {}, counts[key], hidden[key] if hidden is not None else None)
+            for key, fact in now.facts.items()
+        }
+
+    def note(self, batch: list[tuple], width: int) -> None:
+        """Notes the rows of a batch, whose `LOCATED` columns come before the last `width`."""
+        for raw in batch:
+            oid, segment, ctid = raw[-width - 3 : len(raw) - width]
+            files = self._files.get(str(oid) if self._partitioned else self._leaf_key)
+            if files is not None:
+                segno, row_number = ao.parse_tid(ctid)
+                rows = files.setdefault((segment, segno), ao.SegmentFileRows())
+                if row_number > rows.high:
+                    rows.runs = [(1, row_number)]
+
+    def save(self) -> None:
+        for key, files in self._files.items():
+            self._state.pass_digest_leaves[key].ao["files"] = ao.encode_files(files)
+
+    def finish(self, now: AoNow | None) -> dict[str, LeafState] | None:
+        """The entries of the leaves unchanged since the read began (`now`: the catalog's facts after it)."""
+        self.save()
+        if now is None:
+            return None
+        changed = set(now.changed_since(self._state.pass_digest_ao))
+        kept = self._state.pass_digest_leaves
+        return {key: kept[key] for key in now.facts if key in kept and key not in changed}
 
 
 def entry(facts: ao.AoFacts, files: Files, counts: dict, hidden: Hidden | None) -> LeafState:

@@ -21,10 +21,11 @@ import block_ranges
 import difference_digest as dd
 import reads
 import schema_changes
+from ao_keyed import PassNotes, append_optimized_now
 from declared_keys import check_whole_table, check_windows
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
-from reconciliation import Outcome, Reconciliation, SentPairs, key_encoding, pair_hash
+from reconciliation import Outcome, Reconciliation, SentPairs, key_encoding, noting, noting_extra, pair_hash
 from state import LeafState
 
 
@@ -49,7 +50,7 @@ class KeyedPass(FullPass):
                 changes = self._changes(found) if found is not None else None
                 if changes is not None and self._updated_only(found, *changes):
                     # No digest yet of what the destination holds: the next sync's full pass makes one.
-                    state.pass_digest = state.pass_digest_ao = None
+                    state.pass_digest = state.pass_digest_ao = state.pass_digest_leaves = None
                     return
             if plan.declared_key:
                 check_whole_table(self._client, plan)
@@ -81,15 +82,19 @@ class KeyedPass(FullPass):
             return Reconciliation(self._table, encoding).run()
         except DigestCancelled as error:
             log.warning(f"{self._plan.state_key}: {error}")
-            self._state.pass_digest = None
+            self._state.pass_digest = self._state.pass_digest_leaves = None
             return Outcome.FULL_PASS
 
     def _adopt_digest(self) -> None:
-        """The digest of the rows the full pass read becomes the one the next sync compares with."""
+        """The digest of the rows the full pass read becomes the one the next sync compares with, with what it noted
+        of the append-optimized leaves that did not change meanwhile."""
         state = self._state
         if state.pass_digest is not None:
+            notes = PassNotes(state, self._plan) if state.pass_digest_leaves is not None else None
+            now = append_optimized_now(self._client, self._table.context.flavour, self._plan) if notes else None
+            state.digest_leaves = notes.finish(now) if notes is not None else None
             state.digest, state.pass_digest = state.pass_digest, None
-            state.digest_ao, state.pass_digest_ao = state.pass_digest_ao, None
+            state.digest_ao, state.pass_digest_ao, state.pass_digest_leaves = state.pass_digest_ao, None, None
             state.digest_columns, state.leaves = schema_changes.column_list(self._plan), None
 
     # What changed.
@@ -265,16 +270,19 @@ class KeyedPass(FullPass):
         cells = dd.Cells.unpack(state.pass_digest)
         hashed = pair_hash(plan, self._table.context.hashing, list(plan.columns))
         sent = SentPairs(key_encoding(plan), [(cells, hashed)])
+        notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
         def save() -> None:
             state.pass_digest = cells.pack() if sent.unfit is None else None
+            if notes is not None:
+                notes.save()
 
         self._table.on_checkpoint = save
         try:
-            self._table.read_all(lambda: reads.keyed(plan, state, extra=sent.extra), sent.note)
+            self._table.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
         finally:
             self._table.on_checkpoint = None
         save()
         if sent.unfit is not None:
             log.info(f"{plan.state_key}: {sent.unfit}: its digest cannot carry it; block range digests instead")
-            state.digest_unfit = True
+            state.digest_unfit, state.pass_digest_leaves = True, None

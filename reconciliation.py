@@ -23,17 +23,14 @@ import psycopg2
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
-import append_optimized as ao
 import difference_digest as dd
 import reads
 import schema_changes
-from ao_keyed import AoNow, HighWater, ScanNotes, send_changes
+from ao_keyed import LOCATED, AoNow, HighWater, PassNotes, ScanNotes, append_optimized_now, send_changes
 from block_ranges import Hashing, row_hash
-from catalog import RowLocator
 from declared_keys import check_window
 from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
 from leaf_survey import DigestCancelled
-from leaves import greenplum_leaves
 from planning import PlannedColumn, TablePlan
 from type_mapping import ReadAs
 
@@ -127,7 +124,7 @@ class Reconciliation:
         now = self._append_optimized_now()  # before any scan: what changes after it is seen next time
         catalog = now.text if now is not None else None
         if saved is None or saved.codec is not self._encoding.codec:
-            self._start_pass(catalog)
+            self._start_pass(now)
             return Outcome.FULL_PASS
         if catalog is not None and catalog == state.digest_ao and state.digest_columns == current_columns:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
@@ -139,10 +136,10 @@ class Reconciliation:
                 f"{plan.state_key}: a column its digest hashed is gone or holds other values ({changes.describe()}): "
                 "the table is read again"
             )
-            self._start_pass(catalog)
+            self._start_pass(now)
             return Outcome.FULL_PASS
         if changes.backfill or state.pass_held is not None:  # new columns, or such a read killed partway
-            return self._read_every_row(saved, hashed, catalog)
+            return self._read_every_row(saved, hashed, now)
         if now is not None and state.digest_columns == current_columns:
             outcome = self._send_changes(now)
             if outcome is not None:
@@ -155,7 +152,7 @@ class Reconciliation:
             return self._unfit(error)
         except dd.NullKey:
             log.info(f"{plan.state_key}: a row's key is NULL, which no digest holds: the table is read again")
-            self._start_pass(catalog)
+            self._start_pass(now)
             return Outcome.FULL_PASS
         if notes is not None:
             notes.after_scan()
@@ -172,9 +169,9 @@ class Reconciliation:
                     f"{too_many}: every row is sent again, no truncate: its digest of keys names the keys deleted; "
                     "its next digest is larger"
                 )
-                return self._read_every_row(saved, hashed, catalog)
+                return self._read_every_row(saved, hashed, now)
             log.info(f"{too_many}, or the keys inserted and deleted: the table is read again after a truncate")
-            self._start_pass(catalog)
+            self._start_pass(now)
             return Outcome.FULL_PASS
         came, went = dd.changes(pairs, self._encoding.codec)
         self._remember(len(pairs))
@@ -244,7 +241,7 @@ class Reconciliation:
         self._table.progressed()
         return Outcome.SENT
 
-    def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], catalog: str | None) -> Outcome:
+    def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], now: AoNow | None) -> Outcome:
         """Sends every row again (a column added or renamed: the destination holds none of its values; or more rows
         changed than the digest names), in key order and resumable; the destination then holds exactly the rows
         read, so the keys it held that the read did not return are deleted: named by the saved digest of keys less
@@ -259,21 +256,27 @@ class Reconciliation:
             # With a saved digest of keys, the read's digest is one of the keys it read, of that size.
             held_size = saved.keys.sub_size if saved.keys is not None else saved.sub_size
             state.pass_held = dd.Cells(held_size, codec).pack()
+            self._start_noting(now)
         fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
         read_hash = None if saved.keys is not None else pair_hash(plan, self._hashing, hashed)
         sent = SentPairs(
             self._encoding, [(fresh, pair_hash(plan, self._hashing, list(plan.columns))), (read, read_hash)]
         )
+        notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
         def save() -> None:
             state.pass_digest, state.pass_held = fresh.pack(), read.pack()
+            if notes is not None:
+                notes.save()
 
         self._table.on_checkpoint = save
         try:
-            self._table.read_all(lambda: reads.keyed(plan, state, extra=sent.extra), sent.note)
+            self._table.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
         finally:
             self._table.on_checkpoint = None
         state.pass_digest = state.pass_held = None
+        entries = notes.finish(self._append_optimized_now()) if notes is not None else None
+        started_ao, state.pass_digest_ao, state.pass_digest_leaves = state.pass_digest_ao, None, None
         if sent.unfit is not None:
             return self._unfit(sent.unfit)
         # +1: held and not read; -1: read and not held before
@@ -288,40 +291,34 @@ class Reconciliation:
         for key in sorted(held_only):
             self._table.delete(key_values(self._encoding, key))
         state.digest, state.digest_columns = fresh.pack(), schema_changes.column_list(plan)
-        state.position, state.digest_ao, state.digest_leaves = None, catalog, None
+        state.position, state.digest_ao, state.digest_leaves = None, started_ao, entries
         self._table.progressed()
         return Outcome.SENT
 
-    def _start_pass(self, catalog: str | None) -> None:
+    def _start_pass(self, now: AoNow | None) -> None:
         """A full pass begins: its digest is made of the rows it reads (`pass_digest`), with the catalog's facts
-        taken before it."""
+        taken before it and what it notes of append-optimized leaves."""
         state = self._state
         state.pass_digest, state.pass_held = self._new_cells().pack(), None
-        state.digest_ao, state.pass_digest_ao, state.digest_leaves = None, catalog, None
+        state.digest_ao, state.digest_leaves = None, None
+        self._start_noting(now)
+
+    def _start_noting(self, now: AoNow | None) -> None:
+        state = self._state
+        state.pass_digest_ao = now.text if now is not None else None
+        flavour = self._table.context.flavour
+        state.pass_digest_leaves = PassNotes.start(self._client, flavour, now) if now is not None else None
 
     def _unfit(self, error: dd.KeyTooLong) -> Outcome:
         log.info(f"{self._plan.state_key}: {error}: its digest cannot carry it; block range digests instead")
         state = self._state
         state.digest_unfit, state.digest, state.pass_digest, state.pass_held = True, None, None, None
-        state.digest_leaves = None
+        state.digest_leaves = state.pass_digest_leaves = None
         return Outcome.NOT_APPLICABLE
 
     def _append_optimized_now(self) -> AoNow | None:
-        """On Greenplum, when every leaf of the table is append-optimized: the leaves and the catalog's facts of them
-        all (storage file numbers and fingerprints, taken before the digest's scan), which say without a scan that no
-        row changed since they were saved, or which leaves changed. None elsewhere, or where the catalog functions
-        are refused."""
-        context, plan = self._table.context, self._plan
-        if not context.flavour.is_greenplum or plan.row_locator is not RowLocator.CTID:
-            return None
-        leaves = greenplum_leaves(self._client, context.flavour, plan)
-        if not leaves or not all(leaf.append_optimized for leaf in leaves):
-            return None
-        try:
-            facts = ao.fetch_facts(self._client, context.flavour, leaves)
-        except psycopg2.Error:
-            return None
-        return AoNow({leaf.key: leaf for leaf in leaves}, facts)
+        context = self._table.context
+        return append_optimized_now(self._client, context.flavour, self._plan)
 
     def _hashed_columns(
         self, saved_columns: list[list[str]], changes: schema_changes.ColumnChanges
@@ -493,6 +490,23 @@ class SentPairs:
             h = dd.key_hashes(all_words) if at is None else np.array([raw[-at] for raw in batch], np.int64)
             cells.add_pairs(all_words, h)
         return rows
+
+
+def noting_extra(notes: PassNotes | None, sent: SentPairs) -> tuple[sql.Composable, ...]:
+    """What a read of every row selects besides the row: where it is (when it notes that), then the digest's."""
+    return (*LOCATED, *sent.extra) if notes is not None else sent.extra
+
+
+def noting(notes: PassNotes | None, sent: SentPairs) -> Callable[[list[tuple], list[dict[str, Any]]], list[dict]]:
+    """The `read_all` hook of a read of every row: where each row is noted, then its pairs."""
+    if notes is None:
+        return sent.note
+
+    def note(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        notes.note(batch, len(sent.extra))
+        return sent.note(batch, rows)
+
+    return note
 
 
 def _with_columns(plan: TablePlan, columns: list[PlannedColumn]) -> TablePlan:

@@ -49,7 +49,7 @@ class TableState:
       hashed, when that one has no digest of keys), which names the keys to delete at its end.
       `digest_leaves`: per append-optimized leaf, as `LeafState.ao` (with `hidden`: the rows hidden per file), what
       the digest holds of it: where its rows end and which are hidden, so that what changed there is read alone
-      (`ao_keyed.py`).
+      (`ao_keyed.py`); `pass_digest_leaves`: those a full pass or a read of every row notes as it goes.
       `digest_unfit`: a key too long for a digest: block range digests instead.
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
@@ -79,6 +79,7 @@ class TableState:
     pass_digest_ao: str | None = None
     pass_held: str | None = None
     digest_leaves: dict[str, LeafState] | None = None
+    pass_digest_leaves: dict[str, LeafState] | None = None
     digest_unfit: bool = False
     deletes_digest: str | None = None
     deletes_bound: str | None = None
@@ -165,6 +166,8 @@ def _table_state(key: str, entry: Any) -> TableState:
             }
         if isinstance(state.digest_leaves, dict):
             state.digest_leaves = {leaf: _leaf_state(value) for leaf, value in state.digest_leaves.items()}
+        if isinstance(state.pass_digest_leaves, dict):
+            state.pass_digest_leaves = {leaf: _leaf_state(value) for leaf, value in state.pass_digest_leaves.items()}
         if isinstance(state.reading, dict):
             state.reading = LeafRead(**state.reading)
     except TypeError as error:
@@ -202,6 +205,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
         ("pass_held", state.pass_held is None or isinstance(state.pass_held, str)),
         ("digest_leaves", _leaves_valid(state.digest_leaves)),
+        ("pass_digest_leaves", _leaves_valid(state.pass_digest_leaves)),
         ("digest_unfit", isinstance(state.digest_unfit, bool)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),

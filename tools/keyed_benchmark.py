@@ -2,13 +2,14 @@
 (`python -m tools.benchmark --keyed`), through the SDK's runner:
 - PostgreSQL (a throwaway local server): pgbench's tables (`pgbench -i -s SCALE`: SCALE x 100,000 accounts with a
   primary key and no cursor column, tellers, branches); (a) the first sync, (b) nothing changed, (c) `pgbench -c 2
-  -t 1000`, (d) 0.1% of the accounts deleted and 0.05% inserted, (e) VACUUM FULL, (f) a quarter of the accounts
-  updated (past the digest's capacity), (g) 1% updated (within the digest sized after (f)).
+  -t 1000`, (d) 0.05% inserted, (e) 0.1% of the accounts deleted and 0.05% inserted, (f) VACUUM FULL, (g) a quarter
+  of the accounts updated (past the digest's capacity), (h) 1% updated (within the digest sized after (g)).
 - Greenplum (`--dsn`, by hand): the same stages on an accounts table built by SQL (pgbench's transactions replaced by
   updates of random accounts), a heap table with a primary key and an append-optimized column table partitioned in
   10 leaves with `PRIMARY_KEYS`; the schema `bench_keyed` is dropped afterwards.
-Each stage reports the rows changed, upserts, deletes, truncates and seconds; then the digest query's time against a
-plain read of the same rows, and the state's size. `--incremental-deletes`: an incremental table's check of its
+Each stage reports the rows changed, upserts, deletes, truncates, the digest's scans of the whole table (none where
+Greenplum's catalog told what changed) and seconds; then the digest query's time against a plain read of the same
+rows, and the state's size. `--incremental-deletes`: an incremental table's check of its
 deletes on `--rows` rows, with its primary key alone and with an index on (cursor, key), next to a plain read.
 """
 
@@ -103,20 +104,32 @@ def _stages(
     transactions: Any,
     extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    import reconciliation
+
     configuration = _configuration(params, tables, extra or {})
     source = _connect(params)
-    stages = []
+    stages, scans, real_scan = [], [0], reconciliation.scan_cells
+
+    def counted_scan(*args: Any, **kwargs: Any) -> Any:
+        scans[0] += 1
+        return real_scan(*args, **kwargs)
 
     def stage(what: str, changed: int) -> None:
-        stages.append({"stage": what, "changed": changed, **_sync(work, configuration, what)})
+        scans[0] = 0
+        reconciliation.scan_cells = counted_scan
+        try:
+            stages.append({"stage": what, "changed": changed, **_sync(work, configuration, what), "scans": scans[0]})
+        finally:
+            reconciliation.scan_cells = real_scan
 
     stage("first sync", _one(source, f"SELECT count(*) FROM {accounts}"))
     stage("nothing changed", 0)
     stage("transactions", transactions())
-    deleted, inserted = rows // 1000, rows // 2000
+    inserted = rows // 2000
     new_rows = "INSERT INTO {} SELECT {} + i, 1, 0, '' FROM generate_series(1, {}) i"
     _execute(source, new_rows.format(accounts, rows, inserted))
     stage("0.05% inserted", inserted)
+    deleted = _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 1000 = 7")
     _execute(source, f"DELETE FROM {accounts} WHERE {key} %% 1000 = 7")
     _execute(source, new_rows.format(accounts, rows + inserted, inserted))
     stage("0.1% deleted, 0.05% inserted", deleted + inserted)
@@ -220,7 +233,8 @@ def format_keyed(results: dict[str, Any]) -> str:
     for name, run in runs.items():
         lines.append(f"{name}:")
         lines.append(
-            f"{'stage':32} {'changed':>9} {'upserts':>9} {'deletes':>8} {'truncates':>9} {'seconds':>8}  target"
+            f"{'stage':32} {'changed':>9} {'upserts':>9} {'deletes':>8} {'truncates':>9} {'scans':>5} {'seconds':>8}"
+            "  target"
         )
         for stage in run["stages"]:
             sent = stage["upserts"] + stage["deletes"]
@@ -230,7 +244,7 @@ def format_keyed(results: dict[str, Any]) -> str:
             )
             lines.append(
                 f"{stage['stage']:32} {stage['changed']:>9,} {stage['upserts']:>9,} {stage['deletes']:>8,} "
-                f"{stage['truncates']:>9} {stage['seconds']:>8.1f}  {target}"
+                f"{stage['truncates']:>9} {stage['scans']:>5} {stage['seconds']:>8.1f}  {target}"
             )
         ratio = run["digest_seconds"] / run["plain_read_seconds"]
         lines.append(
