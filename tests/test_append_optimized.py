@@ -576,6 +576,23 @@ def test_a_leaf_changed_during_a_keyed_full_pass_is_not_noted_and_takes_the_dige
     assert "1 leaf(s) changed, 0 row(s) hidden since" in capfd.readouterr().out
 
 
+def test_a_row_changed_after_a_killed_read_of_every_row_read_it_is_sent_by_a_later_sync(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column added: every row is sent again, in key order; killed partway, the read goes on in the next sync. A row
+    it had read, updated between the two, is found afterwards: the facts saved are those from before it began."""
+    facts.create()
+    facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
+    facts.sync(destination)
+    facts.run(f"ALTER TABLE {facts.table} ADD COLUMN region text DEFAULT 'eu'")
+    killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table)
+    facts.run(f"UPDATE {facts.table} SET note = 'after the kill' WHERE id = 1")
+    destination.sync(facts.configuration, state=destination.saved_state())
+    facts.sync(destination)
+    assert ("after the kill",) in destination.query(f'SELECT note FROM "tester_{facts.schema}".facts WHERE id = 1')
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
 @pytest.mark.parametrize("kill_at", [1, 2, 3])
 def test_a_keyed_table_killed_while_it_sends_what_the_catalog_told_converges(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd, kill_at: int
