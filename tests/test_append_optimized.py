@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -247,6 +248,19 @@ class AoFacts:
         return (counts["Upserts"], counts["Deletes"], counts["Truncates"]), scanned
 
 
+def change_after_the_first_batch_sent(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
+    """The next sync runs `change` at the source once, right after it sends its first batch of rows."""
+    real_send, changed = sync.TableSync._send, []
+
+    def send_then_change(self, batch, prepare):
+        real_send(self, batch, prepare)
+        if not changed:
+            changed.append(True)
+            change()
+
+    monkeypatch.setattr(sync.TableSync, "_send", send_then_change)
+
+
 @pytest.fixture
 def facts(database: Database, schema: str) -> AoFacts:
     return AoFacts(database, schema)
@@ -369,16 +383,12 @@ def test_changes_committed_while_a_sync_reads_are_caught_by_the_next(
     facts.create()
     facts.sync(destination)
     facts.insert(5001, 5600, day=MONTHS[1])
-    real_send, changed = sync.TableSync._send, []
 
-    def send_then_change(self, batch, prepare):
-        real_send(self, batch, prepare)
-        if not changed:
-            changed.append(True)
-            facts.insert(7001, 7010, day=MONTHS[1], note="during")
-            facts.run(f"DELETE FROM {facts.table} WHERE id IN (5, 5001, 7001)")
+    def change() -> None:
+        facts.insert(7001, 7010, day=MONTHS[1], note="during")
+        facts.run(f"DELETE FROM {facts.table} WHERE id IN (5, 5001, 7001)")
 
-    monkeypatch.setattr(sync.TableSync, "_send", send_then_change)
+    change_after_the_first_batch_sent(monkeypatch, change)
     counts = destination.sync(facts.configuration)
     monkeypatch.undo()
     assert counts["Upserts"] >= 600
@@ -556,15 +566,7 @@ def test_a_leaf_changed_during_a_keyed_full_pass_is_not_noted_and_takes_the_dige
     or may not have read the change) is not noted: its first change after takes the digest's scan."""
     facts.create()
     facts.configuration["PRIMARY_KEYS"] = f"{facts.table}:id"
-    real_send, changed = sync.TableSync._send, []
-
-    def send_then_change(self, batch, prepare):
-        real_send(self, batch, prepare)
-        if not changed:
-            changed.append(True)
-            facts.insert(9001, 9001, day=MONTHS[2], note="during")
-
-    monkeypatch.setattr(sync.TableSync, "_send", send_then_change)
+    change_after_the_first_batch_sent(monkeypatch, lambda: facts.insert(9001, 9001, day=MONTHS[2], note="during"))
     destination.sync(facts.configuration)
     monkeypatch.undo()
     facts.insert(5001, 5010, day=MONTHS[1])

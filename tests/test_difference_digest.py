@@ -326,12 +326,19 @@ def test_a_keyed_table_s_inserts_updates_and_deletes_are_its_difference(source, 
     assert dd.changes(pairs, Codec.INTEGER) == ({-5, 5000, 7, 700, 2999, 8}, {1, 1500, 3000})
 
 
-def test_a_text_key_s_changes_come_back_as_its_text(source, schema: str) -> None:
+def _text_keyed(source, schema: str, keys: list[str]) -> str:
+    """`schema.t`, keyed by the given texts (n: each key's index)."""
     table = f'"{schema}".t'
     _query_none(source, f"CREATE TABLE {table} (id text PRIMARY KEY, n int)")
-    keys = ["", "plain", "clé 日本 🙂", "é" * 32, "x" * 63, *(f"key {i}" for i in range(500))]
     with source.cursor() as cursor:
         cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s)", [(key, i) for i, key in enumerate(keys)])
+    return table
+
+
+def test_a_text_key_s_changes_come_back_as_its_text(source, schema: str) -> None:
+    table = _text_keyed(
+        source, schema, ["", "plain", "clé 日本 🙂", "é" * 32, "x" * 63, *(f"key {i}" for i in range(500))]
+    )
     saved = _server_cells(source, schema, Codec.TEXT)
     assert _columns(saved) == _columns(_python_cells(source, schema, Codec.TEXT))
     with source.cursor() as cursor:
@@ -354,11 +361,7 @@ def test_text_keys_sent_as_wide_as_the_longest_give_the_same_cells_and_a_longer_
 ) -> None:
     """A scan sends each text key as wide as the longest in the saved digest (`key_bytes_of`): the cells are those
     of the full width, and a longer key is told (KeyWider: scanned again at full width), never cut short."""
-    table = f'"{schema}".t'
-    _query_none(source, f"CREATE TABLE {table} (id text PRIMARY KEY, n int)")
-    keys = ["", "a", "clé 日本", "x" * 15, "é" * 8, *(f"k{i}" for i in range(300))]
-    with source.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s)", [(key, i) for i, key in enumerate(keys)])
+    table = _text_keyed(source, schema, ["", "a", "clé 日本", "x" * 15, "é" * 8, *(f"k{i}" for i in range(300))])
     full = _server_cells(source, schema, Codec.TEXT)
     assert dd.key_bytes_of(full) == 16, "the longest key, 16 bytes of UTF-8, fills two words"
     assert dd.key_bytes_of(Cells(5, Codec.TEXT)) == dd.KEY_BYTES, "no key seen yet: the full width"
