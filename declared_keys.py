@@ -36,6 +36,17 @@ def check_window(client: GreenplumClient, plan: TablePlan, window: sql.Composabl
     check_windows(client, plan, [(plan.relation, window, params)])
 
 
+def check_keys(client: GreenplumClient, plan: TablePlan, keys: sql.Composable, params: list[Any]) -> None:
+    """Raises DeclaredKeyNotUnique naming one of the given key values (`keys`: a condition such as `(k) IN (...)`)
+    that two rows of the table hold: one statement however many keys, so one scan of a table without an index on
+    its key (check_window joins the table with itself, two scans for each)."""
+    key = _key(plan)
+    statement = sql.SQL("SELECT {}, count(*) FROM {} WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
+        _as_text(key), plan.relation, keys, sql.SQL(", ").join(key)
+    )
+    _raise_for(plan, client.query(statement, params))
+
+
 def check_windows(
     client: GreenplumClient, plan: TablePlan, windows: list[tuple[sql.Composable, sql.Composable, list[Any]]]
 ) -> None:

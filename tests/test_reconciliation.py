@@ -300,3 +300,27 @@ def test_a_sync_killed_while_it_sends_every_row_past_capacity_goes_on_and_conver
 )
 def test_a_record_text_parses_into_its_fields(text: str, fields: list[str]) -> None:
     assert reconciliation.parse_record(text) == fields
+
+
+def test_a_declared_key_shared_by_two_rows_skips_the_table_until_it_is_unique_again(
+    database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    """PRIMARY_KEYS on a table without one: the keys the digest names are checked unique in one statement before
+    their rows are read, and the whole table before every row is sent again past capacity; a key shared by two rows
+    sends nothing of the table, and once one row is gone the sync goes on."""
+    _run(source, f"CREATE TABLE {schema}.t (id int, note text, amount numeric)")
+    _run(source, f"INSERT INTO {schema}.t SELECT i, 'n' || i, i FROM generate_series(1, {ROWS}) i")
+    configuration = database.configuration(SCHEMAS=schema, PRIMARY_KEYS=f"{schema}.t:id")
+    assert destination.sync(configuration)["Upserts"] == ROWS
+    for change, sent in (("id <= 10", 11), ("true", ROWS + 1)):  # within the digest's capacity, then past it
+        _run(source, f"INSERT INTO {schema}.t VALUES (5, 'twin', 0); UPDATE {schema}.t SET amount = 0 WHERE {change}")
+        capfd.readouterr()
+        counts = destination.sync(configuration)
+        assert counts["Upserts"] + counts["Deletes"] + counts["Truncates"] == 0, change
+        assert "('5') is shared by 2 row(s)" in capfd.readouterr().out
+        _run(source, f"DELETE FROM {schema}.t WHERE note = 'twin'; INSERT INTO {schema}.t VALUES (3001, 'new', 1)")
+        counts = destination.sync(configuration)
+        assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (sent, 0, 0), change
+        assert _landed(destination, schema) == _source(source, schema)
+        _run(source, f"DELETE FROM {schema}.t WHERE id = 3001")
+        assert destination.sync(configuration)["Deletes"] == 1
