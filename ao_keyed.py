@@ -7,12 +7,12 @@ the new version of an updated row), and the rows hidden now that were not then, 
 updated away: with `gp_select_invisible` (settable by any user) they are read back by their ctid, and their pairs
 leave the digest. A key hidden and not appended again was deleted. The leaves that did not change are not scanned.
 
-What the state keeps per leaf that changed (`digest_leaves`): the highest row number of each segment file, its rows
-hidden (the count, and their row numbers while the table has few enough), from the digest's scan or from this path.
-The counts are taken again after the reads, so that a row deleted or updated while they ran sends the table to the
-digest's scan (`reconciliation.py`), as does anything the catalog cannot tell: a leaf gone, added or rewritten
-(TRUNCATE), a file compacted (VACUUM), a leaf changed for the first time since a full pass, or more rows hidden than
-are read back one by one.
+What the state keeps per leaf (`digest_leaves`): the highest row number of each segment file and its rows hidden
+(the count, and their row numbers while the table has few enough), noted by a full pass or a read of every row
+(`PassNotes`), by the digest's scan (`ScanNotes`) and by this path. The counts are taken again after the reads, so
+that a row deleted or updated while they ran sends the table to the digest's scan (`reconciliation.py`), as does
+anything the catalog cannot tell: a leaf gone, added, rewritten (TRUNCATE) or not noted, a file compacted (VACUUM),
+or more rows hidden than are read back one by one.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class ScanNotes:
         }
 
 
-# Where each row is, selected before the digest's own columns by a read of every row that notes where files end.
+# Where each row is (its leaf, segment and ctid), selected by the reads that note where each file's rows end.
 LOCATED = (sql.SQL("tableoid::oid"), sql.SQL("gp_segment_id"), sql.SQL("ctid::text"))
 
 
@@ -205,9 +205,7 @@ class PassNotes:
             files = self._files.get(str(oid) if self._partitioned else self._leaf_key)
             if files is not None:
                 segno, row_number = ao.parse_tid(ctid)
-                rows = files.setdefault((segment, segno), ao.SegmentFileRows())
-                if row_number > rows.high:
-                    rows.runs = [(1, row_number)]
+                files.setdefault((segment, segno), ao.SegmentFileRows()).raise_high(row_number)
 
     def save(self) -> None:
         for key, files in self._files.items():
@@ -270,15 +268,16 @@ def send_changes(
     changed = now.changed_since(state.digest_ao)
     why = _why_not(now, state.digest_ao, entries, changed)
     counts: dict[str, dict] = {}
+    files: dict[str, Files] = {}
     hidden_now: dict[str, Hidden] = {}
     gone: dict[str, dict[tuple[int, int], list[int]]] = {}
     if why is None:
         counts = now.hidden_counts(client, flavour, changed)
-        why, hidden_now, gone = _hidden_since(client, now, entries, counts)
+        files = {key: ao.decode_files(entries[key].ao["files"]) for key in changed}
+        why, hidden_now, gone = _hidden_since(client, now, entries, counts, files)
     if why is not None:
         log.info(f"{plan.state_key}: {why}: its difference digest is taken again")
         return None
-    files = {key: ao.decode_files(entries[key].ao["files"]) for key in changed}
     if plan.declared_key:
         windows = [reads.ao_rows_window(now.leaves[key], ao.read_from(files[key], witness=False)) for key in changed]
         check_windows(client, plan, windows)
@@ -325,10 +324,15 @@ def send_changes(
 
 
 def _hidden_since(
-    client: GreenplumClient, now: AoNow, entries: dict[str, LeafState], counts: dict[str, dict]
+    client: GreenplumClient,
+    now: AoNow,
+    entries: dict[str, LeafState],
+    counts: dict[str, dict],
+    files: dict[str, Files],
 ) -> tuple[str | None, dict[str, Hidden], dict[str, dict[tuple[int, int], list[int]]]]:
-    """Of the changed leaves (`counts`: their rows hidden per file now): why the hidden rows cannot be told (or
-    None), the row numbers hidden now where the counts moved, and per file the rows hidden since."""
+    """Of the changed leaves (`counts`: their rows hidden per file now; `files`: their saved files): why the hidden
+    rows cannot be told (or None), the row numbers hidden now where the counts moved, and per file the rows hidden
+    since."""
     saved_counts = {key: ao.decode_counts(entries[key].ao["hidden"]) for key in counts}
     hiding = {key: files for key, files in counts.items() if files != saved_counts[key]}
     for key in hiding:
@@ -338,9 +342,7 @@ def _hidden_since(
     hidden_now = now.hidden_rows(client, hiding) if hiding else {}
     if hidden_now is None or any(rows is None for rows in before.values()):
         return f"leaf {next(iter(hiding))} hides more rows than are noted", {}, {}
-    gone = {
-        key: newly_hidden(ao.decode_files(entries[key].ao["files"]), before[key], hidden_now[key]) for key in hiding
-    }
+    gone = {key: newly_hidden(files[key], before[key], hidden_now[key]) for key in hiding}
     total = sum(len(rows) for found in gone.values() for rows in found.values())
     if total > MAX_HIDDEN_READ:
         return f"{total:,} rows were deleted or updated, more than are read back by ctid ({MAX_HIDDEN_READ:,})", {}, {}
@@ -417,8 +419,7 @@ def _read_appended(
             rows_of_file = files.setdefault(place, ao.SegmentFileRows())
             if witnesses.get(place) == row_number:
                 witnessed.add(place)
-            if row_number > rows_of_file.high:
-                rows_of_file.runs = [(1, row_number)]
+            if rows_of_file.raise_high(row_number):
                 kept_raw.append(raw[:-2])
                 kept.append(row)
         sent += len(kept)

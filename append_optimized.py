@@ -77,6 +77,14 @@ class SegmentFileRows:
             if len(self.runs) > MAX_RUNS:
                 self.runs = merge_closest(self.runs)
 
+    def raise_high(self, row_number: int) -> bool:
+        """Notes a row read where only the highest matters (rows 1 to it: a read of every row, in any order);
+        returns whether it is above those noted before."""
+        if row_number <= self.high:
+            return False
+        self.runs = [(1, row_number)]
+        return True
+
     def newly_hidden(self, hidden: Iterable[int]) -> list[int]:
         """Of the row numbers hidden now, those the destination still holds, in increasing order."""
         deleted = set(self.deleted)

@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from fivetran_connector_sdk import Logging as log
-from psycopg2 import sql
 
 import append_optimized as ao
 import block_ranges
 import difference_digest as dd
 import reads
 import schema_changes
-from ao_keyed import PassNotes, append_optimized_now
+from ao_keyed import LOCATED, PassNotes, append_optimized_now
 from declared_keys import check_whole_table, check_windows
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
@@ -249,15 +248,12 @@ class KeyedPass(FullPass):
                 leaf = str(raw[-3]) if plan.partitioned else plan.leaf_key
                 if leaf in files:
                     segno, row_number = ao.parse_tid(raw[-1])
-                    rows_of_file = files[leaf].setdefault((raw[-2], segno), ao.SegmentFileRows())
-                    if row_number > rows_of_file.high:
-                        rows_of_file.runs = [(1, row_number)]
+                    files[leaf].setdefault((raw[-2], segno), ao.SegmentFileRows()).raise_high(row_number)
             return rows
 
-        located = (sql.SQL("tableoid::oid"), sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
         self._table.on_checkpoint = save
         try:
-            self._table.read_all(lambda: reads.keyed(plan, state, extra=located), note_highs)
+            self._table.read_all(lambda: reads.keyed(plan, state, extra=LOCATED), note_highs)
         finally:
             self._table.on_checkpoint = None
         save()

@@ -49,6 +49,12 @@ def test_runs_grow_with_rows_read_and_merge_where_gaps_are_smallest() -> None:
     assert len(rows.runs) == ao.MAX_RUNS and (3000, 4005) in rows.runs and rows.high == ao.MAX_RUNS * 1000
 
 
+def test_raising_the_high_keeps_only_the_highest_row_read() -> None:
+    rows = ao.SegmentFileRows()
+    assert [rows.raise_high(number) for number in (5, 3, 5, 9)] == [True, False, False, True]
+    assert rows.runs == [(1, 9)] and rows.high == 9
+
+
 def test_newly_hidden_rows_are_those_read_and_not_deleted_yet() -> None:
     rows = ao.SegmentFileRows([(1, 10), (101, 110)], [3])
     # 3 was deleted before; 50 was never read (a reserved number, or a row hidden before it was read); 200 is above
