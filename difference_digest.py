@@ -30,6 +30,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from psycopg2 import sql
 
+from key_ranges import KeyRanges
+
 K = 3
 MAX_SUB_SIZE = 2**20  # a cell of a sub-table is chosen by 21 bits of h
 CHECK_PRIME = 2_147_483_629  # below 2^31: a check sums eight words times at most 8 in bigint without overflow
@@ -104,19 +106,25 @@ class Cells:
 
     With `keys_sub_size`, a digest of the keys alone goes along (`keys`: each pair's h there is `key_hash` of its
     words), added to and subtracted with these cells: an update leaves no difference in it, so when the rows changed
-    are too many to name, the keys inserted and deleted, far fewer as a rule, still may be."""
+    are too many to name, the keys inserted and deleted, far fewer as a rule, still may be. With `ranges`, the
+    fingerprints of its key ranges (`key_ranges.py`) go along, added to as pairs are."""
 
-    def __init__(self, sub_size: int, codec: Codec, keys_sub_size: int | None = None) -> None:
+    def __init__(
+        self, sub_size: int, codec: Codec, keys_sub_size: int | None = None, ranges: KeyRanges | None = None
+    ) -> None:
         if not 1 <= sub_size <= MAX_SUB_SIZE:
             raise ValueError(f"sub_size {sub_size} is not within 1 to {MAX_SUB_SIZE}")
         self.sub_size, self.codec = sub_size, codec
         self.counts, *self.words, self.hashes, self.checks = ([0] * K * sub_size for _ in range(codec.words + 3))
         self.keys = Cells(keys_sub_size, codec) if keys_sub_size else None
+        self.ranges = ranges
 
     def add_pairs(self, words: np.ndarray, h: np.ndarray) -> None:
         """Adds many pairs at once (the rows of a batch): `words` holds a row of int64 words a pair, `h` its int64s."""
         if self.keys is not None:
             self.keys.add_pairs(words, key_hashes(words))
+        if self.ranges is not None:
+            self.ranges.add(words[:, 0], h)
         totals = cell_totals(self.sub_size, words, h)
         touched = np.flatnonzero(totals[0]).tolist()
         for (_, modulus, column), total in zip(self._layout(), totals, strict=True):
@@ -127,6 +135,8 @@ class Cells:
         """Adds a pair to its cells (sign +1) or takes it out (-1)."""
         if self.keys is not None:
             self.keys.add_pair(sign, words, key_hash(words))
+        if self.ranges is not None:
+            self.ranges.add(np.array(words[:1], np.int64), np.array([h], np.int64), sign)
         values = [1, *words, h, check(words, h)]
         for cell in positions(h, self.sub_size):
             for (_, modulus, column), value in zip(self._layout(), values, strict=True):
@@ -190,17 +200,22 @@ class Cells:
 
     def pack(self) -> str:
         """`sub_size:words:base64`, of the zlib of the columns one after another, little-endian: counts (uint16),
-        each word (uint64), h (uint64), checks (uint32); then `|` and the digest of keys packed alike, if any. Empty
-        cells compress to almost nothing."""
+        each word (uint64), h (uint64), checks (uint32); then `|` and the digest of keys packed alike, if any, and `|`
+        and the key ranges, if any. Empty cells compress to almost nothing."""
         data = b"".join(struct.pack(f"<{len(column)}{form}", *column) for form, _, column in self._layout())
-        packed = f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 6)).decode()}"
-        return packed if self.keys is None else f"{packed}|{self.keys.pack()}"
+        parts = [f"{self.sub_size}:{self.codec.words}:{base64.b64encode(zlib.compress(data, 6)).decode()}"]
+        if self.keys is not None or self.ranges is not None:
+            parts.append(self.keys.pack() if self.keys is not None else "")
+        if self.ranges is not None:
+            parts.append(self.ranges.pack())
+        return "|".join(parts)
 
     @classmethod
     def unpack(cls, text: str) -> Cells:
-        text, _, keys = text.partition("|")
-        cells = cls._unpack_one(text)
+        main, keys, ranges = [*text.split("|"), "", ""][:3]
+        cells = cls._unpack_one(main)
         cells.keys = cls._unpack_one(keys) if keys else None
+        cells.ranges = KeyRanges.unpack(ranges) if ranges else None
         return cells
 
     @classmethod
@@ -295,6 +310,16 @@ def pairs_copy(
     return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT binary)").format(scan)
 
 
+def first_word(codec: Codec, key: sql.Composable) -> sql.Composable:
+    """A key's first word (`Codec.encode`) as the server computes it, for `key_ranges.condition`: an integer key
+    itself, or a text key's first 8 UTF-8 bytes (zero-padded) as a big-endian bigint."""
+    if codec is Codec.INTEGER:
+        return sql.SQL("({})::bigint").format(key)
+    return sql.SQL(
+        "('x' || encode(substring(convert_to({}, 'UTF8') || {} FROM 1 FOR 8), 'hex'))::bit(64)::bigint"
+    ).format(key, sql.Literal(bytes(8)))
+
+
 class Located(Protocol):
     """What takes the places of the rows a scan sends (`PairSink`'s `located`)."""
 
@@ -321,9 +346,12 @@ class PairSink:
         md5: bool = False,
         key_bytes: int = KEY_BYTES,
         located: Located | None = None,
+        ranges: KeyRanges | None = None,
+        keep: bool = False,
     ) -> None:
         """`md5` and `key_bytes`: as `pairs_copy` was given them; `located` (`pairs_copy`'s `located`) is handed each
-        batch's records, whose fields `leaf`, `segment`, `block` and `offset` say where its rows are."""
+        batch's records, whose fields `leaf`, `segment`, `block` and `offset` say where its rows are. `ranges`: the
+        key ranges the cells carry, added to as rows arrive; `keep`: the pairs are kept too (`pairs`)."""
         if codec is Codec.TEXT and (key_bytes % 8 or not 8 <= key_bytes <= KEY_BYTES):
             raise ValueError(f"key_bytes {key_bytes} is not a multiple of 8 from 8 to {KEY_BYTES}")
         self.sub_size, self.codec, self.keys_sub_size = sub_size, codec, keys_sub_size
@@ -339,6 +367,8 @@ class PairSink:
             fields += [("leaf_length", ">i4"), ("leaf", ">u4"), ("segment_length", ">i4"), ("segment", ">i4")]
             fields += [("tid_length", ">i4"), ("block", ">u4"), ("offset", ">u2")]
         self._located = located
+        self._ranges_limit, self._ranges_shift = (ranges.limit, ranges.shift) if ranges is not None else (0, 0)
+        self._with_ranges, self._keep = ranges is not None, keep
         self._fields = 5 if located is not None else 2
         self._record = np.dtype(fields)
         self._key_length = 8 * self._key_words + (codec is Codec.TEXT)
@@ -353,6 +383,8 @@ class PairSink:
         self._chunks: list[bytes] = []  # psycopg2 writes a row at a time: joined and summed 16,384 at a time
         self._header_read = False
         self.rows = 0
+        self._ranges = KeyRanges(self._ranges_shift, self._ranges_limit) if self._with_ranges else None
+        self._kept: list[tuple[np.ndarray, np.ndarray]] = []
         if self._located is not None:
             self._located.reset()
 
@@ -373,7 +405,14 @@ class PairSink:
         cells = _cells_of(self._totals, self.sub_size, self.codec)
         if self.keys_sub_size:
             cells.keys = _cells_of(self._key_totals, self.keys_sub_size, self.codec)
+        cells.ranges = self._ranges
         return cells
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The words (a row of int64s a pair) and h of every pair written, when kept."""
+        if not self._kept:
+            return np.zeros((0, self.codec.words), np.int64), np.zeros(0, np.int64)
+        return np.concatenate([words for words, _ in self._kept]), np.concatenate([h for _, h in self._kept])
 
     def _consume(self) -> None:
         data = b"".join([self._pending, *self._chunks])
@@ -402,7 +441,12 @@ class PairSink:
             raise self._wider()
         words = np.zeros((len(records), self.codec.words), np.int64)  # the words of bytes not sent are zero
         words[:, : self._key_words] = records["key"].reshape(len(records), self._key_words)
-        self._totals = _summed(self._totals, cell_totals(self.sub_size, words, records["h"].astype(np.int64)))
+        h = records["h"].astype(np.int64)
+        self._totals = _summed(self._totals, cell_totals(self.sub_size, words, h))
+        if self._ranges is not None:
+            self._ranges.add(words[:, 0], h)
+        if self._keep:
+            self._kept.append((words, h))
         if self.keys_sub_size:
             self._key_totals = _summed(self._key_totals, cell_totals(self.keys_sub_size, words, key_hashes(words)))
         if self._located is not None:

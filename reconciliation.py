@@ -24,12 +24,14 @@ from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 import difference_digest as dd
+import key_ranges
 import reads
 import schema_changes
 from ao_keyed import LOCATED, AoNow, HighWater, PassNotes, ScanNotes, append_optimized_now, send_changes
 from block_ranges import Hashing, row_hash
 from declared_keys import check_keys, check_whole_table
 from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
+from key_ranges import KeyRanges
 from leaf_survey import DigestCancelled
 from planning import PlannedColumn, TablePlan
 from type_mapping import ReadAs
@@ -54,6 +56,9 @@ _RECENT = 5
 # Keys read back in one statement, and checked unique in one (a declared key: a scan of the table each).
 _KEYS_PER_READ = 1000
 _KEYS_PER_CHECK = 50_000
+# The most rows of changed key ranges whose pairs are held to name a difference past the digest's capacity (16 MB of
+# integer keys, 72 MB of text keys); more, and the table takes the read of every row.
+MAX_RANGE_ROWS = 1_000_000
 
 
 class Outcome(enum.Enum):
@@ -159,12 +164,12 @@ class Reconciliation:
             notes.after_scan()
         difference = current.subtract(saved)
         pairs = difference.peel()
+        capacity = dd.capacity(saved.sub_size)
+        too_many = f"{plan.state_key}: more than {capacity:,} rows' worth of changes, too many for its digest to name"
         if pairs is None:
-            capacity = dd.capacity(saved.sub_size)
+            pairs = self._named_by_ranges(saved, current, difference, hashed, too_many)
+        if pairs is None:
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
-            too_many = (
-                f"{plan.state_key}: more than {capacity:,} rows' worth of changes, too many for its digest to name"
-            )
             if difference.keys is not None and difference.keys.peel() is not None:
                 log.info(
                     f"{too_many}: every row is sent again, no truncate: its digest of keys names the keys deleted; "
@@ -213,6 +218,8 @@ class Reconciliation:
                 delete(key)
         finally:
             self._table.on_checkpoint = None
+        if held.ranges is None:  # a digest saved before key ranges: those of the scan, close enough to guide
+            held.ranges = current.ranges
         state.digest, state.digest_columns, state.position, state.digest_ao = (
             held.pack(),
             current_columns,
@@ -222,6 +229,49 @@ class Reconciliation:
         state.digest_leaves = notes.entries(state.digest_leaves or {}) if notes is not None else None
         self._table.progressed()
         return Outcome.SENT
+
+    def _named_by_ranges(
+        self,
+        saved: dd.Cells,
+        current: dd.Cells,
+        difference: dd.Cells,
+        columns: list[PlannedColumn],
+        too_many: str,
+    ) -> list[dd.Pair] | None:
+        """The pairs of a difference too large to peel, named with the key ranges' help (`key_ranges.py`), or None.
+
+        The ranges that changed are scanned again, their pairs kept (R). When R is what the digest's scan saw there
+        (the ranges' fingerprints match), R less the difference is the digest of the pairs those ranges held before
+        (O): few when the keys were new there (rows inserted in bulk), so that it peels. R less O came, O less R
+        went. A pair that peels with the wrong sign means the scans disagree: None."""
+        if saved.ranges is None or current.ranges is None:
+            return None
+        shift, changed = current.ranges.changed(saved.ranges)
+        rows = current.ranges.within(shift, changed).rows()
+        total = len(current.ranges.at(shift).ranges)
+        where = f"{len(changed):,} of its {total:,} key ranges changed, holding {rows:,} rows"
+        if not len(changed) or rows > MAX_RANGE_ROWS:
+            log.info(f"{too_many}: {where}, more than {MAX_RANGE_ROWS:,} to scan")
+            return None
+        condition = key_ranges.condition(dd.first_word(self._encoding.codec, self._encoding.expression), shift, changed)
+        try:
+            scanned, words, h = scan_pairs(
+                self._client, self._plan, self._hashing, self._encoding, columns, saved.sub_size, condition, shift
+            )
+        except (dd.KeyTooLong, dd.NullKey) as error:  # a key come since the digest's scan
+            log.info(f"{too_many}: {where}, where a key does not fit the digest now ({error})")
+            return None
+        if not scanned.ranges.same_as(current.ranges.within(shift, changed)):
+            log.info(f"{too_many}: {where}, which changed again while they were scanned")
+            return None
+        before = scanned.subtract(difference).peel()
+        if before is None or any(pair.sign < 0 for pair in before):
+            log.info(f"{too_many}: {where}, too many before to name")
+            return None
+        log.info(f"{too_many}: {where}, which name it")
+        old = {(pair.words, pair.h) for pair in before}
+        new = set(zip(map(tuple, words.tolist()), h.tolist(), strict=True))
+        return [dd.Pair(1, *pair) for pair in new - old] + [dd.Pair(-1, *pair) for pair in old - new]
 
     def _send_changes(self, now: AoNow) -> Outcome | None:
         """Sends what changed in the append-optimized leaves that changed, when the catalog tells (`ao_keyed.py`);
@@ -341,7 +391,8 @@ class Reconciliation:
     def _new_cells(self) -> dd.Cells:
         """An empty digest sized for the table, with its digest of keys."""
         sub_size = dd.choose_sub_size(self._rows, self._state.digest_sizes or [], self._encoding.codec.words)
-        return dd.Cells(sub_size, self._encoding.codec, dd.keys_sub_size(sub_size))
+        ranges = KeyRanges()
+        return dd.Cells(sub_size, self._encoding.codec, dd.keys_sub_size(sub_size), ranges)
 
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
@@ -361,6 +412,7 @@ class Reconciliation:
                 keys_sub_size,
                 key_bytes=dd.key_bytes_of(saved),
                 located=located,
+                ranges=KeyRanges(saved.ranges.shift if saved.ranges is not None else 0),
             )
         except psycopg2.Error as error:
             if not is_statement_cancelled(error):
@@ -416,14 +468,16 @@ def scan_cells(
     condition: sql.Composable | None = None,
     key_bytes: int = dd.KEY_BYTES,
     located: dd.Located | None = None,
+    ranges: KeyRanges | None = None,
 ) -> tuple[dd.Cells, int]:
     """The cells of the relation's rows now (those meeting the condition, which holds no parameter) and how many rows
     there are, their pairs hashing the given columns as `pair_hash` does: one COPY of each row's hash and key, summed
     as it arrives. A text key is sent as its first `key_bytes` (those of the longest key last time: `key_bytes_of`),
-    and once more as its first 64 when a longer one came. `located` takes where each row is (Greenplum)."""
+    and once more as its first 64 when a longer one came. `located` takes where each row is (Greenplum); the cells
+    carry `ranges` (empty), filled by the scan."""
     md5 = hashing is Hashing.MD5_128
     hashed = row_hash(_with_columns(plan, columns), hashing)
-    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes, located)
+    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes, located, ranges)
     copy = dd.pairs_copy(
         plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes, located is not None
     )
@@ -432,7 +486,27 @@ def scan_cells(
         return sink.cells(), sink.rows
     except dd.KeyWider:
         log.info(f"{plan.state_key}: a key is longer than {key_bytes} bytes, the longest last time: scanned again")
-    return scan_cells(client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition, located=located)
+    return scan_cells(
+        client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition, located=located, ranges=ranges
+    )
+
+
+def scan_pairs(
+    client: GreenplumClient,
+    plan: TablePlan,
+    hashing: Hashing,
+    encoding: KeyEncoding,
+    columns: list[PlannedColumn],
+    sub_size: int,
+    condition: sql.Composable,
+    shift: int,
+) -> tuple[dd.Cells, np.ndarray, np.ndarray]:
+    """The cells, with their key ranges at `shift`, and the pairs (words, h) of the rows meeting the condition."""
+    md5 = hashing is Hashing.MD5_128
+    hashed = row_hash(_with_columns(plan, columns), hashing)
+    sink = dd.PairSink(sub_size, encoding.codec, md5=md5, ranges=KeyRanges(shift, key_ranges.UNLIMITED), keep=True)
+    client.copy_out(dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5), sink)
+    return sink.cells(), *sink.pairs()
 
 
 def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:

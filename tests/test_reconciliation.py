@@ -141,6 +141,62 @@ def test_a_difference_past_capacity_sends_every_row_and_the_deletes_its_digest_o
     assert _landed(destination, schema) == _source(source, schema)
 
 
+@pytest.mark.parametrize("kind", list(KEYS))
+def test_rows_inserted_in_bulk_past_capacity_are_named_by_the_key_ranges_and_sent_alone(
+    kind: str, database: Database, schema: str, source, destination: Destination, capfd
+) -> None:
+    """Far more rows inserted above the keys held than the digest names, with a few updated and deleted: the key
+    ranges that changed held few rows before, so the digest names the difference after all; exactly it is sent."""
+    _create(source, schema, kind)
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    assert destination.state["tables"][f"{schema}.t"]["digest"].count("|") == 2, "a digest of keys and key ranges"
+    values = KEYS[kind][1]
+    with source.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {schema}.t SELECT {values}, 'bulk', 2 FROM generate_series(10001, 12000) i")
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE note IN ('n10', 'n11', 'n2999')")
+        cursor.execute(f"DELETE FROM {schema}.t WHERE note IN ('n12', 'n2998')")
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+
+    log = capfd.readouterr().out
+    assert "key ranges changed" in log and "which name it" in log
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (2003, 2, 0)
+    assert len(_deleted_ids(destination, schema)) == 2
+    assert _landed(destination, schema) == _source(source, schema)
+    again = destination.sync(configuration)
+    assert (again["Upserts"], again["Deletes"], again["Truncates"]) == (0, 0, 0)
+
+
+def test_key_ranges_changed_again_while_they_are_scanned_name_nothing(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """A row inserted into a changed range between the digest's scan and the ranges' scan: the two disagree, so the
+    ranges name nothing (they would name that row's pair as one held before); the table is read again, exactly (after
+    a truncate: its digest of keys does not name 1,000 keys inserted either)."""
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    with source.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {schema}.t SELECT i, 'bulk', 2 FROM generate_series(10001, 11000) i")
+    real_cells = reconciliation.Reconciliation._cells
+
+    def cells_then_change(self, saved, columns, located):
+        cells = real_cells(self, saved, columns, located)
+        with source.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {schema}.t VALUES (11001, 'between', 1); DELETE FROM {schema}.t WHERE id = 7")
+        return cells
+
+    monkeypatch.setattr(reconciliation.Reconciliation, "_cells", cells_then_change)
+    capfd.readouterr()
+    counts = destination.sync(configuration)
+    monkeypatch.undo()
+    assert "which changed again while they were scanned" in capfd.readouterr().out
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (ROWS + 1000, 0, 1)
+    assert _deleted_ids(destination, schema) == ["7"]
+    assert _landed(destination, schema) == _source(source, schema)
+
+
 @pytest.mark.parametrize("kind", ["text", "composite"])
 def test_past_capacity_the_digest_of_keys_names_text_and_composite_keys_deleted(
     kind: str, database: Database, schema: str, source, destination: Destination
