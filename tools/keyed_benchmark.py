@@ -2,8 +2,9 @@
 (`python -m tools.benchmark --keyed`), through the SDK's runner:
 - PostgreSQL (a throwaway local server): pgbench's tables (`pgbench -i -s SCALE`: SCALE x 100,000 accounts with a
   primary key and no cursor column, tellers, branches); (a) the first sync, (b) nothing changed, (c) `pgbench -c 2
-  -t 1000`, (d) 0.05% inserted, (e) 0.1% of the accounts deleted and 0.05% inserted, (f) VACUUM FULL, (g) a quarter
-  of the accounts updated (past the digest's capacity), (h) 1% updated (within the digest sized after (g)).
+  -t 1000`, (d) 0.05% inserted, (e) 0.1% of the accounts deleted and 0.05% inserted, (f) VACUUM FULL, (g) 5%
+  inserted above the keys held and 0.005% updated (past the digest's capacity, named with its key ranges' help), (h)
+  a quarter of the accounts updated (past the digest's capacity), (i) 1% updated (within the digest sized after (h)).
 - Greenplum (`--dsn`, by hand): the same stages on an accounts table built by SQL (pgbench's transactions replaced by
   updates of random accounts), a heap table with a primary key and an append-optimized column table partitioned in
   10 leaves with `PRIMARY_KEYS`; the schema `bench_keyed` is dropped afterwards.
@@ -135,6 +136,11 @@ def _stages(
     stage("0.1% deleted, 0.05% inserted", deleted + inserted)
     _execute(source, f"VACUUM FULL {accounts}")
     stage("VACUUM FULL", 0)
+    bulk = rows // 20
+    _execute(source, new_rows.format(accounts, rows + 2 * inserted, bulk))
+    updated = _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 20000 = 5")
+    _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 20000 = 5")
+    stage("5% inserted (past capacity)", bulk + updated)
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 4 = 0")
     stage("25% updated (past capacity)", _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 4 = 0"))
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 100 = 1")
