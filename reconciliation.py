@@ -247,11 +247,13 @@ class Reconciliation:
         if saved.ranges is None or current.ranges is None:
             return None
         shift, changed = current.ranges.changed(saved.ranges)
-        rows = current.ranges.within(shift, changed).rows()
+        if not len(changed):
+            return None
+        rows, before = current.ranges.within(shift, changed).rows(), saved.ranges.within(shift, changed).rows()
         total = len(current.ranges.at(shift).ranges)
-        where = f"{len(changed):,} of its {total:,} key ranges changed, holding {rows:,} rows"
-        if not len(changed) or rows > MAX_RANGE_ROWS:
-            log.info(f"{too_many}: {where}, more than {MAX_RANGE_ROWS:,} to scan")
+        where = f"{len(changed):,} of its {total:,} key ranges changed, holding {before:,} rows before, {rows:,} now"
+        if before > dd.K * saved.sub_size or rows > MAX_RANGE_ROWS:  # more pairs than cells never peel
+            log.info(f"{too_many}: {where}, too many to name or scan")
             return None
         condition = key_ranges.condition(dd.first_word(self._encoding.codec, self._encoding.expression), shift, changed)
         try:
