@@ -257,9 +257,7 @@ class Reconciliation:
             return None
         condition = key_ranges.condition(dd.first_word(self._encoding.codec, self._encoding.expression), shift, changed)
         try:
-            scanned, words, h = scan_pairs(
-                self._client, self._plan, self._hashing, self._encoding, columns, saved.sub_size, condition, shift
-            )
+            scanned, words, h = self._scan_pairs(columns, saved.sub_size, condition, shift)
         except (dd.KeyTooLong, dd.NullKey) as error:  # a key come since the digest's scan
             log.info(f"{too_many}: {where}, where a key does not fit the digest now ({error})")
             return None
@@ -274,6 +272,17 @@ class Reconciliation:
         old = {(pair.words, pair.h) for pair in before}
         new = set(zip(map(tuple, words.tolist()), h.tolist(), strict=True))
         return [dd.Pair(1, *pair) for pair in new - old] + [dd.Pair(-1, *pair) for pair in old - new]
+
+    def _scan_pairs(
+        self, columns: list[PlannedColumn], sub_size: int, condition: sql.Composable, shift: int
+    ) -> tuple[dd.Cells, np.ndarray, np.ndarray]:
+        """The cells, with their key ranges at `shift`, and the pairs (words, h) of the rows meeting the condition."""
+        codec, md5 = self._encoding.codec, self._hashing is Hashing.MD5_128
+        sink = dd.PairSink(sub_size, codec, md5=md5, ranges=KeyRanges(shift, key_ranges.UNLIMITED), keep=True)
+        hashed = row_hash(_with_columns(self._plan, columns), self._hashing)
+        copy = dd.pairs_copy(self._plan.relation, self._encoding.expression, hashed, codec, condition, md5)
+        self._client.copy_out(copy, sink)
+        return sink.cells(), *sink.pairs()
 
     def _send_changes(self, now: AoNow) -> Outcome | None:
         """Sends what changed in the append-optimized leaves that changed, when the catalog tells (`ao_keyed.py`);
@@ -491,24 +500,6 @@ def scan_cells(
     return scan_cells(
         client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition, located=located, ranges=ranges
     )
-
-
-def scan_pairs(
-    client: GreenplumClient,
-    plan: TablePlan,
-    hashing: Hashing,
-    encoding: KeyEncoding,
-    columns: list[PlannedColumn],
-    sub_size: int,
-    condition: sql.Composable,
-    shift: int,
-) -> tuple[dd.Cells, np.ndarray, np.ndarray]:
-    """The cells, with their key ranges at `shift`, and the pairs (words, h) of the rows meeting the condition."""
-    md5 = hashing is Hashing.MD5_128
-    hashed = row_hash(_with_columns(plan, columns), hashing)
-    sink = dd.PairSink(sub_size, encoding.codec, md5=md5, ranges=KeyRanges(shift, key_ranges.UNLIMITED), keep=True)
-    client.copy_out(dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5), sink)
-    return sink.cells(), *sink.pairs()
 
 
 def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:
