@@ -21,6 +21,7 @@ from block_ranges import hashing_for
 from catalog import detect_flavour, discover, server_info
 from configuration import parse_settings
 from greenplum_client import APPLICATION_NAME, GreenplumClient
+from key_ranges import KeyRanges
 from planning import plan_tables
 from reconciliation import key_encoding, scan_cells
 
@@ -183,8 +184,9 @@ def test_destination_converges_after_killed_syncs_and_terminated_sessions(
 
 
 def _digest_is_the_source_s(configuration: dict[str, str], state: dict, state_key: str) -> bool:
-    """Whether a keyed table's saved difference digest (and its digest of keys) is the one a scan of the source
-    gives now: a pair held twice, or one held that the source does not have, would send phantom changes later."""
+    """Whether a keyed table's saved difference digest (and its digest of keys, and its key ranges) is the one a scan
+    of the source gives now: a pair held twice, or one held that the source does not have, would send phantom changes
+    later; key ranges that drifted would point a difference past capacity at the wrong rows."""
     settings = parse_settings(configuration)
     saved = dd.Cells.unpack(state["tables"][state_key]["digest"])
     with GreenplumClient(settings) as client:
@@ -192,6 +194,10 @@ def _digest_is_the_source_s(configuration: dict[str, str], state: dict, state_ke
         plans = plan_tables(settings, discover(client, info, settings.schemas), client, strict=True).plans
         (plan,) = [plan for plan in plans if plan.state_key == state_key]
         hashing, encoding, columns = hashing_for(info.server_version_num), key_encoding(plan), list(plan.columns)
-        scanned, _ = scan_cells(client, plan, hashing, encoding, columns, saved.sub_size, saved.keys.sub_size)
+        ranges = KeyRanges(saved.ranges.shift)
+        scanned, _ = scan_cells(
+            client, plan, hashing, encoding, columns, saved.sub_size, saved.keys.sub_size, ranges=ranges
+        )
     difference = scanned.subtract(saved)
-    return difference.is_empty() and difference.keys is not None and difference.keys.is_empty()
+    keys_equal = difference.keys is not None and difference.keys.is_empty()
+    return difference.is_empty() and keys_equal and scanned.ranges.same_as(saved.ranges)
