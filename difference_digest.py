@@ -312,9 +312,10 @@ def pairs_copy(
 
 def first_word(codec: Codec, key: sql.Composable) -> sql.Composable:
     """A key's first word (`Codec.encode`) as the server computes it, for `key_ranges.condition`: an integer key
-    itself, or a text key's first 8 UTF-8 bytes (zero-padded) as a big-endian bigint."""
+    itself (not cast, so that an index on it serves), or a text key's first 8 UTF-8 bytes (zero-padded) as a
+    big-endian bigint."""
     if codec is Codec.INTEGER:
-        return sql.SQL("({})::bigint").format(key)
+        return sql.SQL("({})").format(key)
     return sql.SQL(
         "('x' || encode(substring(convert_to({}, 'UTF8') || {} FROM 1 FOR 8), 'hex'))::bit(64)::bigint"
     ).format(key, sql.Literal(bytes(8)))

@@ -72,15 +72,20 @@ class KeyRanges:
 
     def changed(self, before: KeyRanges) -> tuple[int, np.ndarray]:
         """The ranges whose rows differ from `before`'s, at the coarser shift of the two: (shift, ranges)."""
-        shift = max(self.shift, before.shift)
-        now, then = self.at(shift), before.at(shift)
-        difference = KeyRanges(shift, UNLIMITED)
+        difference = self.less(before)
+        return difference.shift, difference.ranges
+
+    def less(self, other: KeyRanges) -> KeyRanges:
+        """These fingerprints less another's (pairs taken out), at the coarser shift of the two."""
+        shift = max(self.shift, other.shift)
+        mine, theirs = self.at(shift), other.at(shift)
+        difference = KeyRanges(shift, self.limit)
         difference._merge(
-            np.concatenate([now.ranges, then.ranges]),
-            np.concatenate([now.counts, -then.counts]),
-            [now.sums, np.zeros_like(then.sums) - then.sums],
+            np.concatenate([mine.ranges, theirs.ranges]),
+            np.concatenate([mine.counts, -theirs.counts]),
+            [mine.sums, np.zeros_like(theirs.sums) - theirs.sums],
         )
-        return shift, difference.ranges
+        return difference
 
     def within(self, shift: int, ranges: np.ndarray) -> KeyRanges:
         """The fingerprints of the given ranges alone (at `shift`)."""
@@ -152,3 +157,16 @@ def condition(first_word: sql.Composable, shift: int, ranges: np.ndarray) -> sql
             for low, high in runs
         )
     )
+
+
+def encode_ranges(shift: int, ranges: np.ndarray) -> str:
+    """Ranges exactly as they are (`shift:range,range,...`): packing fingerprints would coarsen them."""
+    return f"{shift}:{','.join(map(str, ranges.tolist()))}"
+
+
+def decode_condition(first_word: sql.Composable, text: str | None) -> sql.Composable | None:
+    """The condition of ranges saved by `encode_ranges` (None: no ranges, every row)."""
+    if text is None:
+        return None
+    shift, _, ranges = text.partition(":")
+    return condition(first_word, int(shift), np.array([int(value) for value in ranges.split(",")], np.int64))

@@ -61,6 +61,33 @@ _KEYS_PER_CHECK = 50_000
 MAX_RANGE_ROWS = 1_000_000
 
 
+@dataclass(frozen=True)
+class Outside:
+    """What a read of the key ranges that changed starts from: the digest (with its digest of keys and key ranges) of
+    the rows outside them, and those ranges as `pass_ranges` saves them."""
+
+    cells: dd.Cells
+    ranges_text: str
+
+
+@dataclass(frozen=True)
+class ChangedRanges:
+    """The key ranges whose fingerprints changed, scanned again: what the log says of them, which they are, the
+    cells of their rows (as the digest's scan saw them) and, when few enough to name, their pairs."""
+
+    where: str
+    shift: int
+    ranges: np.ndarray
+    scanned: dd.Cells
+    pairs: tuple[np.ndarray, np.ndarray] | None
+
+    def outside(self, current: dd.Cells) -> Outside:
+        """The rows outside these ranges, from the digest's scan of the whole table."""
+        cells = current.subtract(self.scanned)
+        cells.ranges = current.ranges.less(self.scanned.ranges)
+        return Outside(cells, key_ranges.encode_ranges(self.shift, self.ranges))
+
+
 class Outcome(enum.Enum):
     SENT = "sent"  # what changed was sent; the table is done
     FULL_PASS = "full pass"  # the digest cannot tell: a truncate and a full read, whose rows make the next digest
@@ -166,11 +193,19 @@ class Reconciliation:
         pairs = difference.peel()
         capacity = dd.capacity(saved.sub_size)
         too_many = f"{plan.state_key}: more than {capacity:,} rows' worth of changes, too many for its digest to name"
+        changed = None
         if pairs is None:
-            pairs = self._named_by_ranges(saved, current, difference, hashed, too_many)
+            changed = self._scan_changed(saved, current, hashed, too_many)
+            pairs = self._named_by_ranges(changed, difference, too_many) if changed is not None else None
         if pairs is None:
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
             if difference.keys is not None and difference.keys.peel() is not None:
+                if changed is not None and now is None and hashed == list(plan.columns):
+                    log.info(
+                        f"{too_many}: every row of the key ranges changed is sent again, no truncate: its digest of "
+                        "keys names the keys deleted"
+                    )
+                    return self._read_every_row(saved, hashed, now, changed.outside(current))
                 log.info(
                     f"{too_many}: every row is sent again, no truncate: its digest of keys names the keys deleted; "
                     "its next digest is larger"
@@ -230,59 +265,73 @@ class Reconciliation:
         self._table.progressed()
         return Outcome.SENT
 
-    def _named_by_ranges(
-        self,
-        saved: dd.Cells,
-        current: dd.Cells,
-        difference: dd.Cells,
-        columns: list[PlannedColumn],
-        too_many: str,
-    ) -> list[dd.Pair] | None:
-        """The pairs of a difference too large to peel, named with the key ranges' help (`key_ranges.py`), or None.
-
-        The ranges that changed are scanned again, their pairs kept (R). When R is what the digest's scan saw there
-        (the ranges' fingerprints match), R less the difference is the digest of the pairs those ranges held before
-        (O): few when the keys were new there (rows inserted in bulk), so that it peels. R less O came, O less R
-        went. A pair that peels with the wrong sign means the scans disagree: None."""
+    def _scan_changed(
+        self, saved: dd.Cells, current: dd.Cells, columns: list[PlannedColumn], too_many: str
+    ) -> ChangedRanges | None:
+        """The key ranges whose fingerprints changed since the saved digest, scanned again (`key_ranges.py`); None
+        when there are none, when they hold too many rows to name or to read alone, or when the scan saw other rows
+        there than the digest's scan did."""
         if saved.ranges is None or current.ranges is None:
             return None
         shift, changed = current.ranges.changed(saved.ranges)
         if not len(changed):
             return None
-        rows, before = current.ranges.within(shift, changed).rows(), saved.ranges.within(shift, changed).rows()
+        now = current.ranges.within(shift, changed)
+        rows, before = now.rows(), saved.ranges.within(shift, changed).rows()
         total = len(current.ranges.at(shift).ranges)
         where = f"{len(changed):,} of its {total:,} key ranges changed, holding {before:,} rows before, {rows:,} now"
-        if before > dd.K * saved.sub_size or rows > MAX_RANGE_ROWS:  # more pairs than cells never peel
-            log.info(f"{too_many}: {where}, too many to name or scan")
+        nameable = before <= dd.K * saved.sub_size and rows <= MAX_RANGE_ROWS  # more pairs than cells never peel
+        if not nameable and 2 * rows > self._rows:
+            log.info(f"{too_many}: {where}, too many to name or to read alone")
             return None
         condition = key_ranges.condition(dd.first_word(self._encoding.codec, self._encoding.expression), shift, changed)
+        keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
         try:
-            scanned, words, h = self._scan_pairs(columns, saved.sub_size, condition, shift)
+            scanned, pairs = self._scan_pairs(columns, saved.sub_size, keys_sub_size, condition, shift, nameable)
         except (dd.KeyTooLong, dd.NullKey) as error:  # a key come since the digest's scan
             log.info(f"{too_many}: {where}, where a key does not fit the digest now ({error})")
             return None
-        if not scanned.ranges.same_as(current.ranges.within(shift, changed)):
+        if not scanned.ranges.same_as(now):
             log.info(f"{too_many}: {where}, which changed again while they were scanned")
             return None
-        before = scanned.subtract(difference).peel()
-        if before is None or any(pair.sign < 0 for pair in before):
-            log.info(f"{too_many}: {where}, too many before to name")
+        return ChangedRanges(where, shift, changed, scanned, pairs)
+
+    def _named_by_ranges(self, changed: ChangedRanges, difference: dd.Cells, too_many: str) -> list[dd.Pair] | None:
+        """The pairs of a difference too large to peel, named with the key ranges' help, or None.
+
+        The rows of the ranges that changed (R, as the digest's scan saw them) less the difference are the digest of
+        the pairs those ranges held before (O): few when the keys were new there (rows inserted in bulk), so that it
+        peels. R less O came, O less R went. A pair that peels with the wrong sign means the scans disagree: None."""
+        if changed.pairs is None:
             return None
-        log.info(f"{too_many}: {where}, which name it")
+        before = changed.scanned.subtract(difference).peel()
+        if before is None or any(pair.sign < 0 for pair in before):
+            log.info(f"{too_many}: {changed.where}, too many before to name")
+            return None
+        log.info(f"{too_many}: {changed.where}, which name it")
+        words, h = changed.pairs
         old = {(pair.words, pair.h) for pair in before}
         new = set(zip(map(tuple, words.tolist()), h.tolist(), strict=True))
         return [dd.Pair(1, *pair) for pair in new - old] + [dd.Pair(-1, *pair) for pair in old - new]
 
     def _scan_pairs(
-        self, columns: list[PlannedColumn], sub_size: int, condition: sql.Composable, shift: int
-    ) -> tuple[dd.Cells, np.ndarray, np.ndarray]:
-        """The cells, with their key ranges at `shift`, and the pairs (words, h) of the rows meeting the condition."""
+        self,
+        columns: list[PlannedColumn],
+        sub_size: int,
+        keys_sub_size: int | None,
+        condition: sql.Composable,
+        shift: int,
+        keep: bool,
+    ) -> tuple[dd.Cells, tuple[np.ndarray, np.ndarray] | None]:
+        """The cells, with their digest of keys and their key ranges at `shift`, of the rows meeting the condition;
+        with `keep`, their pairs too (words, h)."""
         codec, md5 = self._encoding.codec, self._hashing is Hashing.MD5_128
-        sink = dd.PairSink(sub_size, codec, md5=md5, ranges=KeyRanges(shift, key_ranges.UNLIMITED), keep=True)
+        ranges = KeyRanges(shift, key_ranges.UNLIMITED)
+        sink = dd.PairSink(sub_size, codec, keys_sub_size, md5=md5, ranges=ranges, keep=keep)
         hashed = row_hash(_with_columns(self._plan, columns), self._hashing)
         copy = dd.pairs_copy(self._plan.relation, self._encoding.expression, hashed, codec, condition, md5)
         self._client.copy_out(copy, sink)
-        return sink.cells(), *sink.pairs()
+        return sink.cells(), sink.pairs() if keep else None
 
     def _send_changes(self, now: AoNow) -> Outcome | None:
         """Sends what changed in the append-optimized leaves that changed, when the catalog tells (`ao_keyed.py`);
@@ -303,23 +352,30 @@ class Reconciliation:
         self._table.progressed()
         return Outcome.SENT
 
-    def _read_every_row(self, saved: dd.Cells, hashed: list[PlannedColumn], now: AoNow | None) -> Outcome:
+    def _read_every_row(
+        self, saved: dd.Cells, hashed: list[PlannedColumn], now: AoNow | None, outside: Outside | None = None
+    ) -> Outcome:
         """Sends every row again (a column added or renamed: the destination holds none of its values; or more rows
         changed than the digest names), in key order and resumable; the destination then holds exactly the rows
         read, so the keys it held that the read did not return are deleted: named by the saved digest of keys less
         the keys read, or (a digest saved without one) by the saved digest less the rows read, in the form it
-        hashed."""
+        hashed. With `outside`, only the rows of the key ranges that changed are read: the digest and the keys read
+        start from those of the rows outside them, which the digest's scan saw as they were at the last sync."""
         plan, state, codec = self._plan, self._state, self._encoding.codec
-        log.info(f"{plan.state_key}: every row sent again")
+        log.info(f"{plan.state_key}: every row sent again" + (" of the key ranges changed" if outside else ""))
         resuming = state.position is not None and state.pass_digest is not None and state.pass_held is not None
         if not resuming:
             if plan.declared_key:  # the rows are read in key order: two under one key would land as one
                 check_whole_table(self._client, plan)
             state.position = None
-            state.pass_digest = self._new_cells().pack()
             # With a saved digest of keys, the read's digest is one of the keys it read, of that size.
             held_size = saved.keys.sub_size if saved.keys is not None else saved.sub_size
-            state.pass_held = dd.Cells(held_size, codec).pack()
+            if outside is None:
+                state.pass_digest, state.pass_held = self._new_cells().pack(), dd.Cells(held_size, codec).pack()
+                state.pass_ranges = None
+            else:
+                state.pass_digest, state.pass_held = outside.cells.pack(), outside.cells.keys.pack()
+                state.pass_ranges = outside.ranges_text
             self._start_noting(now)
         fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
         read_hash = None if saved.keys is not None else pair_hash(plan, self._hashing, hashed)
@@ -333,12 +389,17 @@ class Reconciliation:
             if notes is not None:
                 notes.save()
 
+        within = key_ranges.decode_condition(dd.first_word(codec, self._encoding.expression), state.pass_ranges)
+
+        def in_key_order() -> reads.Read:
+            return reads.keyed(plan, state, within, extra=noting_extra(notes, sent))
+
         self._table.on_checkpoint = save
         try:
-            self._table.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
+            self._table.read_all(in_key_order, noting(notes, sent))
         finally:
             self._table.on_checkpoint = None
-        state.pass_digest = state.pass_held = None
+        state.pass_digest = state.pass_held = state.pass_ranges = None
         entries = notes.finish(self._append_optimized_now()) if notes is not None else None
         started_ao, state.pass_digest_ao, state.pass_digest_leaves = state.pass_digest_ao, None, None
         if sent.unfit is not None:
@@ -363,7 +424,7 @@ class Reconciliation:
         """A full pass begins: its digest is made of the rows it reads (`pass_digest`), with the catalog's facts
         taken before it and what it notes of append-optimized leaves."""
         state = self._state
-        state.pass_digest, state.pass_held = self._new_cells().pack(), None
+        state.pass_digest, state.pass_held, state.pass_ranges = self._new_cells().pack(), None, None
         state.digest_ao, state.digest_leaves = None, None
         self._start_noting(now)
 
@@ -377,6 +438,7 @@ class Reconciliation:
         log.info(f"{self._plan.state_key}: {error}: its digest cannot carry it; block range digests instead")
         state = self._state
         state.digest_unfit, state.digest, state.pass_digest, state.pass_held = True, None, None, None
+        state.pass_ranges = None
         state.digest_leaves = state.pass_digest_leaves = None
         return Outcome.NOT_APPLICABLE
 

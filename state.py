@@ -46,7 +46,8 @@ class TableState:
       append-optimized, the catalog's facts of them when the digest was taken: unchanged, nothing is scanned
       (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of every row in progress (new columns,
       or a difference past capacity): the digest of the keys it read (of the rows, in the form the saved digest
-      hashed, when that one has no digest of keys), which names the keys to delete at its end.
+      hashed, when that one has no digest of keys), which names the keys to delete at its end; `pass_ranges`: the
+      key ranges it reads when it reads those that changed alone (`shift:range,range,...`).
       `digest_leaves`: per append-optimized leaf, as `LeafState.ao` (with `hidden`: the rows hidden per file), what
       the digest holds of it: where its rows end and which are hidden, so that what changed there is read alone
       (`ao_keyed.py`); `pass_digest_leaves`: those a full pass or a read of every row notes as it goes.
@@ -78,6 +79,7 @@ class TableState:
     digest_ao: str | None = None
     pass_digest_ao: str | None = None
     pass_held: str | None = None
+    pass_ranges: str | None = None
     digest_leaves: dict[str, LeafState] | None = None
     pass_digest_leaves: dict[str, LeafState] | None = None
     digest_unfit: bool = False
@@ -204,6 +206,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("digest_ao", state.digest_ao is None or isinstance(state.digest_ao, str)),
         ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
         ("pass_held", state.pass_held is None or isinstance(state.pass_held, str)),
+        ("pass_ranges", state.pass_ranges is None or isinstance(state.pass_ranges, str)),
         ("digest_leaves", _leaves_valid(state.digest_leaves)),
         ("pass_digest_leaves", _leaves_valid(state.pass_digest_leaves)),
         ("digest_unfit", isinstance(state.digest_unfit, bool)),
