@@ -4,7 +4,9 @@
   primary key and no cursor column, tellers, branches); (a) the first sync, (b) nothing changed, (c) `pgbench -c 2
   -t 1000`, (d) 0.05% inserted, (e) 0.1% of the accounts deleted and 0.05% inserted, (f) VACUUM FULL, (g) 5%
   inserted above the keys held and 0.005% updated (past the digest's capacity, named with its key ranges' help), (h)
-  a quarter of the accounts updated (past the digest's capacity), (i) 1% updated (within the digest sized after (h)).
+  5% of the accounts updated, a stretch of consecutive keys (past capacity: the key ranges changed are sent again),
+  (i) a quarter of the accounts updated (past the digest's capacity), (j) 1% updated (within the digest sized after
+  (i)).
 - Greenplum (`--dsn`, by hand): the same stages on an accounts table built by SQL (pgbench's transactions replaced by
   updates of random accounts), a heap table with a primary key and an append-optimized column table partitioned in
   10 leaves with `PRIMARY_KEYS`; the schema `bench_keyed` is dropped afterwards.
@@ -141,6 +143,9 @@ def _stages(
     updated = _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 20000 = 5")
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 20000 = 5")
     stage("5% inserted (past capacity)", bulk + updated)
+    stretch = f"{key} BETWEEN {rows // 4 + 1} AND {rows // 4 + bulk}"
+    _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {stretch}")
+    stage("5% of keys in a row updated", _one(source, f"SELECT count(*) FROM {accounts} WHERE {stretch}"))
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 4 = 0")
     stage("25% updated (past capacity)", _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 4 = 0"))
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 100 = 1")
