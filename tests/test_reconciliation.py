@@ -173,13 +173,14 @@ def test_rows_inserted_in_bulk_past_capacity_are_named_by_the_key_ranges_and_sen
 def test_rows_updated_in_a_stretch_of_keys_past_capacity_send_that_stretch_alone(
     database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:
-    """More rows updated in one stretch of keys than the digest names, a few deleted and inserted: the rows of the
-    key ranges that changed are sent again, not the table; the digest of keys names the deletes; no truncate."""
+    """More rows updated in one stretch of keys than the digest names, even with the key ranges' help, a few deleted
+    and inserted: the rows of the key ranges that changed are sent again, not the table; the digest of keys names the
+    deletes; no truncate."""
     _create(source, schema, "integer")
     configuration = database.configuration(SCHEMAS=schema)
     destination.sync(configuration)
     with source.cursor() as cursor:
-        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id BETWEEN 1001 AND 1400")
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id BETWEEN 1001 AND 2200")
         cursor.execute(f"DELETE FROM {schema}.t WHERE id IN (1100, 1200)")
         cursor.execute(f"INSERT INTO {schema}.t SELECT i, 'new', 1 FROM generate_series(5001, 5003) i")
     capfd.readouterr()
@@ -187,9 +188,9 @@ def test_rows_updated_in_a_stretch_of_keys_past_capacity_send_that_stretch_alone
 
     log = capfd.readouterr().out
     assert "every row of the key ranges changed is sent again, no truncate" in log
-    # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 26 ranges of 1001 to 1400 (992 to 1407 less the
+    # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 76 ranges of 1001 to 2200 (992 to 2207 less the
     # two deleted), and the new keys' one.
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (416 - 2 + 3, 2, 0)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1216 - 2 + 3, 2, 0)
     assert _deleted_ids(destination, schema) == ["1100", "1200"]
     assert _landed(destination, schema) == _source(source, schema)
     assert destination.state["tables"][f"{schema}.t"]["pass_ranges"] is None
@@ -204,17 +205,17 @@ def test_a_sync_killed_while_it_sends_the_key_ranges_changed_goes_on_and_converg
     configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100", BATCH_SIZE="50")
     destination.sync(configuration)
     with source.cursor() as cursor:
-        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id BETWEEN 1001 AND 1400")
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id BETWEEN 1001 AND 2200")
         cursor.execute(f"DELETE FROM {schema}.t WHERE id IN (1100, 2999)")
     saved = killed_after_checkpoint(
         monkeypatch, destination, configuration, f"{schema}.t", lambda table, _: table["position"] is not None
     )
     assert saved["tables"][f"{schema}.t"]["pass_ranges"]
     with source.cursor() as cursor:  # changes during the pause, inside the ranges and outside them
-        cursor.execute(f"UPDATE {schema}.t SET note = 'late' WHERE id IN (1399, 7)")
+        cursor.execute(f"UPDATE {schema}.t SET note = 'late' WHERE id IN (2199, 7)")
     counts = destination.sync(configuration, state=saved)
 
-    assert counts["Truncates"] == 0 and counts["Upserts"] < 416
+    assert counts["Truncates"] == 0 and counts["Upserts"] < 1216
     assert _deleted_ids(destination, schema) == ["1100", "2999"]
     assert destination.state["tables"][f"{schema}.t"]["pass_ranges"] is None
     again = destination.sync(configuration)
