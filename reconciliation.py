@@ -68,6 +68,7 @@ class Outside:
 
     cells: dd.Cells
     ranges_text: str
+    rows: int  # the rows of the ranges, as the digest's scan counted them
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class ChangedRanges:
         """The rows outside these ranges, from the digest's scan of the whole table."""
         cells = current.subtract(self.scanned)
         cells.ranges = current.ranges.less(self.scanned.ranges)
-        return Outside(cells, key_ranges.encode_ranges(self.shift, self.ranges))
+        return Outside(cells, key_ranges.encode_ranges(self.shift, self.ranges), self.scanned.ranges.rows())
 
 
 class Outcome(enum.Enum):
@@ -376,6 +377,7 @@ class Reconciliation:
             else:
                 state.pass_digest, state.pass_held = outside.cells.pack(), outside.cells.keys.pack()
                 state.pass_ranges = outside.ranges_text
+                self._table.expected_rows = outside.rows  # the progress lines count against the rows read
             self._start_noting(now)
         fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
         read_hash = None if saved.keys is not None else pair_hash(plan, self._hashing, hashed)
