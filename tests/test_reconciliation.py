@@ -43,6 +43,19 @@ def _landed(destination: Destination, schema: str) -> list[tuple]:
     return destination.rows(schema, "t", "CAST(id AS VARCHAR), note, amount")
 
 
+def _after_the_scan(monkeypatch: pytest.MonkeyPatch, source, statement: str) -> None:
+    """Runs the statement at the source right after the digest's scan, in each sync until `monkeypatch.undo()`."""
+    real_cells = reconciliation.Reconciliation._cells
+
+    def cells_then_change(self, saved, columns, located):
+        cells = real_cells(self, saved, columns, located)
+        with source.cursor() as cursor:
+            cursor.execute(statement)
+        return cells
+
+    monkeypatch.setattr(reconciliation.Reconciliation, "_cells", cells_then_change)
+
+
 def _deleted_ids(destination: Destination, schema: str) -> list[str]:
     rows = destination.query(f'SELECT CAST(id AS VARCHAR) FROM "tester_{schema}".t WHERE _fivetran_deleted ORDER BY 1')
     return [row[0] for row in rows]
@@ -143,55 +156,60 @@ def test_a_difference_past_capacity_sends_every_row_and_the_deletes_its_digest_o
     assert _landed(destination, schema) == _source(source, schema)
 
 
-@pytest.mark.parametrize("kind", list(KEYS))
-def test_rows_inserted_in_bulk_past_capacity_are_named_by_the_key_ranges_and_sent_alone(
-    kind: str, database: Database, schema: str, source, destination: Destination, capfd
+BULK = (
+    "INSERT INTO {t} SELECT {values}, 'bulk', 2 FROM generate_series(10001, 12000) i",
+    "UPDATE {t} SET note = 'changed' WHERE note IN ('n10', 'n11', 'n2999')",
+    "DELETE FROM {t} WHERE note IN ('n12', 'n2998')",
+)
+STRETCH = (
+    "UPDATE {t} SET note = 'changed' WHERE id BETWEEN 1001 AND 2200",
+    "DELETE FROM {t} WHERE id IN (1100, 1200)",
+    "INSERT INTO {t} SELECT i, 'new', 1 FROM generate_series(5001, 5003) i",
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "statements", "logged", "upserts"),
+    [
+        *((kind, BULK, "which name it", 2003) for kind in KEYS),
+        # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 76 ranges of 1001 to 2200 (992 to 2207 less
+        # the two deleted), and the new keys' one.
+        ("integer", STRETCH, "every row of the key ranges changed is sent again, no truncate", 1216 - 2 + 3),
+    ],
+    ids=[*(f"inserted in bulk, {kind} key" for kind in KEYS), "updated in a stretch of keys"],
+)
+def test_a_difference_past_capacity_in_a_few_key_ranges_costs_those_ranges_alone(
+    kind: str,
+    statements: tuple[str, ...],
+    logged: str,
+    upserts: int,
+    database: Database,
+    schema: str,
+    source,
+    destination: Destination,
+    capfd,
 ) -> None:
-    """Far more rows inserted above the keys held than the digest names, with a few updated and deleted: the key
-    ranges that changed held few rows before, so the digest names the difference after all; exactly it is sent."""
+    """More rows changed than the digest names, in a few key ranges. Inserted in bulk above the keys held (a few
+    updated and deleted elsewhere): those ranges held few rows before, so the digest names the difference after all
+    and exactly it is sent. Updated in a stretch of keys: too many were there before to name, so those ranges' rows
+    are sent again, not the table. Either way the digest of keys names the deletes, and there is no truncate."""
     _create(source, schema, kind)
     configuration = database.configuration(SCHEMAS=schema)
     destination.sync(configuration)
     assert destination.state["tables"][f"{schema}.t"]["digest"].count("|") == 2, "a digest of keys and key ranges"
-    values = KEYS[kind][1]
     with source.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {schema}.t SELECT {values}, 'bulk', 2 FROM generate_series(10001, 12000) i")
-        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE note IN ('n10', 'n11', 'n2999')")
-        cursor.execute(f"DELETE FROM {schema}.t WHERE note IN ('n12', 'n2998')")
+        for statement in statements:
+            cursor.execute(statement.format(t=f"{schema}.t", values=KEYS[kind][1]))
     capfd.readouterr()
     counts = destination.sync(configuration)
 
     log = capfd.readouterr().out
-    assert "key ranges changed" in log and "which name it" in log
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (2003, 2, 0)
-    assert len(_deleted_ids(destination, schema)) == 2
-    assert _landed(destination, schema) == _source(source, schema)
-    again = destination.sync(configuration)
-    assert (again["Upserts"], again["Deletes"], again["Truncates"]) == (0, 0, 0)
-
-
-def test_rows_updated_in_a_stretch_of_keys_past_capacity_send_that_stretch_alone(
-    database: Database, schema: str, source, destination: Destination, capfd
-) -> None:
-    """More rows updated in one stretch of keys than the digest names, even with the key ranges' help, a few deleted
-    and inserted: the rows of the key ranges that changed are sent again, not the table; the digest of keys names the
-    deletes; no truncate."""
-    _create(source, schema, "integer")
-    configuration = database.configuration(SCHEMAS=schema)
-    destination.sync(configuration)
+    assert "key ranges changed" in log and logged in log
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (upserts, 2, 0)
+    deleted = _deleted_ids(destination, schema)
     with source.cursor() as cursor:
-        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE id BETWEEN 1001 AND 2200")
-        cursor.execute(f"DELETE FROM {schema}.t WHERE id IN (1100, 1200)")
-        cursor.execute(f"INSERT INTO {schema}.t SELECT i, 'new', 1 FROM generate_series(5001, 5003) i")
-    capfd.readouterr()
-    counts = destination.sync(configuration)
-
-    log = capfd.readouterr().out
-    assert "every row of the key ranges changed is sent again, no truncate" in log
-    # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 76 ranges of 1001 to 2200 (992 to 2207 less the
-    # two deleted), and the new keys' one.
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1216 - 2 + 3, 2, 0)
-    assert _deleted_ids(destination, schema) == ["1100", "1200"]
+        cursor.execute(f"SELECT count(*) FROM {schema}.t WHERE id::text = ANY(%s)", [deleted])
+        assert len(deleted) == 2 and cursor.fetchone()[0] == 0
     assert _landed(destination, schema) == _source(source, schema)
     assert destination.state["tables"][f"{schema}.t"]["pass_ranges"] is None
     again = destination.sync(configuration)
@@ -209,15 +227,9 @@ def test_key_ranges_changed_again_while_they_are_scanned_name_nothing(
     destination.sync(configuration)
     with source.cursor() as cursor:
         cursor.execute(f"INSERT INTO {schema}.t SELECT i, 'bulk', 2 FROM generate_series(10001, 11000) i")
-    real_cells = reconciliation.Reconciliation._cells
-
-    def cells_then_change(self, saved, columns, located):
-        cells = real_cells(self, saved, columns, located)
-        with source.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {schema}.t VALUES (11001, 'between', 1); DELETE FROM {schema}.t WHERE id = 7")
-        return cells
-
-    monkeypatch.setattr(reconciliation.Reconciliation, "_cells", cells_then_change)
+    _after_the_scan(
+        monkeypatch, source, f"INSERT INTO {schema}.t VALUES (11001, 'between', 1); DELETE FROM {schema}.t WHERE id = 7"
+    )
     capfd.readouterr()
     counts = destination.sync(configuration)
     monkeypatch.undo()
@@ -307,18 +319,12 @@ def test_rows_changed_between_the_scan_and_the_reads_land_as_they_are(
     destination.sync(configuration)
     with source.cursor() as cursor:
         cursor.execute(f"UPDATE {schema}.t SET note = 'first' WHERE id IN (1, 2)")
-    real_cells = reconciliation.Reconciliation._cells
-
-    def cells_then_change(self, saved, columns, located):  # after the digest's scan
-        cells = real_cells(self, saved, columns, located)
-        with source.cursor() as cursor:
-            cursor.execute(
-                f"""UPDATE {schema}.t SET note = 'second' WHERE id = 1; DELETE FROM {schema}.t WHERE id = 2;
-                INSERT INTO {schema}.t VALUES (9001, 'between', 1)"""
-            )
-        return cells
-
-    monkeypatch.setattr(reconciliation.Reconciliation, "_cells", cells_then_change)
+    _after_the_scan(
+        monkeypatch,
+        source,
+        f"""UPDATE {schema}.t SET note = 'second' WHERE id = 1; DELETE FROM {schema}.t WHERE id = 2;
+        INSERT INTO {schema}.t VALUES (9001, 'between', 1)""",
+    )
     counts = destination.sync(configuration)
     monkeypatch.undo()
     assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (1, 1, 0)
