@@ -95,6 +95,13 @@ class KeyRanges:
         part.ranges, part.counts, part.sums = coarse.ranges[kept], coarse.counts[kept], coarse.sums[kept]
         return part
 
+    def emptied_whole(self, before: KeyRanges, shift: int, ranges: np.ndarray) -> np.ndarray:
+        """Of the given ranges (at `shift`), those that held every key they span before (integer keys, a range of
+        2^shift of them) and hold none now: their keys are known without a digest, and all of them went."""
+        then, now = before.at(shift), self.at(shift)
+        full = then.ranges[then.counts == 1 << shift]
+        return np.setdiff1d(np.intersect1d(full, ranges), now.ranges)
+
     def rows(self) -> int:
         return int(self.counts.sum())
 
@@ -159,14 +166,37 @@ def condition(first_word: sql.Composable, shift: int, ranges: np.ndarray) -> sql
     )
 
 
-def encode_ranges(shift: int, ranges: np.ndarray) -> str:
-    """Ranges exactly as they are (`shift:range,range,...`): packing fingerprints would coarsen them."""
-    return f"{shift}:{','.join(map(str, ranges.tolist()))}"
+def encode_ranges(shift: int, ranges: np.ndarray, emptied: np.ndarray) -> str:
+    """Ranges exactly as they are, with those of them emptied (`shift:range,range,...;range,...`): packing
+    fingerprints would coarsen them."""
+    return f"{shift}:{_numbers(ranges)};{_numbers(emptied)}"
 
 
 def decode_condition(first_word: sql.Composable, text: str | None) -> sql.Composable | None:
-    """The condition of ranges saved by `encode_ranges` (None: no ranges, every row)."""
+    """The condition of the ranges saved by `encode_ranges` (None: no ranges, every row)."""
     if text is None:
         return None
-    shift, _, ranges = text.partition(":")
-    return condition(first_word, int(shift), np.array([int(value) for value in ranges.split(",")], np.int64))
+    shift, _, rest = text.partition(":")
+    return condition(first_word, int(shift), _array(rest.partition(";")[0]))
+
+
+def decode_emptied(text: str | None) -> tuple[int, np.ndarray]:
+    """The ranges emptied that `encode_ranges` saved, and their shift."""
+    if text is None:
+        return 0, np.zeros(0, np.int64)
+    shift, _, rest = text.partition(":")
+    return int(shift), _array(rest.partition(";")[2])
+
+
+def _numbers(values: np.ndarray) -> str:
+    return ",".join(map(str, values.tolist()))
+
+
+def _array(text: str) -> np.ndarray:
+    return np.array([int(value) for value in text.split(",") if value], np.int64)
+
+
+def keys_of(shift: int, ranges: np.ndarray) -> np.ndarray:
+    """Every integer key the given ranges span, ascending."""
+    width = 1 << shift
+    return (ranges.astype(np.int64)[:, None] * width + np.arange(width, dtype=np.int64)[None, :]).ravel()

@@ -67,6 +67,7 @@ class Outside:
     the rows outside them, and those ranges as `pass_ranges` saves them."""
 
     cells: dd.Cells
+    held: dd.Cells  # the digest of keys the read starts from
     ranges_text: str
     rows: int  # the rows of the ranges, as the digest's scan counted them
 
@@ -81,12 +82,33 @@ class ChangedRanges:
     ranges: np.ndarray
     scanned: dd.Cells
     pairs: tuple[np.ndarray, np.ndarray] | None
+    emptied: np.ndarray  # ranges that held every key they span and hold none now (integer keys)
+
+    @property
+    def gone(self) -> np.ndarray:
+        return key_ranges.keys_of(self.shift, self.emptied)
 
     def outside(self, current: dd.Cells) -> Outside:
-        """The rows outside these ranges, from the digest's scan of the whole table."""
+        """The rows outside these ranges, from the digest's scan of the whole table; the keys read start from theirs
+        and those gone."""
         cells = current.subtract(self.scanned)
         cells.ranges = current.ranges.less(self.scanned.ranges)
-        return Outside(cells, key_ranges.encode_ranges(self.shift, self.ranges), self.scanned.ranges.rows())
+        held = cells.keys.subtract(dd.Cells(cells.keys.sub_size, cells.keys.codec))
+        if len(self.gone):
+            words = self.gone[:, None]
+            held.add_pairs(words, dd.key_hashes(words))
+        text = key_ranges.encode_ranges(self.shift, self.ranges, self.emptied)
+        return Outside(cells, held, text, self.scanned.ranges.rows())
+
+    def keys_named(self, difference: dd.Cells) -> bool:
+        """Whether the digest of keys names the keys inserted and deleted but those gone (known already)."""
+        if difference.keys is None:
+            return False
+        rest = difference.keys.subtract(dd.Cells(difference.keys.sub_size, difference.keys.codec))
+        if len(self.gone):  # the difference holds them as keys gone (-1): taken out
+            words = self.gone[:, None]
+            rest.add_pairs(words, dd.key_hashes(words))
+        return rest.peel() is not None
 
 
 class Outcome(enum.Enum):
@@ -200,13 +222,14 @@ class Reconciliation:
             pairs = self._named_by_ranges(changed, difference, too_many) if changed is not None else None
         if pairs is None:
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
+            if changed is not None and now is None and hashed == list(plan.columns) and changed.keys_named(difference):
+                emptied = f"; {len(changed.gone):,} keys of the ranges emptied deleted" if len(changed.gone) else ""
+                log.info(
+                    f"{too_many}: every row of the key ranges changed is sent again, no truncate: its digest of keys "
+                    f"names the keys deleted{emptied}"
+                )
+                return self._read_every_row(saved, hashed, now, changed.outside(current))
             if difference.keys is not None and difference.keys.peel() is not None:
-                if changed is not None and now is None and hashed == list(plan.columns):
-                    log.info(
-                        f"{too_many}: every row of the key ranges changed is sent again, no truncate: its digest of "
-                        "keys names the keys deleted"
-                    )
-                    return self._read_every_row(saved, hashed, now, changed.outside(current))
                 log.info(
                     f"{too_many}: every row is sent again, no truncate: its digest of keys names the keys deleted; "
                     "its next digest is larger"
@@ -295,7 +318,10 @@ class Reconciliation:
         if not scanned.ranges.same_as(now):
             log.info(f"{too_many}: {where}, which changed again while they were scanned")
             return None
-        return ChangedRanges(where, shift, changed, scanned, pairs)
+        emptied = np.zeros(0, np.int64)
+        if self._encoding.codec is dd.Codec.INTEGER:
+            emptied = current.ranges.emptied_whole(saved.ranges, shift, changed)
+        return ChangedRanges(where, shift, changed, scanned, pairs, emptied)
 
     def _named_by_ranges(self, changed: ChangedRanges, difference: dd.Cells, too_many: str) -> list[dd.Pair] | None:
         """The pairs of a difference too large to peel, named with the key ranges' help, or None.
@@ -375,7 +401,7 @@ class Reconciliation:
                 state.pass_digest, state.pass_held = self._new_cells().pack(), dd.Cells(held_size, codec).pack()
                 state.pass_ranges = None
             else:
-                state.pass_digest, state.pass_held = outside.cells.pack(), outside.cells.keys.pack()
+                state.pass_digest, state.pass_held = outside.cells.pack(), outside.held.pack()
                 state.pass_ranges = outside.ranges_text
                 self._table.expected_rows = outside.rows  # the progress lines count against the rows read
             self._start_noting(now)
@@ -399,6 +425,7 @@ class Reconciliation:
         self._table.on_checkpoint = save
         try:
             self._table.read_all(in_key_order, noting(notes, sent))
+            self._delete_emptied(state.pass_ranges)
         finally:
             self._table.on_checkpoint = None
         state.pass_digest = state.pass_held = state.pass_ranges = None
@@ -421,6 +448,23 @@ class Reconciliation:
         state.position, state.digest_ao, state.digest_leaves = None, started_ao, entries
         self._table.progressed()
         return Outcome.SENT
+
+    def _delete_emptied(self, ranges_text: str | None) -> None:
+        """Deletes the keys of the ranges emptied (`key_ranges.encode_ranges`) that are not there now: after the read,
+        so that a key inserted there again since is neither deleted after it was sent nor lost; one that comes after
+        the read passed it is sent by the next sync, which its digest lacks. Run again when resumed after a kill."""
+        shift, emptied = key_ranges.decode_emptied(ranges_text)
+        if not len(emptied):
+            return
+        key = self._encoding.expression
+        where = key_ranges.condition(dd.first_word(self._encoding.codec, key), shift, emptied)
+        back = {
+            row[0]
+            for row in self._client.query(sql.SQL("SELECT {} FROM {} WHERE {}").format(key, self._plan.relation, where))
+        }
+        for value in key_ranges.keys_of(shift, emptied).tolist():
+            if value not in back:
+                self._table.delete(key_values(self._encoding, value))
 
     def _start_pass(self, now: AoNow | None) -> None:
         """A full pass begins: its digest is made of the rows it reads (`pass_digest`), with the catalog's facts

@@ -8,7 +8,7 @@ import pytest
 from psycopg2 import sql
 
 from difference_digest import Codec, first_word
-from key_ranges import KeyRanges, condition, limit_for
+from key_ranges import KeyRanges, condition, decode_condition, decode_emptied, encode_ranges, keys_of, limit_for
 
 
 def _filled(keys: np.ndarray, h: np.ndarray, limit: int = 64, batch: int = 1000) -> KeyRanges:
@@ -110,3 +110,31 @@ def test_a_text_key_s_first_word_is_the_same_on_the_server(key: str, source) -> 
 
 def test_the_limit_grows_with_the_table_within_bounds() -> None:
     assert [limit_for(rows) for rows in (0, 3000, 1_000_000, 10**9)] == [16, 375, 4096, 4096]
+
+
+def test_ranges_emptied_are_those_that_held_every_key_they_span_and_hold_none_now() -> None:
+    keys = np.arange(0, 64)  # four ranges of 16 at shift 4: every key of each
+    before = KeyRanges(4)
+    before.add(keys, keys * 7)
+    now = KeyRanges(4)
+    kept = (keys < 16) | (keys >= 48) | (keys == 40)  # range 1 emptied, range 2 keeps a key
+    now.add(keys[kept], keys[kept] * 7)
+    shift, changed = now.changed(before)
+    assert (shift, changed.tolist()) == (4, [1, 2])
+    assert now.emptied_whole(before, shift, changed).tolist() == [1]
+    assert keys_of(shift, np.array([1, 3])).tolist() == [*range(16, 32), *range(48, 64)]
+    sparse = KeyRanges(4)
+    sparse.add(keys[keys != 20], keys[keys != 20])  # range 1 lacked a key: its keys are not known
+    assert KeyRanges(4).emptied_whole(sparse, 4, np.array([0, 1])).tolist() == [0]
+
+
+def test_ranges_saved_for_a_read_come_back_as_its_condition_and_the_ranges_emptied(source) -> None:
+    text = encode_ranges(4, np.array([1, 2, 7]), np.array([2]))
+    with source.cursor() as cursor:
+        where = decode_condition(sql.SQL("k"), text)
+        cursor.execute(sql.SQL("SELECT count(*) FROM generate_series(0, 200) k WHERE {}").format(where))
+        assert cursor.fetchone()[0] == 48
+    shift, emptied = decode_emptied(text)
+    assert (shift, emptied.tolist()) == (4, [2])
+    assert decode_condition(sql.SQL("k"), None) is None and decode_emptied(None)[1].tolist() == []
+    assert decode_emptied(encode_ranges(3, np.array([5]), np.zeros(0, np.int64)))[1].tolist() == []

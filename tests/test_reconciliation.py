@@ -166,23 +166,33 @@ STRETCH = (
     "DELETE FROM {t} WHERE id IN (1100, 1200)",
     "INSERT INTO {t} SELECT i, 'new', 1 FROM generate_series(5001, 5003) i",
 )
+PURGE = ("DELETE FROM {t} WHERE id BETWEEN 1001 AND 2200", "UPDATE {t} SET note = 'changed' WHERE id = 7")
 
 
 @pytest.mark.parametrize(
-    ("kind", "statements", "logged", "upserts"),
+    ("kind", "statements", "logged", "upserts", "deletes"),
     [
-        *((kind, BULK, "which name it", 2003) for kind in KEYS),
+        *((kind, BULK, "which name it", 2003, 2) for kind in KEYS),
         # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 76 ranges of 1001 to 2200 (992 to 2207 less
         # the two deleted), and the new keys' one.
-        ("integer", STRETCH, "every row of the key ranges changed is sent again, no truncate", 1216 - 2 + 3),
+        ("integer", STRETCH, "every row of the key ranges changed is sent again, no truncate", 1216 - 2 + 3, 2),
+        # The 74 ranges from 1008 to 2191 emptied, their 1,184 keys deleted without naming; 992 to 1000 and 2201 to
+        # 2207 sent again, 1001 to 1007 and 2192 to 2200 deleted as the digest of keys names them; 1 to 15 sent again
+        # for 7 changed.
+        ("integer", PURGE, "; 1,184 keys of the ranges emptied deleted", 9 + 7 + 15, 1200),
     ],
-    ids=[*(f"inserted in bulk, {kind} key" for kind in KEYS), "updated in a stretch of keys"],
+    ids=[
+        *(f"inserted in bulk, {kind} key" for kind in KEYS),
+        "updated in a stretch of keys",
+        "deleted in a stretch of keys",
+    ],
 )
 def test_a_difference_past_capacity_in_a_few_key_ranges_costs_those_ranges_alone(
     kind: str,
     statements: tuple[str, ...],
     logged: str,
     upserts: int,
+    deletes: int,
     database: Database,
     schema: str,
     source,
@@ -192,7 +202,8 @@ def test_a_difference_past_capacity_in_a_few_key_ranges_costs_those_ranges_alone
     """More rows changed than the digest names, in a few key ranges. Inserted in bulk above the keys held (a few
     updated and deleted elsewhere): those ranges held few rows before, so the digest names the difference after all
     and exactly it is sent. Updated in a stretch of keys: too many were there before to name, so those ranges' rows
-    are sent again, not the table. Either way the digest of keys names the deletes, and there is no truncate."""
+    are sent again, not the table. Deleted in a stretch of keys: ranges that held every key they span and hold none
+    now name their keys themselves, the digest of keys names the rest. No truncate."""
     _create(source, schema, kind)
     configuration = database.configuration(SCHEMAS=schema)
     destination.sync(configuration)
@@ -205,15 +216,40 @@ def test_a_difference_past_capacity_in_a_few_key_ranges_costs_those_ranges_alone
 
     log = capfd.readouterr().out
     assert "key ranges changed" in log and logged in log
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (upserts, 2, 0)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (upserts, deletes, 0)
     deleted = _deleted_ids(destination, schema)
     with source.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {schema}.t WHERE id::text = ANY(%s)", [deleted])
-        assert len(deleted) == 2 and cursor.fetchone()[0] == 0
+        assert len(deleted) == deletes and cursor.fetchone()[0] == 0
     assert _landed(destination, schema) == _source(source, schema)
     assert destination.state["tables"][f"{schema}.t"]["pass_ranges"] is None
     again = destination.sync(configuration)
     assert (again["Upserts"], again["Deletes"], again["Truncates"]) == (0, 0, 0)
+
+
+def test_a_sync_killed_while_it_deletes_the_keys_of_ranges_emptied_converges(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed among the deletes of emptied ranges' keys (after the read of the ranges changed): the next sync goes on
+    with the deletes alone, and leaves a key inserted there again meanwhile, as it was, which the sync after it sends
+    (its digest lacks it)."""
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="100", BATCH_SIZE="50")
+    destination.sync(configuration)
+    _run(source, f"DELETE FROM {schema}.t WHERE id BETWEEN 1001 AND 2200")
+    saved = killed_after_checkpoint(
+        monkeypatch, destination, configuration, f"{schema}.t", lambda table, _: table["pass_ranges"] is not None
+    )
+    assert saved["tables"][f"{schema}.t"]["position"] == ["2207"], "the ranges changed were read"
+    _run(source, f"INSERT INTO {schema}.t SELECT 1500, 'n1500', 1500 / 3.0")
+    counts = destination.sync(configuration, state=saved)
+
+    assert (counts["Upserts"], counts["Truncates"]) == (0, 0) and 0 < counts["Deletes"] < 1200
+    assert destination.state["tables"][f"{schema}.t"]["pass_ranges"] is None
+    again = destination.sync(configuration)
+    assert (again["Upserts"], again["Deletes"], again["Truncates"]) == (1, 0, 0)
+    assert _landed(destination, schema) == _source(source, schema)
+    assert len(_deleted_ids(destination, schema)) == 1199
 
 
 def test_key_ranges_changed_again_while_they_are_scanned_name_nothing(
