@@ -5,8 +5,8 @@
   -t 1000`, (d) 0.05% inserted, (e) 0.1% of the accounts deleted and 0.05% inserted, (f) VACUUM FULL, (g) 5%
   inserted above the keys held and 0.005% updated (past the digest's capacity, named with its key ranges' help), (h)
   5% of the accounts updated, a stretch of consecutive keys (past capacity: the key ranges changed are sent again),
-  (i) a quarter of the accounts updated (past the digest's capacity), (j) 1% updated (within the digest sized after
-  (i)).
+  (i) 5% deleted, a stretch of consecutive keys (past capacity: ranges emptied name their keys), (j) a quarter of the
+  accounts updated (past the digest's capacity), (k) 1% updated (within the digest sized after (j)).
 - Greenplum (`--dsn`, by hand): the same stages on an accounts table built by SQL (pgbench's transactions replaced by
   updates of random accounts), a heap table with a primary key and an append-optimized column table partitioned in
   10 leaves with `PRIMARY_KEYS`; the schema `bench_keyed` is dropped afterwards.
@@ -146,6 +146,10 @@ def _stages(
     stretch = f"{key} BETWEEN {rows // 4 + 1} AND {rows // 4 + bulk}"
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {stretch}")
     stage("5% of keys in a row updated", _one(source, f"SELECT count(*) FROM {accounts} WHERE {stretch}"))
+    purged = f"{key} BETWEEN {rows // 2 + 1} AND {rows // 2 + bulk}"
+    deleted = _one(source, f"SELECT count(*) FROM {accounts} WHERE {purged}")
+    _execute(source, f"DELETE FROM {accounts} WHERE {purged}")
+    stage("5% of keys in a row deleted", deleted)
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 4 = 0")
     stage("25% updated (past capacity)", _one(source, f"SELECT count(*) FROM {accounts} WHERE {key} %% 4 = 0"))
     _execute(source, f"UPDATE {accounts} SET abalance = abalance + 1 WHERE {key} %% 100 = 1")
