@@ -95,12 +95,10 @@ class KeyRanges:
         part.ranges, part.counts, part.sums = coarse.ranges[kept], coarse.counts[kept], coarse.sums[kept]
         return part
 
-    def emptied_whole(self, before: KeyRanges, shift: int, ranges: np.ndarray) -> np.ndarray:
-        """Of the given ranges (at `shift`), those that held every key they span before (integer keys, a range of
-        2^shift of them) and hold none now: their keys are known without a digest, and all of them went."""
-        then, now = before.at(shift), self.at(shift)
-        full = then.ranges[then.counts == 1 << shift]
-        return np.setdiff1d(np.intersect1d(full, ranges), now.ranges)
+    def emptied(self, before: KeyRanges, shift: int, ranges: np.ndarray) -> np.ndarray:
+        """Of the given ranges (at `shift`), those that held rows before and hold none now: every key they held went,
+        and their keys are those they span but the few they lacked (integer keys, 2^shift a range)."""
+        return np.intersect1d(np.setdiff1d(ranges, self.at(shift).ranges), before.at(shift).ranges)
 
     def rows(self) -> int:
         return int(self.counts.sum())
@@ -166,26 +164,27 @@ def condition(first_word: sql.Composable, shift: int, ranges: np.ndarray) -> sql
     )
 
 
-def encode_ranges(shift: int, ranges: np.ndarray, emptied: np.ndarray) -> str:
-    """Ranges exactly as they are, with those of them emptied (`shift:range,range,...;range,...`): packing
-    fingerprints would coarsen them."""
-    return f"{shift}:{_numbers(ranges)};{_numbers(emptied)}"
+def encode_ranges(shift: int, ranges: np.ndarray, emptied: np.ndarray, lacked: np.ndarray) -> str:
+    """Ranges exactly as they are, with those of them emptied and the keys these spanned but lacked
+    (`shift:range,...;range,...;key,...`): packing fingerprints would coarsen them."""
+    return f"{shift}:{_numbers(ranges)};{_numbers(emptied)};{_numbers(lacked)}"
 
 
-def decode_condition(first_word: sql.Composable, text: str | None) -> sql.Composable | None:
-    """The condition of the ranges saved by `encode_ranges` (None: no ranges, every row)."""
+def decode_condition(first_word: sql.Composable, text: str | None, emptied: bool = False) -> sql.Composable | None:
+    """The condition of the ranges saved by `encode_ranges`, or of those emptied (None: no ranges, every row)."""
     if text is None:
         return None
     shift, _, rest = text.partition(":")
-    return condition(first_word, int(shift), _array(rest.partition(";")[0]))
+    return condition(first_word, int(shift), _array(rest.split(";")[1 if emptied else 0]))
 
 
-def decode_emptied(text: str | None) -> tuple[int, np.ndarray]:
-    """The ranges emptied that `encode_ranges` saved, and their shift."""
+def decode_emptied(text: str | None) -> np.ndarray:
+    """The keys held in the ranges emptied that `encode_ranges` saved: those they span but the ones they lacked."""
     if text is None:
-        return 0, np.zeros(0, np.int64)
+        return np.zeros(0, np.int64)
     shift, _, rest = text.partition(":")
-    return int(shift), _array(rest.partition(";")[2])
+    _, emptied, lacked = rest.split(";")
+    return np.setdiff1d(keys_of(int(shift), _array(emptied)), _array(lacked))
 
 
 def _numbers(values: np.ndarray) -> str:

@@ -59,6 +59,8 @@ _KEYS_PER_CHECK = 50_000
 # The most rows of changed key ranges whose pairs are held to name a difference past the digest's capacity (16 MB of
 # integer keys, 72 MB of text keys); more, and the table takes the read of every row.
 MAX_RANGE_ROWS = 1_000_000
+# The most keys that ranges emptied may span (their keys are listed, 8 bytes each).
+MAX_SPANNED_KEYS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Outside:
     held: dd.Cells  # the digest of keys the read starts from
     ranges_text: str
     rows: int  # the rows of the ranges, as the digest's scan counted them
+    gone: int  # the keys of the ranges emptied, deleted after the read
 
 
 @dataclass(frozen=True)
@@ -82,33 +85,35 @@ class ChangedRanges:
     ranges: np.ndarray
     scanned: dd.Cells
     pairs: tuple[np.ndarray, np.ndarray] | None
-    emptied: np.ndarray  # ranges that held every key they span and hold none now (integer keys)
+    emptied: np.ndarray  # ranges that held rows and hold none now, spanning few keys they lacked (integer keys)
 
-    @property
-    def gone(self) -> np.ndarray:
-        return key_ranges.keys_of(self.shift, self.emptied)
+    def lacked(self, difference: dd.Cells) -> np.ndarray | None:
+        """The keys the emptied ranges span but did not hold, when the digest of keys names them with the keys
+        inserted and deleted elsewhere (theirs taken out: they span them); None when it does not. Such a key comes
+        out as one that came: no range emptied holds a key now."""
+        if difference.keys is None:
+            return None
+        rest = difference.keys.subtract(dd.Cells(difference.keys.sub_size, difference.keys.codec))
+        spanned = key_ranges.keys_of(self.shift, self.emptied)[:, None]
+        if len(spanned):
+            rest.add_pairs(spanned, dd.key_hashes(spanned))
+        pairs = rest.peel()
+        if pairs is None:
+            return None
+        came = np.array([pair.words[0] for pair in pairs if pair.sign > 0], np.int64)
+        return np.sort(came[np.isin(came >> self.shift, self.emptied)])
 
-    def outside(self, current: dd.Cells) -> Outside:
+    def outside(self, current: dd.Cells, lacked: np.ndarray) -> Outside:
         """The rows outside these ranges, from the digest's scan of the whole table; the keys read start from theirs
-        and those gone."""
+        and those of the ranges emptied."""
         cells = current.subtract(self.scanned)
         cells.ranges = current.ranges.less(self.scanned.ranges)
         held = cells.keys.subtract(dd.Cells(cells.keys.sub_size, cells.keys.codec))
-        if len(self.gone):
-            words = self.gone[:, None]
-            held.add_pairs(words, dd.key_hashes(words))
-        text = key_ranges.encode_ranges(self.shift, self.ranges, self.emptied)
-        return Outside(cells, held, text, self.scanned.ranges.rows())
-
-    def keys_named(self, difference: dd.Cells) -> bool:
-        """Whether the digest of keys names the keys inserted and deleted but those gone (known already)."""
-        if difference.keys is None:
-            return False
-        rest = difference.keys.subtract(dd.Cells(difference.keys.sub_size, difference.keys.codec))
-        if len(self.gone):  # the difference holds them as keys gone (-1): taken out
-            words = self.gone[:, None]
-            rest.add_pairs(words, dd.key_hashes(words))
-        return rest.peel() is not None
+        text = key_ranges.encode_ranges(self.shift, self.ranges, self.emptied, lacked)
+        gone = key_ranges.decode_emptied(text)[:, None]
+        if len(gone):
+            held.add_pairs(gone, dd.key_hashes(gone))
+        return Outside(cells, held, text, self.scanned.ranges.rows(), len(gone))
 
 
 class Outcome(enum.Enum):
@@ -222,13 +227,15 @@ class Reconciliation:
             pairs = self._named_by_ranges(changed, difference, too_many) if changed is not None else None
         if pairs is None:
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
-            if changed is not None and now is None and hashed == list(plan.columns) and changed.keys_named(difference):
-                emptied = f"; {len(changed.gone):,} keys of the ranges emptied deleted" if len(changed.gone) else ""
+            lacked = changed.lacked(difference) if changed is not None and now is None else None
+            if lacked is not None and hashed == list(plan.columns):
+                outside = changed.outside(current, lacked)
+                emptied = f"; {outside.gone:,} keys of the ranges emptied deleted" if outside.gone else ""
                 log.info(
                     f"{too_many}: every row of the key ranges changed is sent again, no truncate: its digest of keys "
                     f"names the keys deleted{emptied}"
                 )
-                return self._read_every_row(saved, hashed, now, changed.outside(current))
+                return self._read_every_row(saved, hashed, now, outside)
             if difference.keys is not None and difference.keys.peel() is not None:
                 log.info(
                     f"{too_many}: every row is sent again, no truncate: its digest of keys names the keys deleted; "
@@ -319,8 +326,12 @@ class Reconciliation:
             log.info(f"{too_many}: {where}, which changed again while they were scanned")
             return None
         emptied = np.zeros(0, np.int64)
-        if self._encoding.codec is dd.Codec.INTEGER:
-            emptied = current.ranges.emptied_whole(saved.ranges, shift, changed)
+        if self._encoding.codec is dd.Codec.INTEGER and keys_sub_size is not None:
+            emptied = current.ranges.emptied(saved.ranges, shift, changed)
+            spanned = len(emptied) << shift
+            lacked = spanned - saved.ranges.within(shift, emptied).rows()
+            if spanned > MAX_SPANNED_KEYS or lacked > dd.K * keys_sub_size:
+                emptied = emptied[:0]  # more keys than held, or than the digest of keys can name
         return ChangedRanges(where, shift, changed, scanned, pairs, emptied)
 
     def _named_by_ranges(self, changed: ChangedRanges, difference: dd.Cells, too_many: str) -> list[dd.Pair] | None:
@@ -453,16 +464,16 @@ class Reconciliation:
         """Deletes the keys of the ranges emptied (`key_ranges.encode_ranges`) that are not there now: after the read,
         so that a key inserted there again since is neither deleted after it was sent nor lost; one that comes after
         the read passed it is sent by the next sync, which its digest lacks. Run again when resumed after a kill."""
-        shift, emptied = key_ranges.decode_emptied(ranges_text)
-        if not len(emptied):
+        gone = key_ranges.decode_emptied(ranges_text)
+        if not len(gone):
             return
         key = self._encoding.expression
-        where = key_ranges.condition(dd.first_word(self._encoding.codec, key), shift, emptied)
+        where = key_ranges.decode_condition(dd.first_word(self._encoding.codec, key), ranges_text, emptied=True)
         back = {
             row[0]
             for row in self._client.query(sql.SQL("SELECT {} FROM {} WHERE {}").format(key, self._plan.relation, where))
         }
-        for value in key_ranges.keys_of(shift, emptied).tolist():
+        for value in gone.tolist():
             if value not in back:
                 self._table.delete(key_values(self._encoding, value))
 

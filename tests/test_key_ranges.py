@@ -112,29 +112,27 @@ def test_the_limit_grows_with_the_table_within_bounds() -> None:
     assert [limit_for(rows) for rows in (0, 3000, 1_000_000, 10**9)] == [16, 375, 4096, 4096]
 
 
-def test_ranges_emptied_are_those_that_held_every_key_they_span_and_hold_none_now() -> None:
-    keys = np.arange(0, 64)  # four ranges of 16 at shift 4: every key of each
+def test_ranges_emptied_are_those_that_held_rows_and_hold_none_now() -> None:
+    keys = np.arange(0, 64)  # four ranges of 16 at shift 4
     before = KeyRanges(4)
-    before.add(keys, keys * 7)
+    before.add(keys[keys != 20], keys[keys != 20] * 7)  # range 1 lacks a key
     now = KeyRanges(4)
-    kept = (keys < 16) | (keys >= 48) | (keys == 40)  # range 1 emptied, range 2 keeps a key
+    kept = (keys < 16) | (keys >= 48) | (keys == 40)  # ranges 1 emptied, range 2 keeps a key
     now.add(keys[kept], keys[kept] * 7)
     shift, changed = now.changed(before)
     assert (shift, changed.tolist()) == (4, [1, 2])
-    assert now.emptied_whole(before, shift, changed).tolist() == [1]
+    assert now.emptied(before, shift, changed).tolist() == [1]
+    assert now.emptied(before, shift, np.array([1, 2, 9])).tolist() == [1], "a range that never held a row"
     assert keys_of(shift, np.array([1, 3])).tolist() == [*range(16, 32), *range(48, 64)]
-    sparse = KeyRanges(4)
-    sparse.add(keys[keys != 20], keys[keys != 20])  # range 1 lacked a key: its keys are not known
-    assert KeyRanges(4).emptied_whole(sparse, 4, np.array([0, 1])).tolist() == [0]
 
 
-def test_ranges_saved_for_a_read_come_back_as_its_condition_and_the_ranges_emptied(source) -> None:
-    text = encode_ranges(4, np.array([1, 2, 7]), np.array([2]))
+def test_ranges_saved_for_a_read_come_back_as_its_conditions_and_the_keys_emptied(source) -> None:
+    text = encode_ranges(4, np.array([1, 2, 7]), np.array([2]), np.array([33, 40]))
     with source.cursor() as cursor:
-        where = decode_condition(sql.SQL("k"), text)
-        cursor.execute(sql.SQL("SELECT count(*) FROM generate_series(0, 200) k WHERE {}").format(where))
-        assert cursor.fetchone()[0] == 48
-    shift, emptied = decode_emptied(text)
-    assert (shift, emptied.tolist()) == (4, [2])
-    assert decode_condition(sql.SQL("k"), None) is None and decode_emptied(None)[1].tolist() == []
-    assert decode_emptied(encode_ranges(3, np.array([5]), np.zeros(0, np.int64)))[1].tolist() == []
+        for emptied, rows in ((False, 48), (True, 16)):
+            where = decode_condition(sql.SQL("k"), text, emptied)
+            cursor.execute(sql.SQL("SELECT count(*) FROM generate_series(0, 200) k WHERE {}").format(where))
+            assert cursor.fetchone()[0] == rows
+    assert decode_emptied(text).tolist() == [32, *range(34, 40), *range(41, 48)]
+    assert decode_condition(sql.SQL("k"), None) is None and decode_emptied(None).tolist() == []
+    assert decode_emptied(encode_ranges(3, np.array([5]), np.zeros(0, np.int64), np.zeros(0, np.int64))).size == 0

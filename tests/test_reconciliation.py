@@ -166,29 +166,35 @@ STRETCH = (
     "DELETE FROM {t} WHERE id IN (1100, 1200)",
     "INSERT INTO {t} SELECT i, 'new', 1 FROM generate_series(5001, 5003) i",
 )
-PURGE = ("DELETE FROM {t} WHERE id BETWEEN 1001 AND 2200", "UPDATE {t} SET note = 'changed' WHERE id = 7")
+PURGE = ("DELETE FROM {t} WHERE id BETWEEN 1001 AND 2200", "UPDATE {t} SET note = 'changed' WHERE id = 8")
+GAPS = "DELETE FROM {t} WHERE id % 100 = 7"
 
 
 @pytest.mark.parametrize(
-    ("kind", "statements", "logged", "upserts", "deletes"),
+    ("kind", "before", "statements", "logged", "upserts", "deletes"),
     [
-        *((kind, BULK, "which name it", 2003, 2) for kind in KEYS),
+        *((kind, (), BULK, "which name it", 2003, 2) for kind in KEYS),
         # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 76 ranges of 1001 to 2200 (992 to 2207 less
         # the two deleted), and the new keys' one.
-        ("integer", STRETCH, "every row of the key ranges changed is sent again, no truncate", 1216 - 2 + 3, 2),
+        ("integer", (), STRETCH, "every row of the key ranges changed is sent again, no truncate", 1216 - 2 + 3, 2),
         # The 74 ranges from 1008 to 2191 emptied, their 1,184 keys deleted without naming; 992 to 1000 and 2201 to
         # 2207 sent again, 1001 to 1007 and 2192 to 2200 deleted as the digest of keys names them; 1 to 15 sent again
-        # for 7 changed.
-        ("integer", PURGE, "; 1,184 keys of the ranges emptied deleted", 9 + 7 + 15, 1200),
+        # for 8 changed.
+        ("integer", (), PURGE, "; 1,184 keys of the ranges emptied deleted", 9 + 7 + 15, 1200),
+        # The same with a key in a hundred missing from the start: the 11 keys the emptied ranges lack (1107 to 2107)
+        # are named by the digest of keys, and not deleted.
+        ("integer", (GAPS,), PURGE, "; 1,173 keys of the ranges emptied deleted", 9 + 6 + 14, 1200 - 12),
     ],
     ids=[
         *(f"inserted in bulk, {kind} key" for kind in KEYS),
         "updated in a stretch of keys",
         "deleted in a stretch of keys",
+        "deleted in a stretch of keys with gaps",
     ],
 )
 def test_a_difference_past_capacity_in_a_few_key_ranges_costs_those_ranges_alone(
     kind: str,
+    before: tuple[str, ...],
     statements: tuple[str, ...],
     logged: str,
     upserts: int,
@@ -205,6 +211,8 @@ def test_a_difference_past_capacity_in_a_few_key_ranges_costs_those_ranges_alone
     are sent again, not the table. Deleted in a stretch of keys: ranges that held every key they span and hold none
     now name their keys themselves, the digest of keys names the rest. No truncate."""
     _create(source, schema, kind)
+    for statement in before:
+        _run(source, statement.format(t=f"{schema}.t"))
     configuration = database.configuration(SCHEMAS=schema)
     destination.sync(configuration)
     assert destination.state["tables"][f"{schema}.t"]["digest"].count("|") == 2, "a digest of keys and key ranges"
