@@ -161,14 +161,15 @@ def _stages(
 
 
 def _digest_and_read(configuration: dict[str, str], accounts: str, saved: str) -> dict[str, float]:
-    """Seconds of the accounts' difference digest scan (as the next sync would run it, from its saved digest) and of
-    a plain read of its rows by the connector, without the SDK."""
+    """Seconds of the accounts' difference digest scan (as the next sync would run it, from its saved digest, with its
+    key ranges) and of a plain read of its rows by the connector, without the SDK."""
     import difference_digest as dd
     import reads
     from block_ranges import hashing_for
     from catalog import discover, server_info
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
+    from key_ranges import KeyRanges
     from planning import plan_tables
     from reconciliation import key_encoding, scan_cells
 
@@ -180,7 +181,11 @@ def _digest_and_read(configuration: dict[str, str], accounts: str, saved: str) -
         encoding, hashing, cells = key_encoding(plan), hashing_for(info.server_version_num), dd.Cells.unpack(saved)
         started = time.perf_counter()
         keys_sub_size, key_bytes = cells.keys.sub_size, dd.key_bytes_of(cells)
-        scan_cells(client, plan, hashing, encoding, list(plan.columns), cells.sub_size, keys_sub_size, None, key_bytes)
+        ranges = KeyRanges(cells.ranges.shift if cells.ranges is not None else 0)
+        columns = list(plan.columns)
+        scan_cells(
+            client, plan, hashing, encoding, columns, cells.sub_size, keys_sub_size, None, key_bytes, ranges=ranges
+        )
         digest_seconds = time.perf_counter() - started
         started = time.perf_counter()
         for _batch in client.stream(reads.select(plan)):
