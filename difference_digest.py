@@ -155,6 +155,10 @@ class Cells:
             column[:] = [(a - b) % modulus for a, b in zip(mine, theirs, strict=True)]
         return difference
 
+    def copy(self) -> Cells:
+        """These cells alone (without their digest of keys or key ranges), to be changed apart."""
+        return self.subtract(Cells(self.sub_size, self.codec))
+
     def estimated_pairs(self) -> int:
         """How many pairs a difference holds, from the share of its cells that hold any (d pairs leave a cell of a
         sub-table of S empty with chance (1 - 1/S)^d): what sizes the next digest when this one does not peel.
@@ -171,7 +175,7 @@ class Cells:
     def peel(self) -> list[Pair] | None:
         """The pairs of a difference, each with its sign; None when the cells do not peel to zero (more pairs than
         they hold). The cells are left as they were."""
-        work = self.subtract(Cells(self.sub_size, self.codec))
+        work = self.copy()
         found: dict[tuple[tuple[int, ...], int], int] = {}
         queue = deque(cell for cell, count in enumerate(work.counts) if count in (1, _COUNT - 1))
         while queue:
@@ -368,8 +372,7 @@ class PairSink:
             fields += [("leaf_length", ">i4"), ("leaf", ">u4"), ("segment_length", ">i4"), ("segment", ">i4")]
             fields += [("tid_length", ">i4"), ("block", ">u4"), ("offset", ">u2")]
         self._located = located
-        self._ranges_limit, self._ranges_shift = (ranges.limit, ranges.shift) if ranges is not None else (0, 0)
-        self._with_ranges, self._keep = ranges is not None, keep
+        self._ranges_wanted, self._keep = ranges, keep
         self._fields = 5 if located is not None else 2
         self._record = np.dtype(fields)
         self._key_length = 8 * self._key_words + (codec is Codec.TEXT)
@@ -384,7 +387,8 @@ class PairSink:
         self._chunks: list[bytes] = []  # psycopg2 writes a row at a time: joined and summed 16,384 at a time
         self._header_read = False
         self.rows = 0
-        self._ranges = KeyRanges(self._ranges_shift, self._ranges_limit) if self._with_ranges else None
+        wanted = self._ranges_wanted
+        self._ranges = KeyRanges(wanted.shift, wanted.limit) if wanted is not None else None
         self._kept: list[tuple[np.ndarray, np.ndarray]] = []
         if self._located is not None:
             self._located.reset()

@@ -179,12 +179,17 @@ def decode_condition(first_word: sql.Composable, text: str | None, emptied: bool
 
 
 def decode_emptied(text: str | None) -> np.ndarray:
-    """The keys held in the ranges emptied that `encode_ranges` saved: those they span but the ones they lacked."""
+    """The keys held in the ranges emptied that `encode_ranges` saved (`held_keys`)."""
     if text is None:
         return np.zeros(0, np.int64)
     shift, _, rest = text.partition(":")
     _, emptied, lacked = rest.split(";")
-    return np.setdiff1d(keys_of(int(shift), _array(emptied)), _array(lacked))
+    return held_keys(int(shift), _array(emptied), _array(lacked))
+
+
+def held_keys(shift: int, ranges: np.ndarray, lacked: np.ndarray) -> np.ndarray:
+    """The integer keys that ranges held: those they span but the ones they lacked, ascending."""
+    return np.setdiff1d(keys_of(shift, ranges), lacked)
 
 
 def _numbers(values: np.ndarray) -> str:

@@ -93,11 +93,7 @@ class ChangedRanges:
         out as one that came: no range emptied holds a key now."""
         if difference.keys is None:
             return None
-        rest = difference.keys.subtract(dd.Cells(difference.keys.sub_size, difference.keys.codec))
-        spanned = key_ranges.keys_of(self.shift, self.emptied)[:, None]
-        if len(spanned):
-            rest.add_pairs(spanned, dd.key_hashes(spanned))
-        pairs = rest.peel()
+        pairs = _with_keys(difference.keys, key_ranges.keys_of(self.shift, self.emptied)).peel()
         if pairs is None:
             return None
         came = np.array([pair.words[0] for pair in pairs if pair.sign > 0], np.int64)
@@ -108,12 +104,18 @@ class ChangedRanges:
         and those of the ranges emptied."""
         cells = current.subtract(self.scanned)
         cells.ranges = current.ranges.less(self.scanned.ranges)
-        held = cells.keys.subtract(dd.Cells(cells.keys.sub_size, cells.keys.codec))
+        gone = key_ranges.held_keys(self.shift, self.emptied, lacked)
         text = key_ranges.encode_ranges(self.shift, self.ranges, self.emptied, lacked)
-        gone = key_ranges.decode_emptied(text)[:, None]
-        if len(gone):
-            held.add_pairs(gone, dd.key_hashes(gone))
-        return Outside(cells, held, text, self.scanned.ranges.rows(), len(gone))
+        return Outside(cells, _with_keys(cells.keys, gone), text, self.scanned.ranges.rows(), len(gone))
+
+
+def _with_keys(keys_digest: dd.Cells, keys: np.ndarray) -> dd.Cells:
+    """A copy of a digest of keys with these integer keys added."""
+    cells = keys_digest.copy()
+    if len(keys):
+        words = keys[:, None]
+        cells.add_pairs(words, dd.key_hashes(words))
+    return cells
 
 
 class Outcome(enum.Enum):
@@ -227,8 +229,9 @@ class Reconciliation:
             pairs = self._named_by_ranges(changed, difference, too_many) if changed is not None else None
         if pairs is None:
             self._remember(max(difference.estimated_pairs(), 2 * capacity))
-            lacked = changed.lacked(difference) if changed is not None and now is None else None
-            if lacked is not None and hashed == list(plan.columns):
+            ranged = changed is not None and now is None and hashed == list(plan.columns)
+            lacked = changed.lacked(difference) if ranged else None
+            if lacked is not None:
                 outside = changed.outside(current, lacked)
                 emptied = f"; {outside.gone:,} keys of the ranges emptied deleted" if outside.gone else ""
                 log.info(
@@ -363,12 +366,10 @@ class Reconciliation:
     ) -> tuple[dd.Cells, tuple[np.ndarray, np.ndarray] | None]:
         """The cells, with their digest of keys and their key ranges at `shift`, of the rows meeting the condition;
         with `keep`, their pairs too (words, h)."""
-        codec, md5 = self._encoding.codec, self._hashing is Hashing.MD5_128
+        md5 = self._hashing is Hashing.MD5_128
         ranges = KeyRanges(shift, key_ranges.UNLIMITED)
-        sink = dd.PairSink(sub_size, codec, keys_sub_size, md5=md5, ranges=ranges, keep=keep)
-        hashed = row_hash(_with_columns(self._plan, columns), self._hashing)
-        copy = dd.pairs_copy(self._plan.relation, self._encoding.expression, hashed, codec, condition, md5)
-        self._client.copy_out(copy, sink)
+        sink = dd.PairSink(sub_size, self._encoding.codec, keys_sub_size, md5=md5, ranges=ranges, keep=keep)
+        _copy_pairs(self._client, self._plan, self._hashing, self._encoding, columns, sink, condition)
         return sink.cells(), sink.pairs() if keep else None
 
     def _send_changes(self, now: AoNow) -> Outcome | None:
@@ -469,10 +470,8 @@ class Reconciliation:
             return
         key = self._encoding.expression
         where = key_ranges.decode_condition(dd.first_word(self._encoding.codec, key), ranges_text, emptied=True)
-        back = {
-            row[0]
-            for row in self._client.query(sql.SQL("SELECT {} FROM {} WHERE {}").format(key, self._plan.relation, where))
-        }
+        statement = sql.SQL("SELECT {} FROM {} WHERE {}").format(key, self._plan.relation, where)
+        back = {row[0] for row in self._client.query(statement)}
         for value in gone.tolist():
             if value not in back:
                 self._table.delete(key_values(self._encoding, value))
@@ -606,19 +605,33 @@ def scan_cells(
     and once more as its first 64 when a longer one came. `located` takes where each row is (Greenplum); the cells
     carry `ranges` (empty), filled by the scan."""
     md5 = hashing is Hashing.MD5_128
-    hashed = row_hash(_with_columns(plan, columns), hashing)
     sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes, located, ranges)
-    copy = dd.pairs_copy(
-        plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes, located is not None
-    )
     try:
-        client.copy_out(copy, sink)
+        _copy_pairs(client, plan, hashing, encoding, columns, sink, condition, key_bytes, located is not None)
         return sink.cells(), sink.rows
     except dd.KeyWider:
         log.info(f"{plan.state_key}: a key is longer than {key_bytes} bytes, the longest last time: scanned again")
     return scan_cells(
         client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition, located=located, ranges=ranges
     )
+
+
+def _copy_pairs(
+    client: GreenplumClient,
+    plan: TablePlan,
+    hashing: Hashing,
+    encoding: KeyEncoding,
+    columns: list[PlannedColumn],
+    sink: dd.PairSink,
+    condition: sql.Composable | None,
+    key_bytes: int = dd.KEY_BYTES,
+    located: bool = False,
+) -> None:
+    """Writes the pairs of the rows meeting the condition into the sink, as `pairs_copy` sends them."""
+    hashed = row_hash(_with_columns(plan, columns), hashing)
+    md5 = hashing is Hashing.MD5_128
+    copy = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes, located)
+    client.copy_out(copy, sink)
 
 
 def pair_hash(plan: TablePlan, hashing: Hashing, columns: list[PlannedColumn]) -> sql.Composable:
