@@ -44,15 +44,8 @@ _HALF = 2**30 - 1
 class KeyTooLong(Exception):
     """A key's UTF-8 bytes do not fit the text codec's words: the digest cannot tell it from its first 64 bytes."""
 
-    def __init__(self, length: int | None = None) -> None:
-        """`length`: the key's bytes, when known; the server says only that there are more than KEY_BYTES."""
-        super().__init__(f"a key of {length or f'more than {KEY_BYTES}'} bytes is longer than {KEY_BYTES}")
-        self.length = length
-
-
-class KeyWider(Exception):
-    """A key is longer than the bytes a scan sent of each (`pairs_copy`'s `key_bytes`): the scan runs again with all
-    KEY_BYTES."""
+    def __init__(self, length: int) -> None:
+        super().__init__(f"a key of {length} bytes is longer than {KEY_BYTES}")
 
 
 class Codec(enum.Enum):
@@ -288,23 +281,17 @@ def pairs_copy(
     codec: Codec,
     condition: sql.Composable | None = None,
     md5: bool = False,
-    key_bytes: int = KEY_BYTES,
     located: bool = False,
 ) -> sql.Composed:
     """A binary COPY of the relation's pairs (the rows meeting the condition, which holds no parameter), for
-    `PairSink`: each row's h, then its key as fixed-width bytes, so that the connector sums the cells in bulk: the
-    server only hashes, as a plain read of the rows would format them, and sends 26 bytes a row (27 + `key_bytes`
-    with a text key), where summing three cells a row on the server cost two to three plain reads. `key` is a bigint
-    for INTEGER; for TEXT a text, sent as the first `key_bytes` + 1 bytes of its UTF-8 padded with zero bytes (the
-    last not zero: a key longer than `key_bytes`; text never holds a zero byte). `md5`: `row_hash` is an md5's hex
-    text, sent as its 16 bytes, whose first 8 are h as `hash_of_md5` makes it (on Greenplum 6 the conversion costs
-    the server a sixth of the scan). `located`: each row's tableoid, gp_segment_id and ctid follow (Greenplum)."""
-    if codec is Codec.TEXT:
-        padding = sql.Literal(bytes(key_bytes + 1))
-        key = sql.SQL("substring(convert_to({}, 'UTF8') || {} FROM 1 FOR {})").format(
-            key, padding, sql.Literal(key_bytes + 1)
-        )
-    else:
+    `PairSink`: each row's h, then its key, so that the connector sums the cells in bulk: the server only hashes, as
+    a plain read of the rows would format them, and sends 26 bytes a row with an integer key (a bigint) and 18 and
+    the key's with a text one (a text, as it is: the client's encoding is UTF-8, `GreenplumClient.copy_out`), where
+    summing three cells a row on the server cost two to three plain reads, and padding each key to a fixed width a
+    fifth of a plain read. `md5`: `row_hash` is an md5's hex text, sent as its 16 bytes, whose first 8 are h as
+    `hash_of_md5` makes it (on Greenplum 6 the conversion costs the server a sixth of the scan). `located`: each
+    row's tableoid, gp_segment_id and ctid follow (Greenplum)."""
+    if codec is Codec.INTEGER:
         key = sql.SQL("({})::bigint").format(key)
     hashed = sql.SQL("decode({}, 'hex')" if md5 else "({})::bigint").format(row_hash)
     places = sql.SQL(", tableoid, gp_segment_id, ctid" if located else "")
@@ -349,34 +336,21 @@ class PairSink:
         codec: Codec,
         keys_sub_size: int | None = None,
         md5: bool = False,
-        key_bytes: int = KEY_BYTES,
         located: Located | None = None,
         ranges: KeyRanges | None = None,
         keep: bool = False,
     ) -> None:
-        """`md5` and `key_bytes`: as `pairs_copy` was given them; `located` (`pairs_copy`'s `located`) is handed each
-        batch's records, whose fields `leaf`, `segment`, `block` and `offset` say where its rows are. `ranges`: the
-        key ranges the cells carry, added to as rows arrive; `keep`: the pairs are kept too (`pairs`)."""
-        if codec is Codec.TEXT and (key_bytes % 8 or not 8 <= key_bytes <= KEY_BYTES):
-            raise ValueError(f"key_bytes {key_bytes} is not a multiple of 8 from 8 to {KEY_BYTES}")
+        """`md5`: as `pairs_copy` was given it; `located` (`pairs_copy`'s `located`) is handed each batch's records,
+        whose fields `leaf`, `segment`, `block` and `offset` say where its rows are. `ranges`: the key ranges the
+        cells carry, added to as rows arrive; `keep`: the pairs are kept too (`pairs`)."""
         self.sub_size, self.codec, self.keys_sub_size = sub_size, codec, keys_sub_size
-        self._key_words = key_bytes // 8 if codec is Codec.TEXT else 1
-        self._wider = KeyWider if key_bytes < KEY_BYTES else KeyTooLong
-        key_field = (">i8", (self._key_words,)) if codec is Codec.TEXT else ">i8"
-        fields = [("fields", ">i2"), ("h_length", ">i4"), ("h", ">i8")]
-        fields += [("h_rest", "V8")] if md5 else []
-        fields += [("key_length", ">i4"), ("key", key_field)]
-        if codec is Codec.TEXT:
-            fields.append(("beyond", "u1"))
-        if located is not None:
-            fields += [("leaf_length", ">i4"), ("leaf", ">u4"), ("segment_length", ">i4"), ("segment", ">i4")]
-            fields += [("tid_length", ">i4"), ("block", ">u4"), ("offset", ">u2")]
         self._located = located
         self._ranges_wanted, self._keep = ranges, keep
         self._fields = 5 if located is not None else 2
-        self._record = np.dtype(fields)
-        self._key_length = 8 * self._key_words + (codec is Codec.TEXT)
         self._h_length = 16 if md5 else 8
+        self._key_at = 10 + self._h_length  # a row's key bytes, after the field count, h and the key's length
+        self._suffix = 26 if located is not None else 0  # tableoid, gp_segment_id and ctid, with their lengths
+        self._record = self._record_of(8)  # an integer key's row: every field of a fixed width
         self.reset()
 
     def reset(self) -> None:
@@ -403,7 +377,7 @@ class PairSink:
         self._consume()
         rest = self._pending
         if rest != b"\xff\xff":  # the trailer: a field count of -1
-            at = 6 + self._h_length  # where a row's key length is
+            at = self._key_at - 4  # where a row's key length is
             if len(rest) >= at + 4 and struct.unpack_from(">i", rest, at)[0] == -1:
                 raise NullKey("a row's key is NULL")
             raise ValueError("a binary COPY of pairs ended where no row ends")
@@ -419,34 +393,128 @@ class PairSink:
             return np.zeros((0, self.codec.words), np.int64), np.zeros(0, np.int64)
         return np.concatenate([words for words, _ in self._kept]), np.concatenate([h for _, h in self._kept])
 
+    def _head_fields(self) -> list[tuple[str, str]]:
+        """A row's fields before its key."""
+        fields = [("fields", ">i2"), ("h_length", ">i4"), ("h", ">i8")]
+        return [*fields, *([("h_rest", "V8")] if self._h_length == 16 else []), ("key_length", ">i4")]
+
+    def _record_of(self, key_bytes: int) -> np.dtype:
+        """A row's fields, its key `key_bytes` wide."""
+        fields = [*self._head_fields(), ("key", ">i8", (key_bytes // 8,))]
+        if self._located is not None:
+            fields += [("leaf_length", ">i4"), ("leaf", ">u4"), ("segment_length", ">i4"), ("segment", ">i4")]
+            fields += [("tid_length", ">i4"), ("block", ">u4"), ("offset", ">u2")]
+        return np.dtype(fields)
+
     def _consume(self) -> None:
-        data = b"".join([self._pending, *self._chunks])
+        pieces = [self._pending, *self._chunks]
         self._chunks.clear()
+        data = b"".join(pieces)
+        start = 0
         if not self._header_read:
             if len(data) < 19 or len(data) < 19 + struct.unpack_from(">i", data, 15)[0]:
                 self._pending = data
                 return
             if data[:11] != self._SIGNATURE:
                 raise ValueError("not a binary COPY")
-            data = data[19 + struct.unpack_from(">i", data, 15)[0] :]
+            start = 19 + struct.unpack_from(">i", data, 15)[0]
             self._header_read = True
-        whole = len(data) // self._record.itemsize * self._record.itemsize
-        self._pending = data[whole:]
-        if whole:
-            self._add(np.frombuffer(data, self._record, count=whole // self._record.itemsize))
+        if self.codec is Codec.INTEGER:
+            whole = (len(data) - start) // self._record.itemsize * self._record.itemsize
+            self._pending = data[start + whole :]
+            if whole:
+                self._add_records(np.frombuffer(data, self._record, whole // self._record.itemsize, start), 8)
+            return
+        buffer = np.frombuffer(data, np.uint8)
+        piece_ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))
+        starts, lengths, end = self._text_rows(data, buffer, start, piece_ends)
+        self._pending = data[end:]
+        if len(starts):
+            self._add_text_rows(buffer, starts, lengths)
 
-    def _add(self, records: np.ndarray) -> None:
-        lengths = (records["h_length"] == self._h_length) & (records["key_length"] == self._key_length)
-        layout_ok = (records["fields"] == self._fields) & lengths
+    def _text_rows(
+        self, data: bytes, buffer: np.ndarray, start: int, piece_ends: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Where the whole rows of text keys in `data` start, their keys' lengths, and where the rows end. A text
+        key's row is as long as its key: psycopg2 writes a row at a time (the server sends a message a row), so the
+        ends of the pieces are taken for the rows' ends, all checked at once against the lengths the rows hold; from
+        the first that is not one, the rows are walked one by one."""
+        ends = piece_ends[piece_ends > start]
+        if not len(ends):
+            return self._walk(data, start)
+        starts = np.concatenate([[start], ends[:-1]])
+        lengths = self._key_lengths(data, buffer, starts, ends)
+        whole = (lengths >= 0) & (ends - starts == self._key_at + lengths + self._suffix)
+        taken = len(whole) if whole.all() else int(np.argmin(whole))
+        walked, walked_lengths, end = self._walk(data, int(ends[taken - 1]) if taken else start)
+        return np.concatenate([starts[:taken], walked]), np.concatenate([lengths[:taken], walked_lengths]), end
+
+    def _key_lengths(self, data: bytes, buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The key lengths the rows from `starts` to `ends` hold, if they are rows: read in place when they are
+        equally long but perhaps the last (the trailer, or a row left to `_walk`), else gathered."""
+        at, row_lengths = self._key_at - 4, ends - starts
+        evenly = row_lengths[0]
+        if len(starts) > 2 and evenly >= self._key_at and (row_lengths[:-1] == evenly).all():
+            held = np.ndarray((len(starts) - 1,), ">i4", data, int(starts[0]) + at, (int(evenly),)).astype(np.int64)
+            return np.append(held, -1)  # the last row is checked where it starts
+        return _gathered(buffer, starts + at, np.arange(4)).view(">i4").ravel().astype(np.int64)
+
+    def _walk(self, data: bytes, at: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The starts and keys' lengths of the whole rows from `at` on, read one by one, and where they end."""
+        starts, lengths = [], []
+        while at + self._key_at <= len(data):
+            fields, h_length = struct.unpack_from(">hi", data, at)
+            if fields == -1:
+                break  # the trailer
+            (length,) = struct.unpack_from(">i", data, at + self._key_at - 4)
+            if length == -1:
+                raise NullKey("a row's key is NULL")
+            if fields != self._fields or h_length != self._h_length or length < 0:
+                raise ValueError("a binary COPY of pairs holds a row of another layout")
+            end = at + self._key_at + length + self._suffix
+            if end > len(data):
+                break
+            starts.append(at)
+            lengths.append(length)
+            at = end
+        return np.array(starts, np.int64), np.array(lengths, np.int64), at
+
+    def _add_text_rows(self, buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """Adds the rows of text keys that start at `starts`, their keys `lengths` long: each row becomes a record
+        whose key is padded with zero bytes (text never holds one) to the longest key's words, all at once when the
+        keys are equally long (the rows lie evenly), else gathered."""
+        longest = int(lengths.max())
+        if longest > KEY_BYTES:
+            raise KeyTooLong(longest)
+        width = max(8, -(-longest // 8) * 8)
+        record = self._record_of(width)
+        key_end, padded_end = self._key_at + lengths[:, None], self._key_at + width
+        row_length = self._key_at + longest + self._suffix
+        if int(lengths.min()) == longest and starts[-1] - starts[0] == (len(starts) - 1) * row_length:
+            rows = buffer[starts[0] : starts[-1] + row_length].reshape(len(starts), row_length)
+            records = np.zeros((len(starts), record.itemsize), np.uint8)
+            records[:, : self._key_at + longest] = rows[:, : self._key_at + longest]
+            records[:, padded_end:] = rows[:, self._key_at + longest :]
+        else:
+            columns = np.arange(record.itemsize)
+            records = _gathered(buffer, starts, columns, np.where(columns >= padded_end, width - lengths[:, None], 0))
+            records[(columns >= key_end) & (columns < padded_end)] = 0
+        self._add_records(records.view(record).ravel(), width)
+
+    def _add_records(self, records: np.ndarray, key_bytes: int) -> None:
+        """Adds rows as records of `_record_of(key_bytes)`."""
+        layout_ok = (records["fields"] == self._fields) & (records["h_length"] == self._h_length)
+        if self.codec is Codec.INTEGER:
+            layout_ok &= records["key_length"] == 8
         if self._located is not None:
             layout_ok &= (records["leaf_length"] == 4) & (records["segment_length"] == 4) & (records["tid_length"] == 6)
         if not layout_ok.all():
             raise NullKey("a row's key is NULL")
-        if self.codec is Codec.TEXT and records["beyond"].any():
-            raise self._wider()
-        words = np.zeros((len(records), self.codec.words), np.int64)  # the words of bytes not sent are zero
-        words[:, : self._key_words] = records["key"].reshape(len(records), self._key_words)
-        h = records["h"].astype(np.int64)
+        words = np.zeros((len(records), self.codec.words), np.int64)  # the words past the longest key are zero
+        words[:, : key_bytes // 8] = records["key"]
+        self._add(words, records["h"].astype(np.int64), records)
+
+    def _add(self, words: np.ndarray, h: np.ndarray, records: np.ndarray) -> None:
         self._totals = _summed(self._totals, cell_totals(self.sub_size, words, h))
         if self._ranges is not None:
             self._ranges.add(words[:, 0], h)
@@ -456,7 +524,13 @@ class PairSink:
             self._key_totals = _summed(self._key_totals, cell_totals(self.keys_sub_size, words, key_hashes(words)))
         if self._located is not None:
             self._located.add(records)
-        self.rows += len(records)
+        self.rows += len(words)
+
+
+def _gathered(buffer: np.ndarray, starts: np.ndarray, columns: np.ndarray, back: np.ndarray | int = 0) -> np.ndarray:
+    """Rows of bytes of `buffer`: row i holds its bytes at `starts[i] + columns - back` (offsets past its end read
+    its last byte: their rows are not whole)."""
+    return buffer[np.minimum(starts[:, None] + columns - back, len(buffer) - 1)]
 
 
 def _summed(totals: list[np.ndarray] | None, more: list[np.ndarray]) -> list[np.ndarray]:
@@ -499,15 +573,6 @@ def cell_totals(sub_size: int, words: np.ndarray, h: np.ndarray) -> list[np.ndar
         for j, column in zip(used.tolist(), columns.view(np.uint64), strict=True):
             np.add.at(word_sums[j], cell, column)
     return [counts, *word_sums, hashes, checks % CHECK_PRIME]
-
-
-def key_bytes_of(cells: Cells) -> int:
-    """The bytes of the longest key in a digest, a multiple of 8 (words zero in every cell held no key's bytes; a
-    sum of words that comes to zero by chance only makes the next scan send too few and run again): what a scan
-    sends of each key when the keys are as long as before."""
-    digests = [cells] if cells.keys is None else [cells, cells.keys]
-    used = [j for digest in digests for j, column in enumerate(digest.words) if any(column)]
-    return 8 * (max(used, default=cells.codec.words - 1) + 1)
 
 
 def hash_of_md5(md5: sql.Composable) -> sql.Composable:

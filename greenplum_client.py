@@ -148,10 +148,13 @@ class GreenplumClient:
 
     def copy_out(self, statement: sql.Composable, sink: Any) -> None:
         """Runs a `COPY ... TO STDOUT` into the sink (its `write(data)`), in its own read-only transaction; on a new
-        connection, after `sink.reset()`, when the connection is lost."""
+        connection, after `sink.reset()`, when the connection is lost. A binary COPY sends text in the client's
+        encoding: UTF-8 here, whatever the database's, as the sinks read it."""
 
         def run(cursor: psycopg2.extensions.cursor) -> None:
             sink.reset()
+            if cursor.connection.encoding != "UTF8":
+                cursor.execute("SET LOCAL client_encoding TO 'UTF8'")
             cursor.copy_expert(statement, sink)
 
         self._retrying(run, "a digest's scan")

@@ -154,16 +154,8 @@ class DeleteCheck:
         # The bound as a quoted literal (the server parses it as the cursor's type): a COPY takes no parameter.
         condition = sql.SQL("{} <= {}").format(sql.Identifier(self._plan.cursor.name), sql.Literal(bound))
         hashing = self._table.context.hashing
-        key_bytes = dd.key_bytes_of(self._sent) if self._sent is not None else dd.KEY_BYTES
         cells, _ = scan_cells(
-            self._client,
-            self._plan,
-            hashing,
-            self._encoding,
-            self._pair_columns,
-            sub_size,
-            condition=condition,
-            key_bytes=key_bytes,
+            self._client, self._plan, hashing, self._encoding, self._pair_columns, sub_size, condition=condition
         )
         return cells
 

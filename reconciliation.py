@@ -539,7 +539,6 @@ class Reconciliation:
                 columns,
                 saved.sub_size,
                 keys_sub_size,
-                key_bytes=dd.key_bytes_of(saved),
                 located=located,
                 ranges=KeyRanges(saved.ranges.shift if saved.ranges is not None else 0),
             )
@@ -595,25 +594,17 @@ def scan_cells(
     sub_size: int,
     keys_sub_size: int | None = None,
     condition: sql.Composable | None = None,
-    key_bytes: int = dd.KEY_BYTES,
     located: dd.Located | None = None,
     ranges: KeyRanges | None = None,
 ) -> tuple[dd.Cells, int]:
     """The cells of the relation's rows now (those meeting the condition, which holds no parameter) and how many rows
     there are, their pairs hashing the given columns as `pair_hash` does: one COPY of each row's hash and key, summed
-    as it arrives. A text key is sent as its first `key_bytes` (those of the longest key last time: `key_bytes_of`),
-    and once more as its first 64 when a longer one came. `located` takes where each row is (Greenplum); the cells
-    carry `ranges` (empty), filled by the scan."""
+    as it arrives. `located` takes where each row is (Greenplum); the cells carry `ranges` (empty), filled by the
+    scan."""
     md5 = hashing is Hashing.MD5_128
-    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, key_bytes, located, ranges)
-    try:
-        _copy_pairs(client, plan, hashing, encoding, columns, sink, condition, key_bytes, located is not None)
-        return sink.cells(), sink.rows
-    except dd.KeyWider:
-        log.info(f"{plan.state_key}: a key is longer than {key_bytes} bytes, the longest last time: scanned again")
-    return scan_cells(
-        client, plan, hashing, encoding, columns, sub_size, keys_sub_size, condition, located=located, ranges=ranges
-    )
+    sink = dd.PairSink(sub_size, encoding.codec, keys_sub_size, md5, located, ranges)
+    _copy_pairs(client, plan, hashing, encoding, columns, sink, condition, located is not None)
+    return sink.cells(), sink.rows
 
 
 def _copy_pairs(
@@ -624,13 +615,12 @@ def _copy_pairs(
     columns: list[PlannedColumn],
     sink: dd.PairSink,
     condition: sql.Composable | None,
-    key_bytes: int = dd.KEY_BYTES,
     located: bool = False,
 ) -> None:
     """Writes the pairs of the rows meeting the condition into the sink, as `pairs_copy` sends them."""
     hashed = row_hash(_with_columns(plan, columns), hashing)
     md5 = hashing is Hashing.MD5_128
-    copy = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, key_bytes, located)
+    copy = dd.pairs_copy(plan.relation, encoding.expression, hashed, encoding.codec, condition, md5, located)
     client.copy_out(copy, sink)
 
 
