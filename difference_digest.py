@@ -393,14 +393,15 @@ class PairSink:
             return np.zeros((0, self.codec.words), np.int64), np.zeros(0, np.int64)
         return np.concatenate([words for words, _ in self._kept]), np.concatenate([h for _, h in self._kept])
 
-    def _head_fields(self) -> list[tuple[str, str]]:
-        """A row's fields before its key."""
-        fields = [("fields", ">i2"), ("h_length", ">i4"), ("h", ">i8")]
-        return [*fields, *([("h_rest", "V8")] if self._h_length == 16 else []), ("key_length", ">i4")]
-
     def _record_of(self, key_bytes: int) -> np.dtype:
         """A row's fields, its key `key_bytes` wide."""
-        fields = [*self._head_fields(), ("key", ">i8", (key_bytes // 8,))]
+        fields = [
+            ("fields", ">i2"),
+            ("h_length", ">i4"),
+            ("h", ">i8"),
+            *([("h_rest", "V8")] if self._h_length == 16 else []),
+        ]
+        fields += [("key_length", ">i4"), ("key", ">i8", (key_bytes // 8,))]
         if self._located is not None:
             fields += [("leaf_length", ">i4"), ("leaf", ">u4"), ("segment_length", ">i4"), ("segment", ">i4")]
             fields += [("tid_length", ">i4"), ("block", ">u4"), ("offset", ">u2")]
