@@ -451,13 +451,12 @@ class PairSink:
         return np.concatenate([starts[:taken], walked]), np.concatenate([lengths[:taken], walked_lengths]), end
 
     def _key_lengths(self, data: bytes, buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """The key lengths the rows from `starts` to `ends` hold, if they are rows: read in place when they are
-        equally long but perhaps the last (the trailer, or a row left to `_walk`), else gathered."""
+        """The key lengths the rows from `starts` to `ends` hold, if they are rows: read in place when they start
+        evenly (all equally long but perhaps the last: the trailer, or a row cut short), else gathered."""
         at, row_lengths = self._key_at - 4, ends - starts
-        evenly = row_lengths[0]
-        if len(starts) > 2 and evenly >= self._key_at and (row_lengths[:-1] == evenly).all():
-            held = np.ndarray((len(starts) - 1,), ">i4", data, int(starts[0]) + at, (int(evenly),)).astype(np.int64)
-            return np.append(held, -1)  # the last row is checked where it starts
+        evenly = int(row_lengths[0])
+        if evenly >= self._key_at and starts[-1] + self._key_at <= len(data) and (row_lengths[:-1] == evenly).all():
+            return np.ndarray((len(starts),), ">i4", data, int(starts[0]) + at, (evenly,)).astype(np.int64)
         return _gathered(buffer, starts + at, np.arange(4)).view(">i4").ravel().astype(np.int64)
 
     def _walk(self, data: bytes, at: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -488,18 +487,17 @@ class PairSink:
         if longest > KEY_BYTES:
             raise KeyTooLong(longest)
         width = max(8, -(-longest // 8) * 8)
-        record = self._record_of(width)
-        key_end, padded_end = self._key_at + lengths[:, None], self._key_at + width
-        row_length = self._key_at + longest + self._suffix
-        if int(lengths.min()) == longest and starts[-1] - starts[0] == (len(starts) - 1) * row_length:
+        record, key_end, padded_end = self._record_of(width), self._key_at + longest, self._key_at + width
+        if int(lengths.min()) == longest:  # the rows follow one another: equally long, they lie evenly
+            row_length = key_end + self._suffix
             rows = buffer[starts[0] : starts[-1] + row_length].reshape(len(starts), row_length)
             records = np.zeros((len(starts), record.itemsize), np.uint8)
-            records[:, : self._key_at + longest] = rows[:, : self._key_at + longest]
-            records[:, padded_end:] = rows[:, self._key_at + longest :]
+            records[:, :key_end] = rows[:, :key_end]
+            records[:, padded_end:] = rows[:, key_end:]
         else:
             columns = np.arange(record.itemsize)
             records = _gathered(buffer, starts, columns, np.where(columns >= padded_end, width - lengths[:, None], 0))
-            records[(columns >= key_end) & (columns < padded_end)] = 0
+            records[(columns >= self._key_at + lengths[:, None]) & (columns < padded_end)] = 0
         self._add_records(records.view(record).ravel(), width)
 
     def _add_records(self, records: np.ndarray, key_bytes: int) -> None:
