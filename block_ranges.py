@@ -30,6 +30,7 @@ from psycopg2 import sql
 from greenplum_client import GreenplumClient
 from leaves import Leaf
 from planning import PlannedColumn, TablePlan
+from quoting import Identifier
 from state import LeafState
 from type_mapping import ReadAs
 
@@ -119,21 +120,21 @@ def row_hash(plan: TablePlan, hashing: Hashing) -> sql.Composable:
     if hashing is Hashing.RECORD_64:
         return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(map(_by_value, plan.columns)))
     if hashing is Hashing.TEXT_64:
-        return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(map(_digested, plan.columns)))
+        return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(map(digested, plan.columns)))
     return row_md5(plan)
 
 
 def row_md5(plan: TablePlan) -> sql.Composable:
     """md5 of the row's selected columns, the same text for the same values whatever the session's settings: what
     Greenplum 6's digests sum, and what the row ids of append-only tables are made of."""
-    return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(_digested, plan.columns)))
+    return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(digested, plan.columns)))
 
 
 def _key_hash(plan: TablePlan, hashing: Hashing) -> sql.Composable:
     key = [column for name in plan.primary_key for column in plan.columns if column.name == name]
     if hashing is Hashing.MD5_128:
-        return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(_digested, key)))
-    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(map(_digested, key)))
+        return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(digested, key)))
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(map(digested, key)))
 
 
 def _sums(hashing: Hashing, key: bool) -> sql.Composable:
@@ -145,12 +146,12 @@ def _sums(hashing: Hashing, key: bool) -> sql.Composable:
     return sql.SQL(", ").join(sql.SQL(f"{column}::text") for column in columns)
 
 
-def _digested(column: PlannedColumn) -> sql.Composable:
+def digested(column: PlannedColumn) -> sql.Composable:
     """The column as a text digest sees it. Floats in their binary form: their text depends on extra_float_digits,
     which Greenplum does not dispatch to every segment (Greenplum 6 segments inside a cursor, Greenplum 7 and
     Cloudberry never), so the same value could digest differently from one sync to the next, or a change hide in the
     17th digit."""
-    identifier = sql.Identifier(column.name)
+    identifier = Identifier(column.name)
     if column.fivetran.read_as is ReadAs.FLOAT_ARRAY:
         return sql.SQL("array_send({})").format(identifier)
     if column.fivetran.name in ("FLOAT", "DOUBLE"):
@@ -164,7 +165,7 @@ def _by_value(column: PlannedColumn) -> sql.Composable:
     """The column as hash_record_extended sees it: by value where equal values land alike, text by its bytes (a
     case-insensitive collation would hash 'A' and 'a' alike), anything else by its text (an unconstrained numeric's
     1.0 and 1.00 are equal but land as different text)."""
-    identifier = sql.Identifier(column.name)
+    identifier = Identifier(column.name)
     if column.fivetran.read_as is ReadAs.FLOAT_ARRAY:
         return sql.SQL("array_send({})").format(identifier)
     if column.source_type in _HASHED_BY_VALUE or column.source_type == "jsonb":

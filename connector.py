@@ -21,7 +21,7 @@ from configuration import Settings, parse_settings, unknown_keys
 from greenplum_client import GreenplumClient, one_line
 from planning import Planning, plan_tables, unreadable_tables
 from state import load_state
-from sync import TABLE_ERRORS, SyncContext, TableSync
+from sync import SyncContext, sync_table
 
 _FORM_FIELDS = (
     ("HOST", "Host", True, "Coordinator (master) host name or address."),
@@ -44,6 +44,7 @@ _FORM_FIELDS = (
     ("SSLROOTCERT", "CA certificate", False, "PEM text of the CA, for verify-ca and verify-full."),
     ("BATCH_SIZE", "Batch size", False, "Rows fetched per round trip; default 5000."),
     ("CHECKPOINT_ROWS", "Checkpoint rows", False, "Rows or deletes sent between checkpoints; default 10000."),
+    ("CHECKPOINT_MEGABYTES", "Checkpoint megabytes", False, "Megabytes sent between checkpoints; default 64."),
     ("CHECKPOINT_SECONDS", "Checkpoint seconds", False, "The longest time between checkpoints; default 60."),
     ("LOOKBACK_SECONDS", "Lookback seconds", False, "Re-read window before the saved cursor; default 300."),
     ("CONNECT_TIMEOUT_SECONDS", "Connect timeout", False, "Seconds to wait for each connection attempt; default 10."),
@@ -120,19 +121,21 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
             op.warning(f"Skipped {name}: {reason}")
             skipped.append(name)
         synced = 0
-        checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
+        checkpoints = Checkpoints(
+            sync_state,
+            settings.checkpoint_rows,
+            settings.checkpoint_seconds,
+            bytes_between=settings.checkpoint_megabytes * 2**20,
+        )
         hashing = hashing_for(info.server_version_num)
         context = SyncContext(client, settings, info.flavour, hashing, segments, sync_state, checkpoints)
         for plan in planning.plans:
-            try:
-                TableSync(context, plan).run()
-            except TABLE_ERRORS as error:
-                diagnostics = getattr(error, "diag", None)  # the server's message, without the statement
-                reason = one_line((diagnostics and diagnostics.message_primary) or error)
+            reason = sync_table(context, plan)
+            if reason is None:
+                synced += 1
+            else:
                 op.warning(f"Skipped {plan.state_key}: {reason}")
                 skipped.append(plan.state_key)
-            else:
-                synced += 1
         checkpoints.now()
     _log_summary(synced, skipped, planning.warnings)
 

@@ -14,6 +14,7 @@ from psycopg2 import sql
 
 from greenplum_client import GreenplumClient
 from planning import TablePlan
+from quoting import Identifier
 
 
 class DeclaredKeyNotUnique(RuntimeError):
@@ -85,7 +86,7 @@ def _raise_for(plan: TablePlan, rows: list[tuple]) -> None:
 
 
 def _key(plan: TablePlan) -> list[sql.Identifier]:
-    return [sql.Identifier(name) for name in plan.primary_key]
+    return [Identifier(name) for name in plan.primary_key]
 
 
 def _as_text(key: list[sql.Identifier]) -> sql.Composable:

@@ -55,6 +55,23 @@ _QUERY_CANCELED = "57014"  # statement_timeout, or pg_cancel_backend: the sessio
 _QUERY_ATTEMPTS = 5  # catalog and other small queries: tries when the connection keeps being lost
 
 
+# The rows of a first fetch, and about how many bytes of values a fetch holds afterwards.
+FIRST_FETCH = 16
+BATCH_BYTES = 8 * 2**20
+_ROWS_MEASURED = 32  # rows of a batch whose values are measured
+
+
+class Batch(list):
+    """Rows fetched in one round trip, and about how many bytes their values hold (`size`): the lengths of their
+    text and binary values, 8 for any other, measured on up to 32 rows spread over the batch."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        super().__init__(rows)
+        measured = rows[:: max(1, len(rows) // _ROWS_MEASURED)]
+        total = sum(len(value) if isinstance(value, str | bytes) else 8 for row in measured for value in row)
+        self.size = total * len(rows) // len(measured) if measured else 0
+
+
 class SourceConnectionError(RuntimeError):
     """The database could not be reached or refused us; the message says why in one line."""
 
@@ -141,7 +158,7 @@ class GreenplumClient:
         def run(cursor: psycopg2.extensions.cursor) -> list[tuple]:
             if seeing_hidden:
                 cursor.execute("SET LOCAL gp_select_invisible = on")
-            cursor.execute(statement, params)
+            cursor.execute(statement, _always(params))
             return cursor.fetchall() if cursor.description else []
 
         return self._retrying(run)
@@ -155,18 +172,16 @@ class GreenplumClient:
             sink.reset()
             if cursor.connection.encoding != "UTF8":
                 cursor.execute("SET LOCAL client_encoding TO 'UTF8'")
-            cursor.copy_expert(statement, sink)
+            cursor.copy_expert(cursor.mogrify(statement, ()), sink)
 
         self._retrying(run, "a digest's scan")
 
-    def describe(self, statement: str | sql.Composable) -> list[Any]:
-        """The result columns of a query without running it to completion (for custom queries)."""
-        wrapped = sql.SQL("SELECT * FROM ({}) AS described LIMIT 0").format(
-            statement if isinstance(statement, sql.Composable) else sql.SQL(statement)
-        )
+    def describe(self, relation: sql.Composable) -> list[Any]:
+        """The result columns of what follows FROM (a custom query as a subquery), without running it to completion."""
+        wrapped = sql.SQL("SELECT * FROM {} LIMIT 0").format(relation)
 
         def run(cursor: psycopg2.extensions.cursor) -> list[Any]:
-            cursor.execute(wrapped)
+            cursor.execute(wrapped, ())
             return list(cursor.description)
 
         return self._retrying(run)
@@ -190,8 +205,9 @@ class GreenplumClient:
                         connection.rollback()
         raise AssertionError("unreachable")
 
-    def stream(self, statement: sql.Composable, params: Mapping[str, Any] | None = None) -> Iterator[list[tuple]]:
-        """Batches of rows from a named server-side cursor, BATCH_SIZE rows a round trip.
+    def stream(self, statement: sql.Composable, params: Mapping[str, Any] | None = None) -> Iterator[Batch]:
+        """Batches of rows from a named server-side cursor, BATCH_SIZE rows a round trip, or fewer where rows are
+        wide: a batch holds about BATCH_BYTES (the first one FIRST_FETCH rows, to see how wide they are).
 
         A helper thread fetches the next batch while the caller sends this one, so the server's work and the round
         trip overlap the caller's (psycopg2 lets go of the GIL while it waits for the server); at most two batches
@@ -201,22 +217,24 @@ class GreenplumClient:
         connection = self.connection
         cursor = connection.cursor(name=f"fivetran_read_{next(self._cursor_names)}")
         batch_size = self._settings.batch_size
-        fetched: queue.Queue[list[tuple] | BaseException] = queue.Queue(maxsize=1)
+        fetched: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=1)
         stop = threading.Event()
 
         def fetch_ahead() -> None:
             try:
+                size = min(batch_size, FIRST_FETCH)
                 while not stop.is_set():
-                    batch = cursor.fetchmany(batch_size)
+                    batch = Batch(cursor.fetchmany(size))
                     fetched.put(batch)
                     if not batch:
                         return
+                    size = max(1, min(batch_size, BATCH_BYTES * len(batch) // max(batch.size, 1)))
             except BaseException as error:  # the reader raises it, as if it had fetched itself
                 fetched.put(error)
 
         fetcher = threading.Thread(target=fetch_ahead, name=cursor.name, daemon=True)
         try:
-            cursor.execute(statement, params)
+            cursor.execute(statement, _always(params))
             fetcher.start()
             while True:
                 batch = fetched.get()
@@ -330,6 +348,12 @@ class GreenplumClient:
                 file.write(self._settings.sslrootcert)
             self._ca_file = path
         return self._ca_file
+
+
+def _always(params: Mapping[str, Any] | Sequence[Any] | None) -> Mapping[str, Any] | Sequence[Any]:
+    """Parameters for every statement, none given or not: psycopg2 then reads `%%` as `%` in all of them alike, which
+    is how `quoting` keeps a user's `%` from being read as a placeholder."""
+    return () if params is None else params
 
 
 def _explain_connect_failure(error: psycopg2.OperationalError, settings: Settings) -> SourceConnectionError:

@@ -16,12 +16,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fivetran_connector_sdk import Logging as log
-from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
 
 import difference_digest as dd
 import reads
-from reconciliation import KeyEncoding, key_values, pair_hash, read_keys, scan_cells
+from key_encoding import hashed_encoding, key_encoding, key_values
+from quoting import Identifier, Literal
+from reconciliation import pair_hash, read_keys, scan_cells
 
 if TYPE_CHECKING:
     from sync import TableSync
@@ -30,13 +31,19 @@ _RECENT = 5  # differences kept to size the next digest
 _KEYS_PER_LOOKUP = 1000
 
 
+class SyncAgain(Exception):
+    """Rows the destination holds cannot be named for a delete (keys held by hash): the table is synced again, a
+    truncate and every row; the message says why."""
+
+
 class DeleteCheck:
     """One incremental table's digest of what the destination holds, and the check of its deletes."""
 
-    def __init__(self, table: TableSync, encoding: KeyEncoding) -> None:
+    def __init__(self, table: TableSync) -> None:
         self._table, self._plan, self._state = table, table.plan, table.state
         self._client = table.context.client
-        self._encoding = encoding
+        encoding = None if self._state.deletes_hashed else key_encoding(self._plan)
+        self._encoding = encoding or hashed_encoding(self._plan, table.context.hashing)
         plan = self._plan
         self._pair_columns = [c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name]
         self._hash = pair_hash(plan, table.context.hashing, self._pair_columns)
@@ -55,7 +62,11 @@ class DeleteCheck:
             else:
                 try:
                     self._sent, state.deletes_bound = self._cells(sub_size, state.cursor), state.cursor
-                except (dd.KeyTooLong, dd.NullKey) as error:
+                except dd.KeyTooLong as error:
+                    log.info(f"{self._plan.state_key}: {error}: its digest holds keys by hash")
+                    self._hash_keys()
+                    self._sent, state.deletes_bound = self._cells(sub_size, state.cursor), state.cursor
+                except dd.NullKey as error:
                     log.info(f"{self._plan.state_key}: {error}: its deletes are not looked for")
                     return
                 log.info(
@@ -72,7 +83,7 @@ class DeleteCheck:
         """What the incremental read selects besides the row, so that each row sent beyond the bound joins the
         digest: the key as the digest encodes it, the pair's hash, and whether its cursor is beyond the bound."""
         bound = self._state.deletes_bound
-        beyond = sql.SQL("{} > %s").format(sql.Identifier(self._plan.cursor.name)) if bound else sql.SQL("true")
+        beyond = sql.SQL("{} > %s").format(Identifier(self._plan.cursor.name)) if bound else sql.SQL("true")
         return (self._encoding.expression, self._hash, beyond), ([bound] if bound else [])
 
     def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,9 +94,14 @@ class DeleteCheck:
                 if raw[-1] and sent is not None:
                     sent.add_pair(1, codec.encode(raw[-3]), raw[-2])
         except dd.KeyTooLong as error:
-            log.info(f"{self._plan.state_key}: {error}: its deletes are not looked for")
-            self._sent = None
+            self._hash_keys()
+            raise SyncAgain(f"{error} came, which its digest of what the destination holds cannot carry") from None
         return rows
+
+    def _hash_keys(self) -> None:
+        """From now on the digest holds the table's keys by a hash of each."""
+        self._state.deletes_hashed, self._state.deletes_digest, self._sent = True, None, None
+        self._encoding = hashed_encoding(self._plan, self._table.context.hashing)
 
     def after_read(self) -> None:
         """The rows read so far are at or below the cursor saved now: the new bound."""
@@ -99,7 +115,10 @@ class DeleteCheck:
         plan, state, codec = self._plan, self._state, self._encoding.codec
         try:
             current = self._cells(self._sent.sub_size, bound)
-        except (dd.KeyTooLong, dd.NullKey) as error:
+        except dd.KeyTooLong as error:
+            self._hash_keys()
+            raise SyncAgain(f"{error} is held, which its digest of what the destination holds cannot carry") from None
+        except dd.NullKey as error:
             log.info(f"{plan.state_key}: {error}: its deletes are no longer looked for")
             self._sent = None
             self.save()
@@ -109,19 +128,17 @@ class DeleteCheck:
         state.deletes_checked = time.time()
         if pairs is None:
             stale = difference.estimated_pairs()
-            op.warning(
-                f"{plan.state_key}: the keys deleted at or below {plan.cursor.name} {bound} could not be named this "
-                f"time (about {stale:,} rows differ, more than its digest holds): up to that many destination rows "
-                "may be stale until the table is re-synced; its next digest is larger"
-            )
             self._remember(stale)
-            self._sent = self._cells(self._sub_size(), bound)
-            self.save()
-            return
+            raise SyncAgain(
+                f"about {stale:,} rows at or below {plan.cursor.name} {bound} were deleted, changed or committed late, "
+                "more than its digest names (its next digest is larger)"
+            )
         self._remember(len(pairs))
         came, went = dd.changes(pairs, codec)
         still_there = self._existing(sorted(went))
         deleted = sorted(went - still_there)
+        if deleted and self._encoding.hashed:
+            raise SyncAgain(f"{len(deleted):,} row(s) were deleted, whose keys its digest holds by hash only")
         log.info(
             f"{plan.state_key}: deletes checked at or below {plan.cursor.name} {bound}: {len(deleted):,} deleted, "
             f"{len(still_there):,} updated past it, {len(came):,} committed late or changed below it (read again)"
@@ -143,7 +160,7 @@ class DeleteCheck:
         found = set()
         for start in range(0, len(keys), _KEYS_PER_LOOKUP):
             chunk = keys[start : start + _KEYS_PER_LOOKUP]
-            condition, params = reads.key_condition(plan, [key_values(self._encoding, key) for key in chunk])
+            condition, params = self._encoding.condition(chunk)
             statement = sql.SQL("SELECT {} FROM {} WHERE {}").format(
                 self._encoding.expression, plan.relation, condition
             )
@@ -152,7 +169,7 @@ class DeleteCheck:
 
     def _cells(self, sub_size: int, bound: str) -> dd.Cells:
         # The bound as a quoted literal (the server parses it as the cursor's type): a COPY takes no parameter.
-        condition = sql.SQL("{} <= {}").format(sql.Identifier(self._plan.cursor.name), sql.Literal(bound))
+        condition = sql.SQL("{} <= {}").format(Identifier(self._plan.cursor.name), Literal(bound))
         hashing = self._table.context.hashing
         cells, _ = scan_cells(
             self._client, self._plan, hashing, self._encoding, self._pair_columns, sub_size, condition=condition

@@ -22,9 +22,10 @@ import reads
 import schema_changes
 from ao_keyed import LOCATED, PassNotes, append_optimized_now
 from declared_keys import check_whole_table, check_windows
+from key_encoding import key_encoding
 from leaf_survey import DigestCancelled, FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
-from reconciliation import Outcome, Reconciliation, SentPairs, key_encoding, noting, noting_extra, pair_hash
+from reconciliation import Outcome, Reconciliation, SentPairs, noting, noting_extra, pair_hash
 from state import LeafState
 
 

@@ -15,6 +15,7 @@ import catalog_sql
 from catalog import Flavour
 from greenplum_client import GreenplumClient
 from planning import TablePlan
+from quoting import Identifier
 
 APPEND_OPTIMIZED = ("ao_row", "ao_column")
 
@@ -74,5 +75,5 @@ def _leaf(
     if not plan.partitioned:
         return Leaf(key, plan.relation, None, (), storage, relfilenode)
     if readable:
-        return Leaf(key, sql.SQL("ONLY {}").format(sql.Identifier(schema, name)), None, (), storage, relfilenode)
+        return Leaf(key, sql.SQL("ONLY {}").format(Identifier(schema, name)), None, (), storage, relfilenode)
     return Leaf(key, plan.relation, sql.SQL("tableoid = %s"), (int(key),), storage, relfilenode)

@@ -16,7 +16,8 @@ from psycopg2 import sql
 
 from catalog import Discovery, RelationKind, RowLocator, SourceTable, TypeResolver
 from configuration import ConfigurationError, CustomQuery, Settings
-from greenplum_client import GreenplumClient, one_line
+from greenplum_client import GreenplumClient, is_connection_lost, one_line
+from quoting import Identifier, subquery
 from type_mapping import FivetranType, ReadAs, SourceType, cursor_kind, fivetran_type
 from values import (
     ColumnCheck,
@@ -38,6 +39,8 @@ CURSOR_COLUMN_NAMES = ("updated_at", "modified_at", "last_modified", "last_updat
 # The key of a keyless table's rows in the destination: leaf and ordinal within the leaf (full), or the row's hash and
 # its ordinal among identical rows (append-only). Identical rows stay distinct, and a re-read row keeps its id.
 ROW_ID_COLUMN = "_source_row_id"
+# What every plan's relation is named in its statements, so that the reads can name the source's own columns.
+SOURCE_ALIAS = "_fivetran_source"
 # The schema custom queries are named under in table patterns (DELETE_CHECKS): `queries.<table>`.
 QUERIES_SCHEMA = "queries"
 # What each batch's column of a type goes through before it is sent: values no destination type can hold become NULL
@@ -76,7 +79,7 @@ class PlannedColumn:
     source_type: str = ""  # the base type's name (int4, numeric, _text, ...): how a digest hashes the column
 
     def select_expression(self) -> sql.Composable:
-        column = sql.Identifier(self.name)
+        column = Identifier(self.name)
         read_as = self.fivetran.read_as
         if read_as is ReadAs.TEXT:
             return sql.SQL("{}::text").format(column)
@@ -178,7 +181,8 @@ def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClien
         except (ConfigurationError, *SOURCE_CHANGED) as error:
             if strict:
                 raise
-            warnings.append(f"QUERIES table '{query.table}' is not synced: {one_line(error)}")
+            reason = one_line(error).removeprefix(f"QUERIES table '{query.table}': ")
+            warnings.append(f"QUERIES table '{query.table}' is not synced: {reason}")
     incremental = [plan for plan in plans if plan.strategy is Strategy.INCREMENTAL]
     for check in settings.delete_checks:
         if not any(check.pattern.matches(*_pattern_name(plan)) for plan in incremental):
@@ -290,7 +294,9 @@ def _plan_table(settings: Settings, table: SourceTable) -> TablePlan:
     cursor = _cursor_column(settings, table, names)
     declared_cursor = (table.schema, table.name) in settings.cursor_columns
     strategy = _strategy(primary_key, cursor, append_only=declared_cursor)
-    relation = sql.SQL("ONLY {}" if table.read_only_self else "{}").format(sql.Identifier(table.schema, table.name))
+    relation = sql.SQL("ONLY {} AS {}" if table.read_only_self else "{} AS {}").format(
+        Identifier(table.schema, table.name), Identifier(SOURCE_ALIAS)
+    )
     details = [table.kind.value, f"storage {table.storage}"]
     if table.distributed_by:
         details.append(table.distributed_by)
@@ -351,7 +357,15 @@ def _strategy(primary_key: tuple[str, ...], cursor: CursorColumn | None, *, appe
 
 def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient) -> TablePlan:
     where = f"QUERIES table '{query.table}'"
-    description = client.describe(query.query)
+    relation = subquery(query.query, SOURCE_ALIAS)
+    try:
+        description = client.describe(relation)
+    except psycopg2.Error as error:
+        if is_connection_lost(error):
+            raise
+        diagnostics = getattr(error, "diag", None)
+        reason = one_line((diagnostics and diagnostics.message_primary) or error)
+        raise ConfigurationError(f"{where}: the server rejects the query: {reason}") from None
     resolver = TypeResolver(client, {column.type_code for column in description})
     columns = []
     kinds = {}
@@ -381,7 +395,7 @@ def _plan_query(settings: Settings, query: CustomQuery, client: GreenplumClient)
         state_key=f"query:{query.table}",
         destination_schema=None,
         destination_table=query.table,
-        relation=sql.SQL("({}) AS custom_query").format(sql.SQL(query.query)),
+        relation=relation,
         columns=tuple(columns),
         primary_key=query.primary_key,
         cursor=cursor,

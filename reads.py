@@ -16,7 +16,8 @@ from psycopg2 import sql
 
 from block_ranges import row_md5
 from leaves import Leaf
-from planning import ROW_ID_COLUMN, TablePlan
+from planning import ROW_ID_COLUMN, SOURCE_ALIAS, TablePlan
+from quoting import Identifier
 from state import TableState
 from values import position_text
 
@@ -35,19 +36,23 @@ class Read:
 def select(
     plan: TablePlan, relation: sql.Composable | None = None, *extra: sql.Composable, where: sql.Composable | None = None
 ) -> sql.Composed:
-    """The plan's columns as they are sent (casts that keep values exact), then any extra columns."""
+    """The plan's columns as they are sent (casts that keep values exact), then any extra columns, each named
+    `_fivetran_extra_<n>`: no name of the connector's can be taken for a source column's (rows are read by position)."""
     expressions = [column.select_expression() for column in plan.columns]
-    expressions.extend(extra)
+    expressions.extend(
+        sql.SQL("{} AS {}").format(expression, Identifier(f"_fivetran_extra_{number}"))
+        for number, expression in enumerate(extra, 1)
+    )
     statement = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), relation or plan.relation)
     return _where(statement, [where] if where is not None else [])
 
 
-def key_condition(plan: TablePlan, keys: list[dict[str, Any]]) -> tuple[sql.Composable, list[str]]:
+def key_condition(names: tuple[str, ...], keys: list[dict[str, Any]]) -> tuple[sql.Composable, list[str]]:
     """`(k1, k2) IN ((%s, %s), ...)` of the given keys, each value an untyped literal that the server parses as its
     column's type."""
-    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in plan.primary_key))
-    condition = sql.SQL("({}) IN ({})").format(_identifiers(plan.primary_key), sql.SQL(", ").join(one for _ in keys))
-    return condition, [position_text(key[name]) for key in keys for name in plan.primary_key]
+    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in names))
+    condition = sql.SQL("({}) IN ({})").format(_identifiers(names), sql.SQL(", ").join(one for _ in keys))
+    return condition, [position_text(key[name]) for key in keys for name in names]
 
 
 def incremental_values(
@@ -61,7 +66,7 @@ def incremental_values(
     columns (with their `extra_params`) follow the plan's."""
     order = [plan.cursor.name, *plan.primary_key]
     condition, params = _cursor_condition(plan, state, order, lookback_seconds)
-    statement = sql.SQL("{} WHERE {} ORDER BY {}").format(select(plan, None, *extra), condition, _identifiers(order))
+    statement = sql.SQL("{} WHERE {} ORDER BY {}").format(select(plan, None, *extra), condition, _sort_keys(order))
     return Read(statement, [*(extra_params or []), *params], tuple(_index(plan, name) for name in order))
 
 
@@ -69,7 +74,7 @@ def incremental_window(plan: TablePlan, state: TableState, lookback_seconds: int
     """The rows an incremental sync is about to read, as a condition: the cursor from where the read starts (the saved
     position, else the saved cursor minus the lookback; nothing more in the phase of NULL cursors), and every row whose
     cursor is NULL, which each sync reads again."""
-    cursor = sql.Identifier(plan.cursor.name)
+    cursor = Identifier(plan.cursor.name)
     conditions: list[sql.Composable] = []
     params: list[Any] = []
     if state.phase == "values":
@@ -100,7 +105,7 @@ def keyed(
         conditions.append(condition)
         params += position
     statement = _where(select(plan, None, *extra), conditions)
-    statement = sql.SQL("{} ORDER BY {}").format(statement, _identifiers(plan.primary_key))
+    statement = sql.SQL("{} ORDER BY {}").format(statement, _sort_keys(plan.primary_key))
     return Read(statement, params, tuple(_index(plan, name) for name in plan.primary_key))
 
 
@@ -112,7 +117,7 @@ def ao_rows(
     column names leaves them out of the row). The ctid comparisons filter a scan: Greenplum has no TID range scan
     on AO storage."""
     _, condition, params = ao_rows_window(leaf, skipped)
-    extra = (*extra, sql.SQL("gp_segment_id"), sql.SQL("ctid::text AS read_ctid"))
+    extra = (*extra, sql.SQL("gp_segment_id"), sql.SQL("ctid::text"))
     statement = sql.SQL("{} WHERE {}").format(select(plan, leaf.relation, *extra), condition)
     return Read(sql.SQL("{} ORDER BY gp_segment_id, ctid").format(statement), params, ())
 
@@ -158,7 +163,7 @@ def range_rows(
             conditions.append(sql.SQL("ctid > %s::tid"))
             params.append(position[-1])
     segment = sql.SQL("gp_segment_id") if per_segment else sql.SQL("NULL::int")
-    statement = _where(select(plan, leaf.relation, segment, sql.SQL("ctid::text AS read_ctid")), conditions)
+    statement = _where(select(plan, leaf.relation, segment, sql.SQL("ctid::text")), conditions)
     order = sql.SQL("gp_segment_id, ctid") if per_segment else sql.SQL("ctid")
     first = len(plan.columns)
     positions = (first, first + 1) if per_segment else (first + 1,)
@@ -174,7 +179,7 @@ def append_only(plan: TablePlan, state: TableState, lookback_seconds: int, nulls
     """Rows of an insert-only table from the saved cursor minus the lookback, each with a row id that a re-read
     gives again: md5 of the row's text and its ordinal among identical rows. Identical rows share their cursor value,
     so the window holds all of them or none, and their ordinals are the same in every read."""
-    cursor = sql.Identifier(plan.cursor.name)
+    cursor = Identifier(plan.cursor.name)
     order = [ROW_ID_COLUMN] if nulls else [plan.cursor.name, ROW_ID_COLUMN]
     if nulls:
         window, params = sql.SQL("{} IS NULL").format(cursor), []
@@ -185,14 +190,14 @@ def append_only(plan: TablePlan, state: TableState, lookback_seconds: int, nulls
         "SELECT *, {hash} || ':' || (row_number() OVER (PARTITION BY {hash}))::text AS {row_id} "
         "FROM (SELECT {columns}, {row_md5} AS {hash} FROM {relation} WHERE {window}) AS hashed"
     ).format(
-        hash=sql.Identifier(_ROW_HASH),
-        row_id=sql.Identifier(ROW_ID_COLUMN),
+        hash=Identifier(_ROW_HASH),
+        row_id=Identifier(ROW_ID_COLUMN),
         columns=columns,
         row_md5=row_md5(plan),
         relation=plan.relation,
         window=window,
     )
-    statement = select(plan, sql.SQL("({}) AS numbered").format(numbered), sql.Identifier(ROW_ID_COLUMN))
+    statement = select(plan, sql.SQL("({}) AS numbered").format(numbered), Identifier(ROW_ID_COLUMN))
     conditions = []
     if state.position is not None:
         condition, position = _after(order, state.position)
@@ -211,7 +216,7 @@ def _cursor_condition(
     `inner`: the condition goes inside a query that numbers identical rows, so a saved position only bounds the
     cursor (`>=`) there, and the exact position is applied outside.
     """
-    cursor = sql.Identifier(plan.cursor.name)
+    cursor = Identifier(plan.cursor.name)
     if state.position is not None and inner:
         return sql.SQL("{} >= %s").format(cursor), [state.position[0]]
     if state.position is not None:
@@ -232,7 +237,14 @@ def _where(statement: sql.Composable, conditions: list[sql.Composable]) -> sql.C
 
 
 def _identifiers(names: tuple[str, ...] | list[str]) -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
+    return sql.SQL(", ").join(Identifier(name) for name in names)
+
+
+def _sort_keys(names: tuple[str, ...] | list[str]) -> sql.Composable:
+    """The source's columns to order by, qualified: a bare name in ORDER BY means the output column of that name
+    first, which may be the column cast to text (money, an interval), ordered unlike the comparisons that resume
+    the read."""
+    return sql.SQL(", ").join(Identifier(SOURCE_ALIAS, name) for name in names)
 
 
 def _after(names: tuple[str, ...] | list[str], position: list[str]) -> tuple[sql.Composable, list[str]]:

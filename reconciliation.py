@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,26 +30,14 @@ from ao_keyed import LOCATED, AoNow, HighWater, PassNotes, ScanNotes, append_opt
 from block_ranges import Hashing, row_hash
 from declared_keys import check_keys, check_whole_table
 from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
+from key_encoding import KeyEncoding, key_values
 from key_ranges import KeyRanges
 from leaf_survey import DigestCancelled
 from planning import PlannedColumn, TablePlan
-from type_mapping import ReadAs
 
 if TYPE_CHECKING:
     from sync import TableSync
 
-# How a decoded key column's text (DateStyle ISO, TimeZone UTC) becomes the value its rows were sent with, as the
-# typecasters parse it: key columns of other types (a float, a boolean) leave the table to the block range digests.
-_KEY_VALUES: dict[str, Callable[[str], Any]] = {
-    "INT": int,
-    "LONG": int,
-    "STRING": str,
-    "DECIMAL": str,  # a constrained numeric's text: its scale is fixed
-    "NAIVE_DATE": date.fromisoformat,
-    "NAIVE_DATETIME": datetime.fromisoformat,
-    "UTC_DATETIME": datetime.fromisoformat,
-}
-_READ_AS_TEXT = (ReadAs.PLAIN, ReadAs.TEXT, ReadAs.NUMERIC_TEXT)
 # Differences kept to size the next digest.
 _RECENT = 5
 # Keys read back in one statement, and checked unique in one (a declared key: a scan of the table each).
@@ -122,52 +109,6 @@ class Outcome(enum.Enum):
     SENT = "sent"  # what changed was sent; the table is done
     FULL_PASS = "full pass"  # the digest cannot tell: a truncate and a full read, whose rows make the next digest
     NOT_APPLICABLE = "not applicable"  # keys the digest cannot carry: the table's other path
-
-
-@dataclass(frozen=True)
-class KeyEncoding:
-    codec: dd.Codec
-    expression: sql.Composable  # the key as the server encodes it: a bigint, or the key's text
-    columns: tuple[PlannedColumn, ...]
-
-
-def key_encoding(plan: TablePlan) -> KeyEncoding | None:
-    """How the plan's key goes into a digest, or None when a decoded key could not be sent as the destination holds it
-    (a float's text is not the value sent)."""
-    columns = tuple(column for name in plan.primary_key for column in plan.columns if column.name == name)
-    if not columns or any(
-        c.fivetran.name not in _KEY_VALUES or c.fivetran.read_as not in _READ_AS_TEXT for c in columns
-    ):
-        return None
-    identifiers = [sql.Identifier(column.name) for column in columns]
-    if len(columns) == 1 and columns[0].source_type in ("int2", "int4", "int8"):
-        return KeyEncoding(dd.Codec.INTEGER, identifiers[0], columns)
-    if len(columns) == 1:
-        return KeyEncoding(dd.Codec.TEXT, sql.SQL("{}::text").format(identifiers[0]), columns)
-    return KeyEncoding(dd.Codec.TEXT, sql.SQL("ROW({})::text").format(sql.SQL(", ").join(identifiers)), columns)
-
-
-def parse_record(text: str) -> list[str]:
-    """The fields of a record's text (`(1,"a b",x)`): quoted fields double their quotes and backslashes."""
-    fields, field, quoted, index = [], [], False, 1
-    while index < len(text) - 1:
-        char = text[index]
-        if quoted and char == "\\":
-            index += 1
-            field.append(text[index])
-        elif quoted and char == '"' and text[index + 1] == '"':
-            field.append('"')
-            index += 1
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            fields.append("".join(field))
-            field = []
-        else:
-            field.append(char)
-        index += 1
-    fields.append("".join(field))
-    return fields
 
 
 class Reconciliation:
@@ -552,15 +493,6 @@ class Reconciliation:
         return cells
 
 
-def key_values(encoding: KeyEncoding, key: int | str) -> dict[str, Any]:
-    """A decoded key as the destination holds it."""
-    columns = encoding.columns
-    texts = parse_record(key) if len(columns) > 1 else [key]
-    return {
-        column.name: _KEY_VALUES[column.fivetran.name](str(text)) for column, text in zip(columns, texts, strict=True)
-    }
-
-
 def read_keys(
     table: TableSync,
     encoding: KeyEncoding,
@@ -574,11 +506,9 @@ def read_keys(
     extra = sent.extra if sent is not None else ()
     if plan.declared_key:
         for start in range(0, len(keys), _KEYS_PER_CHECK):
-            values = [key_values(encoding, key) for key in keys[start : start + _KEYS_PER_CHECK]]
-            check_keys(client, plan, *reads.key_condition(plan, values))
+            check_keys(client, plan, *encoding.condition(keys[start : start + _KEYS_PER_CHECK]))
     for start in range(0, len(keys), _KEYS_PER_READ):
-        values = [key_values(encoding, key) for key in keys[start : start + _KEYS_PER_READ]]
-        condition, params = reads.key_condition(plan, values)
+        condition, params = encoding.condition(keys[start : start + _KEYS_PER_READ])
         if only is not None:
             condition, params = sql.SQL("{} AND {}").format(condition, only[0]), [*params, *only[1]]
         read = reads.Read(reads.select(plan, None, *extra, where=condition), params, ())

@@ -55,6 +55,8 @@ class TableState:
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
       when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
+      `deletes_hashed`: that digest holds a hash of each key (a key too long for it came, or its key's type has no
+      text to decode): a delete it names syncs the table again.
     """
 
     strategy: str
@@ -87,6 +89,7 @@ class TableState:
     deletes_bound: str | None = None
     deletes_checked: float | None = None
     deletes_sizes: list[int] | None = None
+    deletes_hashed: bool = False
 
 
 @dataclass
@@ -210,6 +213,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("digest_leaves", _leaves_valid(state.digest_leaves)),
         ("pass_digest_leaves", _leaves_valid(state.pass_digest_leaves)),
         ("digest_unfit", isinstance(state.digest_unfit, bool)),
+        ("deletes_hashed", isinstance(state.deletes_hashed, bool)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
         (

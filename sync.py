@@ -7,6 +7,7 @@ saved in the table's `TableState` and checkpointed with the whole `SyncState`, s
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -21,17 +22,23 @@ import reads
 import schema_changes
 from block_ranges import Hashing
 from catalog import Flavour
-from checkpoints import Checkpoints
+from checkpoints import CheckpointFailed, Checkpoints
 from configuration import Settings
 from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
-from greenplum_client import GreenplumClient, is_connection_lost, is_statement_cancelled, one_line
-from incremental_deletes import DeleteCheck
+from greenplum_client import (
+    GreenplumClient,
+    SourceConnectionError,
+    is_connection_lost,
+    is_statement_cancelled,
+    one_line,
+)
+from incremental_deletes import DeleteCheck, SyncAgain
 from keyed_pass import KeyedPass
 from keyless_pass import KeylessPass
 from leaf_survey import DigestCancelled
-from planning import ROW_ID_COLUMN, SOURCE_CHANGED, Strategy, TablePlan
+from planning import ROW_ID_COLUMN, Strategy, TablePlan
+from quoting import Identifier
 from reads import Read
-from reconciliation import key_encoding
 from state import SyncState, TableState
 from values import position_text
 
@@ -40,8 +47,8 @@ class ReadCancelled(RuntimeError):
     """The server cancelled a read (statement_timeout, pg_cancel_backend) before it returned another row."""
 
 
-# Errors that concern one table only: it is skipped with a warning and the others are still synced.
-TABLE_ERRORS = (*SOURCE_CHANGED, ReadCancelled, DigestCancelled, DeclaredKeyNotUnique)
+# Errors that say what is wrong with the table in their own words (the others are named by their class too).
+_EXPLAINED = (ReadCancelled, DigestCancelled, DeclaredKeyNotUnique)
 # Lost connections in a row, with no row read in between, after which the table's read gives up.
 _MAX_RECONNECTS_WITHOUT_PROGRESS = 5
 # Integer cursors of any width hold the same values; other types are only comparable to themselves.
@@ -68,6 +75,25 @@ class TableReport:
     deleted: int = 0
     out_of_range: dict[str, list[str]] = field(default_factory=dict)  # column -> a few examples, and the count below
     out_of_range_counts: dict[str, int] = field(default_factory=dict)
+
+
+def sync_table(context: SyncContext, plan: TablePlan) -> str | None:
+    """Syncs one table; returns why it was skipped, or None. Whatever goes wrong with a table (a server error, a
+    statement composed wrongly, a value refused) is that table's: its state stays where it was saved and the other
+    tables sync. Only what stops every table stops the sync: the source unreachable, the state not saved."""
+    try:
+        TableSync(context, plan).run()
+    except Exception as error:
+        if isinstance(error, (SourceConnectionError, CheckpointFailed)) or is_connection_lost(error):
+            raise
+        if isinstance(error, psycopg2.Error):
+            diagnostics = getattr(error, "diag", None)  # the server's message, without the statement
+            return one_line((diagnostics and diagnostics.message_primary) or error)
+        if isinstance(error, _EXPLAINED):
+            return one_line(error)
+        log.error(f"{plan.state_key}: {''.join(traceback.format_exception(error))}")
+        return one_line(f"{type(error).__name__}: {error}")
+    return None
 
 
 class TableSync:
@@ -203,6 +229,26 @@ class TableSync:
     # Incremental and append-only: rows from the saved cursor minus the lookback, then rows whose cursor is NULL.
 
     def _run_incremental(self) -> None:
+        try:
+            self._read_incremental()
+        except SyncAgain as error:
+            plan = self.plan
+            op.warning(f"{plan.state_key}: {error}: the table is synced again (a truncate, then every row)")
+            self._start_over()
+            self.probe(reads.keyed(plan, self.state))
+            self.truncate()
+            self._read_incremental()
+
+    def _start_over(self) -> None:
+        """Forgets where the table's reads stand, keeping what describes it (its columns, key and cursor column, and
+        how its digests hold keys)."""
+        old, plan = self.state, self.plan
+        self.state = TableState(strategy=plan.strategy.value, columns=old.columns, key=old.key)
+        self.state.cursor_column, self.state.deletes_hashed = old.cursor_column, old.deletes_hashed
+        self.state.deletes_sizes, self.state.digest_sizes = old.deletes_sizes, old.digest_sizes
+        self.context.sync_state.tables[plan.state_key] = self.state
+
+    def _read_incremental(self) -> None:
         plan, state = self.plan, self.state
         lookback = self._settings.lookback_seconds
         if plan.declared_key:  # a key that is not unique would collapse rows: nothing is sent then
@@ -210,9 +256,11 @@ class TableSync:
                 check_whole_table(self._client, plan)  # the first sync reads every row
             else:
                 check_window(self._client, plan, *reads.incremental_window(plan, state, lookback))
-        nulls = sql.SQL("{} IS NULL").format(sql.Identifier(plan.cursor.name))
-        deletes = self._delete_check()
-        if deletes is not None:
+        nulls = sql.SQL("{} IS NULL").format(Identifier(plan.cursor.name))
+        deletes = DeleteCheck(self) if plan.delete_check_hours is not None else None
+        if deletes is None:
+            state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
+        else:
             deletes.before_read()
             self.on_checkpoint = deletes.save
 
@@ -229,18 +277,6 @@ class TableSync:
             )
         finally:
             self.on_checkpoint = None
-
-    def _delete_check(self) -> DeleteCheck | None:
-        """The table's check of its deletes, or None when DELETE_CHECKS turns it off or its key cannot be named
-        from a digest (said once in the log)."""
-        plan, state = self.plan, self.state
-        encoding = key_encoding(plan) if plan.delete_check_hours is not None else None
-        if encoding is None:
-            if plan.delete_check_hours is not None and state.cursor is None and state.position is None:
-                log.info(f"{plan.state_key}: deletes are not looked for: its key's type cannot be named from a digest")
-            state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
-            return None
-        return DeleteCheck(self, encoding)
 
     def _run_append_only(self) -> None:
         """Inserts only: the ids of re-read rows are stable, so the lookback window never duplicates a row."""
@@ -344,10 +380,8 @@ class TableSync:
                         last_row = batch[-1]
                         last_position = [position_text(last_row[i]) for i in read.position_columns]
                         self.state.position = last_position
-                    self._sent(len(batch))
+                    self._sent(len(batch), batch.size)
                 return last_position
-            except TABLE_ERRORS:
-                raise
             except psycopg2.Error as error:
                 # A read that restarts from the beginning makes no progress that a retry keeps.
                 progressed = resumable and self._report.rows > rows_before
@@ -409,9 +443,10 @@ class TableSync:
             if value not in examples:
                 examples.append(value)
 
-    def _sent(self, count: int) -> None:
-        """Counts rows or deletes sent towards the next checkpoint, and logs the table's progress at each."""
-        if self._checkpoints.sent(count, self._before_checkpoint):
+    def _sent(self, count: int, size: int = 0) -> None:
+        """Counts rows or deletes sent (holding about `size` bytes) towards the next checkpoint, and logs the table's
+        progress at each."""
+        if self._checkpoints.sent(count, self._before_checkpoint, size):
             self._log_progress()
 
     def _before_checkpoint(self) -> None:

@@ -482,19 +482,6 @@ def test_a_sync_killed_while_it_sends_rows_again_past_capacity_goes_on_and_conve
     assert _landed(destination, schema) == _source(source, schema)
 
 
-@pytest.mark.parametrize(
-    ("text", "fields"),
-    [
-        ("(1,abc)", ["1", "abc"]),
-        ('(2,"a, \\"b\\"")', ["2", 'a, "b"']),
-        ('(3,"x""y")', ["3", 'x"y']),
-        ("(4,)", ["4", ""]),
-    ],
-)
-def test_a_record_text_parses_into_its_fields(text: str, fields: list[str]) -> None:
-    assert reconciliation.parse_record(text) == fields
-
-
 def test_a_declared_key_shared_by_two_rows_skips_the_table_until_it_is_unique_again(
     database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:

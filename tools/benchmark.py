@@ -38,6 +38,7 @@ from configuration import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_ROWS  # noqa: E
 from tools.change_benchmark import format_changes, run_changes  # noqa: E402
 from tools.keyed_benchmark import format_keyed, run_incremental_check, run_keyed  # noqa: E402
 from tools.scale_benchmark import format_scale, run_scale  # noqa: E402
+from tools.wide_benchmark import format_wide, run_wide  # noqa: E402
 
 DATABASE = "benchmark"
 SCHEMA, TABLE = "bench", "items"
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: N small tables and a table of N leaves, first and unchanged syncs (e.g. --tables 100 1000)",
     )
     parser.add_argument(
+        "--wide", action="store_true", help="instead: peak memory of first syncs of 4,000 rows of 1 MB and 1M of 1 KB"
+    )
+    parser.add_argument(
         "--ssh", action="store_true", help="stage 2 also through an SSH tunnel (a throwaway local sshd), alternated"
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a stage-3 or stage-4 job file
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.tables:
         results = run_scale(args.tables)
         print(format_scale(results))
+    elif args.wide:
+        results = run_wide()
+        print(format_wide(results))
     else:
         results = run(args)
         print(format_table(results))

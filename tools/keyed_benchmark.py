@@ -199,9 +199,10 @@ def _digest_and_read(configuration: dict[str, str], accounts: str, saved: str) -
     from catalog import discover, server_info
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
+    from key_encoding import key_encoding
     from key_ranges import KeyRanges
     from planning import plan_tables
-    from reconciliation import key_encoding, scan_cells
+    from reconciliation import scan_cells
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
@@ -256,8 +257,9 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
     from catalog import discover, server_info
     from configuration import parse_settings
     from greenplum_client import GreenplumClient
+    from key_encoding import key_encoding
     from planning import plan_tables
-    from reconciliation import key_encoding, scan_cells
+    from reconciliation import scan_cells
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
