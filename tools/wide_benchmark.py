@@ -3,11 +3,15 @@ through the SDK's runner in a fresh process (`python -m tools.benchmark --wide`)
 
 The SDK holds every row sent until the next checkpoint, so the connector checkpoints after CHECKPOINT_MEGABYTES of
 values as well as after CHECKPOINT_ROWS rows, and fetches fewer rows a round trip where they are wide: the peak
-should stay flat whatever the rows' width, far under Fivetran's 1 GB.
+should stay flat whatever the rows' width, far under Fivetran's 1 GB. Fivetran's runtime streams what the connector
+sends to a destination elsewhere, so each sync runs twice: with the SDK's runner writing nothing (its destination's
+writes discarded: the connector and the SDK's record path, what that runtime holds), and as `fivetran debug` runs
+it, into DuckDB, whose process grows with the data written whatever the connector does.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -49,7 +53,7 @@ def run_wide(sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
                 )
                 print(f"built {table}: {rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
         connection.close()
-        for table, (rows, width) in sizes.items():
+        for (table, (rows, width)), writes in itertools.product(sizes.items(), ("discarded", "duckdb")):
             configuration = {
                 "HOST": server.host,
                 "PORT": str(server.port),
@@ -58,25 +62,29 @@ def run_wide(sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
                 "PASSWORD": server.password,
                 "TABLES": f"wide.{table}",
             }
-            results[table] = {"rows": rows, "row_bytes": width, **_child(Path(work_dir) / table, configuration)}
+            measured = _child(Path(work_dir) / f"{table}-{writes}", configuration, writes)
+            results[f"{table}, {writes}"] = {"rows": rows, "row_bytes": width, **measured}
     return results
 
 
 def format_wide(results: dict[str, Any]) -> str:
-    lines = [f"{'table':<8}{'rows':>12}{'bytes a row':>13}{'seconds':>9}{'checkpoints':>13}{'peak MB':>9}"]
+    lines = [f"{'table, writes':<18}{'rows':>11}{'bytes a row':>13}{'seconds':>9}{'checkpoints':>13}{'peak MB':>9}"]
     for table, result in results.items():
+        if "killed" in result:
+            lines.append(f"{table:<18}{result['rows']:>11,}{result['row_bytes']:>13,}  {result['killed']}")
+            continue
         lines.append(
-            f"{table:<8}{result['rows']:>12,}{result['row_bytes']:>13,}{result['seconds']:>9.0f}"
+            f"{table:<18}{result['rows']:>11,}{result['row_bytes']:>13,}{result['seconds']:>9.0f}"
             f"{result['checkpoints']:>13,}{result['peak_mb']:>9.0f}"
         )
     return "\n".join(lines)
 
 
-def _child(project: Path, configuration: dict[str, str]) -> dict[str, Any]:
+def _child(project: Path, configuration: dict[str, str], writes: str) -> dict[str, Any]:
     """One first sync in a fresh interpreter, so that its peak memory is its own."""
     project.mkdir(parents=True)
     job = project / "job.json"
-    job.write_text(json.dumps({"project": str(project), "configuration": configuration}))
+    job.write_text(json.dumps({"project": str(project), "configuration": configuration, "writes": writes}))
     log = project / "sync.log"
     with log.open("w") as output:
         completed = subprocess.run(
@@ -87,6 +95,9 @@ def _child(project: Path, configuration: dict[str, str]) -> dict[str, Any]:
             stderr=subprocess.STDOUT,
             check=False,
         )
+    killed = "exceeded the allowed limit" in log.read_text()
+    if completed.returncode != 0 and killed:  # the local runner's own limit, 4 GB
+        return {"killed": "stopped by the SDK's runner at its 4 GB limit"}
     if completed.returncode != 0:
         raise SystemExit(f"the sync of {configuration['TABLES']} failed:\n{log.read_text()[-5000:]}")
     return json.loads((project / "result.json").read_text())
@@ -104,6 +115,10 @@ def _sync(job_file: Path) -> None:
     Logging.LOG_LEVEL = Logging.Level.INFO  # the SDK's log.info raises TypeError while the level is unset
     sdk_runner.check_newer_version = lambda *args, **kwargs: None  # no network wait
     job = json.loads(job_file.read_text())
+    if job["writes"] == "discarded":
+        from fivetran_connector_sdk_core.destination.duckdb_destination import DuckDbDestination
+
+        DuckDbDestination.upsert = DuckDbDestination.update = lambda self, table, types, key, rows: None
     started = time.perf_counter()
     counts = core_adapter.run(connector.connector, job["project"], job["configuration"], {})
     result = {"seconds": time.perf_counter() - started, "checkpoints": counts["Checkpoints"], "peak_mb": _peak_mb()}
