@@ -205,9 +205,12 @@ class GreenplumClient:
                         connection.rollback()
         raise AssertionError("unreachable")
 
-    def stream(self, statement: sql.Composable, params: Mapping[str, Any] | None = None) -> Iterator[Batch]:
+    def stream(
+        self, statement: sql.Composable, params: Mapping[str, Any] | None = None, row_bytes: int | None = None
+    ) -> Iterator[Batch]:
         """Batches of rows from a named server-side cursor, BATCH_SIZE rows a round trip, or fewer where rows are
-        wide: a batch holds about BATCH_BYTES (the first one FIRST_FETCH rows, to see how wide they are).
+        wide: a batch holds about BATCH_BYTES. The first fetch is sized by `row_bytes` (how wide the rows were read
+        before), else FIRST_FETCH rows, to see how wide they are.
 
         A helper thread fetches the next batch while the caller sends this one, so the server's work and the round
         trip overlap the caller's (psycopg2 lets go of the GIL while it waits for the server); at most two batches
@@ -222,13 +225,13 @@ class GreenplumClient:
 
         def fetch_ahead() -> None:
             try:
-                size = min(batch_size, FIRST_FETCH)
+                size = _fetch_size(batch_size, row_bytes) if row_bytes else min(batch_size, FIRST_FETCH)
                 while not stop.is_set():
                     batch = Batch(cursor.fetchmany(size))
                     fetched.put(batch)
                     if not batch:
                         return
-                    size = max(1, min(batch_size, BATCH_BYTES * len(batch) // max(batch.size, 1)))
+                    size = _fetch_size(batch_size, batch.size // len(batch))
             except BaseException as error:  # the reader raises it, as if it had fetched itself
                 fetched.put(error)
 
@@ -348,6 +351,11 @@ class GreenplumClient:
                 file.write(self._settings.sslrootcert)
             self._ca_file = path
         return self._ca_file
+
+
+def _fetch_size(batch_size: int, row_bytes: int) -> int:
+    """Rows a fetch takes: BATCH_SIZE, or fewer, so that it holds about BATCH_BYTES."""
+    return max(1, min(batch_size, BATCH_BYTES // max(row_bytes, 1)))
 
 
 def _always(params: Mapping[str, Any] | Sequence[Any] | None) -> Mapping[str, Any] | Sequence[Any]:

@@ -115,6 +115,7 @@ class TableSync:
         self._client = context.client
         self._settings = context.settings
         self._report = TableReport()
+        self._row_bytes: int | None = None  # how wide the rows read last were: the next read's first fetch
         self._started = time.monotonic()
         self._checkpoints = context.checkpoints
         self._names = [c.name for c in plan.columns]
@@ -374,7 +375,8 @@ class TableSync:
             read = build()
             rows_before = self._report.rows
             try:
-                for batch in self._client.stream(read.statement, read.params):
+                for batch in self._client.stream(read.statement, read.params, self._row_bytes):
+                    self._row_bytes = batch.size // len(batch)
                     self._send(batch, prepare)
                     if read.position_columns:
                         last_row = batch[-1]

@@ -21,7 +21,7 @@ import connector
 import difference_digest as dd
 from catalog import detect_flavour
 from configuration import parse_settings
-from greenplum_client import APPLICATION_NAME, GreenplumClient
+from greenplum_client import APPLICATION_NAME, FIRST_FETCH, GreenplumClient
 
 ROWS = 12_000
 BATCH = "500"
@@ -64,9 +64,9 @@ def _fault_after_first_batch(monkeypatch: pytest.MonkeyPatch, fault: Callable[[]
     real_stream = GreenplumClient.stream
     pids: list[int] = []
 
-    def stream(self: GreenplumClient, statement, params=None) -> Iterator[list[tuple]]:
+    def stream(self: GreenplumClient, statement, params=None, row_bytes=None) -> Iterator[list[tuple]]:
         pids.append(self.connection.get_backend_pid())
-        for number, batch in enumerate(real_stream(self, statement, params)):
+        for number, batch in enumerate(real_stream(self, statement, params, row_bytes)):
             yield batch
             if number == 0 and len(pids) == read:
                 fault()
@@ -230,10 +230,13 @@ def test_statement_timeout_mid_read(
     assert "Skipped query:slow: the server cancelled the read before it returned a row" in out
     assert "raise statement_timeout for USERNAME or lower BATCH_SIZE" in out
     assert "1 table(s) skipped: query:slow" in out
-    assert landed == 2500, "the rows before the slow batch landed, and the table's position was saved"
+    # Batches of 500 rows after a first fetch of 16: the one that holds row 3000 begins after row 2516.
+    assert landed == 2500 + FIRST_FETCH, "the rows before the slow batch landed, and the table's position was saved"
     monkeypatch.delenv("PGOPTIONS")
     counts = destination.sync(configuration)
-    assert counts["Upserts"] == ROWS - 2500, "the rest of the slow table; the other table is unchanged: nothing sent"
+    assert counts["Upserts"] == ROWS - 2500 - FIRST_FETCH, (
+        "the rest of the slow table; the other table is unchanged: nothing sent"
+    )
     assert destination.query("SELECT count(*) FROM tester.slow")[0][0] == ROWS
 
 
@@ -342,7 +345,8 @@ def test_a_read_abandoned_mid_table_stops_fetching_ahead(database: Database, sch
         statement = sql.SQL("SELECT id FROM {}.big ORDER BY id").format(sql.Identifier(schema))
         reading = client.stream(statement)
         first, second = next(reading), next(reading)
-        assert [row[0] for row in first + second] == list(range(1, 2 * int(BATCH) + 1))
+        assert [row[0] for row in first + second] == list(range(1, len(first) + len(second) + 1))
+        assert len(first) == FIRST_FETCH and len(second) == int(BATCH), "a first fetch sees how wide the rows are"
         time.sleep(0.2)  # the fetcher now holds a batch nobody will read, waiting for room
         reading.close()
         assert set(threading.enumerate()) == threads_before
