@@ -38,7 +38,7 @@ from state import LeafState
 if TYPE_CHECKING:
     from planning import TablePlan
     from state import TableState
-    from sync import TableSync
+    from table_sink import TableSink
 
 _SEGNO_SHIFT = 25  # an AO ctid's block number: segment file << 25 | row number >> 15; its offset: row number % 2^15 + 1
 _ROW_BITS = 15
@@ -255,15 +255,15 @@ def newly_hidden(files: Files, before: Hidden, now: Hidden) -> dict[tuple[int, i
 
 
 def send_changes(
-    table: TableSync, now: AoNow, held: dd.Cells, extra: tuple[sql.Composable, ...], note: Note, delete: Callable
+    sink: TableSink, now: AoNow, held: dd.Cells, extra: tuple[sql.Composable, ...], note: Note, delete: Callable
 ) -> dict[str, LeafState] | None:
     """Sends what changed in the changed leaves since `digest_leaves` was saved, when the catalog can tell: each row
     appended is read with `extra` last (the key as the digest encodes it, then the pair's hash) and handed to `note`
     (which upserts it and adds its pair to `held`); each row hidden since is read back, its pair taken out of
     `held`, and `delete(key)` called for its key unless the key came again. Returns the leaves' entries to save, or
     None, logged, when the table needs the digest's scan (what was sent is sent again then, which changes nothing)."""
-    plan, state, client = table.plan, table.state, table.context.client
-    flavour = table.context.flavour
+    plan, state, client = sink.plan, sink.state, sink.source.client
+    flavour = sink.source.flavour
     entries = state.digest_leaves or {}
     changed = now.changed_since(state.digest_ao)
     why = _why_not(now, state.digest_ao, entries, changed)
@@ -289,7 +289,7 @@ def send_changes(
         f"{plan.state_key}: {len(changed)} leaf(s) changed, {len(went):,} row(s) hidden since (deleted or updated "
         "away): the rows appended and those keys read alone"
     )
-    table.expected_rows = 0  # how many rows were appended is not known before they are read
+    sink.expect(0)  # how many rows were appended is not known before they are read
     width = len(extra)
     came_again: set[Any] = set()
 
@@ -300,7 +300,7 @@ def send_changes(
     witnesses = {key: {file: rows.high for file, rows in files[key].items() if rows.high} for key in changed}
     appended = 0
     for key in changed:
-        witnessed, sent = _read_appended(table, now.leaves[key], files[key], witnesses[key], extra, noting)
+        witnessed, sent = _read_appended(sink, now.leaves[key], files[key], witnesses[key], extra, noting)
         appended += sent
         if ao.rewritten(witnesses[key], witnessed, {file: set(rows) for file, rows in gone.get(key, {}).items()}):
             log.info(f"{plan.state_key}: leaf {key} was rewritten (VACUUM): its difference digest is taken again")
@@ -397,7 +397,7 @@ def _read_hidden(
 
 
 def _read_appended(
-    table: TableSync,
+    sink: TableSink,
     leaf: Leaf,
     files: Files,
     witnesses: dict[tuple[int, int], int],
@@ -426,7 +426,7 @@ def _read_appended(
         return note(kept_raw, kept)
 
     def build() -> reads.Read:
-        return reads.ao_rows(table.plan, leaf, ao.read_from(files), extra)
+        return reads.ao_rows(sink.plan, leaf, ao.read_from(files), extra)
 
-    table.read_all(build, appended)
+    sink.read_all(build, appended)
     return witnessed, sent

@@ -58,6 +58,11 @@ def hashing_for(server_version_num: int) -> Hashing:
     return Hashing.TEXT_64 if server_version_num >= 110000 else Hashing.MD5_128
 
 
+class DigestCancelled(RuntimeError):
+    """statement_timeout cancelled a digest's query (one statement over the whole table): a keyless table is skipped
+    with this message, a keyed one read in full."""
+
+
 def choose_range_blocks(total_blocks: int) -> int:
     """The smallest power of two that cuts the table into at most TARGET_RANGES ranges."""
     blocks = 1

@@ -22,6 +22,7 @@ from greenplum_client import GreenplumClient, one_line
 from planning import Planning, plan_tables, unreadable_tables
 from state import load_state
 from sync import SyncContext, sync_table
+from table_sink import Source
 
 _FORM_FIELDS = (
     ("HOST", "Host", True, "Coordinator (master) host name or address."),
@@ -128,7 +129,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
             bytes_between=settings.checkpoint_megabytes * 2**20,
         )
         hashing = hashing_for(info.server_version_num)
-        context = SyncContext(client, settings, info.flavour, hashing, segments, sync_state, checkpoints)
+        context = SyncContext(Source(client, info.flavour, hashing, segments), settings, sync_state, checkpoints)
         for plan in planning.plans:
             reason = sync_table(context, plan)
             if reason is None:

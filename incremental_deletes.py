@@ -20,12 +20,12 @@ from psycopg2 import sql
 
 import difference_digest as dd
 import reads
+from digest_pairs import pair_hash, read_keys, scan_cells
 from key_encoding import hashed_encoding, key_encoding, key_values
 from quoting import Identifier, Literal
-from reconciliation import pair_hash, read_keys, scan_cells
 
 if TYPE_CHECKING:
-    from sync import TableSync
+    from table_sink import TableSink
 
 _RECENT = 5  # differences kept to size the next digest
 _KEYS_PER_LOOKUP = 1000
@@ -39,14 +39,16 @@ class SyncAgain(Exception):
 class DeleteCheck:
     """One incremental table's digest of what the destination holds, and the check of its deletes."""
 
-    def __init__(self, table: TableSync) -> None:
-        self._table, self._plan, self._state = table, table.plan, table.state
-        self._client = table.context.client
+    def __init__(self, sink: TableSink, lookback_seconds: int) -> None:
+        """`lookback_seconds`: how far before the saved cursor the table's read starts, which reads those rows."""
+        self._sink, self._plan, self._state = sink, sink.plan, sink.state
+        self._lookback_seconds = lookback_seconds
+        self._client = sink.source.client
         encoding = None if self._state.deletes_hashed else key_encoding(self._plan)
-        self._encoding = encoding or hashed_encoding(self._plan, table.context.hashing)
+        self._encoding = encoding or hashed_encoding(self._plan, sink.source.hashing)
         plan = self._plan
         self._pair_columns = [c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name]
-        self._hash = pair_hash(plan, table.context.hashing, self._pair_columns)
+        self._hash = pair_hash(plan, sink.source.hashing, self._pair_columns)
         self._sent = dd.Cells.unpack(self._state.deletes_digest) if self._state.deletes_digest else None
 
     def before_read(self) -> None:
@@ -101,7 +103,7 @@ class DeleteCheck:
     def _hash_keys(self) -> None:
         """From now on the digest holds the table's keys by a hash of each."""
         self._state.deletes_hashed, self._state.deletes_digest, self._sent = True, None, None
-        self._encoding = hashed_encoding(self._plan, self._table.context.hashing)
+        self._encoding = hashed_encoding(self._plan, self._sink.source.hashing)
 
     def after_read(self) -> None:
         """The rows read so far are at or below the cursor saved now: the new bound."""
@@ -143,14 +145,14 @@ class DeleteCheck:
             f"{plan.state_key}: deletes checked at or below {plan.cursor.name} {bound}: {len(deleted):,} deleted, "
             f"{len(still_there):,} updated past it, {len(came):,} committed late or changed below it (read again)"
         )
-        window, params = reads.incremental_window(plan, state, self._table.context.settings.lookback_seconds)
+        window, params = reads.incremental_window(plan, state, self._lookback_seconds)
         below = sql.SQL("NOT ({})").format(window)  # the rows of the window are read next anyway
         # These deletes and reads land with the digest of the source's rows below the bound, or not at all: a
         # checkpoint between them would save a digest of what the destination does not hold.
-        with self._table.context.checkpoints.deferred(self.save):
+        with self._sink.together(self.save):
             for key in deleted:
-                self._table.delete(key_values(self._encoding, key))
-            read_keys(self._table, self._encoding, sorted(came), (below, params))
+                self._sink.delete(key_values(self._encoding, key))
+            read_keys(self._sink, self._encoding, sorted(came), (below, params))
             self._sent = current
             self.save()
 
@@ -170,7 +172,7 @@ class DeleteCheck:
     def _cells(self, sub_size: int, bound: str) -> dd.Cells:
         # The bound as a quoted literal (the server parses it as the cursor's type): a COPY takes no parameter.
         condition = sql.SQL("{} <= {}").format(Identifier(self._plan.cursor.name), Literal(bound))
-        hashing = self._table.context.hashing
+        hashing = self._sink.source.hashing
         cells, _ = scan_cells(
             self._client, self._plan, hashing, self._encoding, self._pair_columns, sub_size, condition=condition
         )

@@ -21,16 +21,19 @@ import difference_digest as dd
 import reads
 import schema_changes
 from ao_keyed import LOCATED, PassNotes, append_optimized_now
+from block_ranges import DigestCancelled
 from declared_keys import check_whole_table, check_windows
+from digest_pairs import SentPairs, noting, noting_extra, pair_hash
 from key_encoding import key_encoding
-from leaf_survey import DigestCancelled, FullPass, Survey, survey
+from keyed_digest import Outcome
+from leaf_survey import FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
-from reconciliation import Outcome, Reconciliation, SentPairs, noting, noting_extra, pair_hash
+from reconciliation import Reconciliation
 from state import LeafState
 
 
 class KeyedPass(FullPass):
-    """One keyed table's pass, reading and sending through its `TableSync`."""
+    """One keyed table's pass, reading and sending through its `TableSink`."""
 
     def run(self) -> None:
         plan, state = self._plan, self._state
@@ -44,7 +47,7 @@ class KeyedPass(FullPass):
                 # query reads every selected column: a table that cannot be read fails here, before its rows are
                 # marked deleted. Cancelled by statement_timeout, the table is read in full, as without digests.
                 try:
-                    found = survey(self._table)
+                    found = survey(self._sink)
                 except DigestCancelled as error:
                     log.warning(f"{plan.state_key}: {error}")
                 changes = self._changes(found) if found is not None else None
@@ -55,7 +58,7 @@ class KeyedPass(FullPass):
             if plan.declared_key:
                 check_whole_table(self._client, plan)
             # Rows upserted after the truncate stay live; those the source no longer has end up deleted.
-            self._table.truncate()
+            self._sink.truncate()
             state.in_pass, state.position, state.pass_leaves = True, None, None
             if found is not None and state.pass_digest is None:  # saved at the pass's end, for the next sync
                 state.pass_leaves = {
@@ -79,7 +82,7 @@ class KeyedPass(FullPass):
         if encoding is None:
             return Outcome.NOT_APPLICABLE
         try:
-            return Reconciliation(self._table, encoding).run()
+            return Reconciliation(self._sink, encoding).run()
         except DigestCancelled as error:
             log.warning(f"{self._plan.state_key}: {error}")
             self._state.pass_digest = self._state.pass_digest_leaves = None
@@ -91,7 +94,7 @@ class KeyedPass(FullPass):
         state = self._state
         if state.pass_digest is not None:
             notes = PassNotes(state, self._plan) if state.pass_digest_leaves is not None else None
-            now = append_optimized_now(self._client, self._table.context.flavour, self._plan) if notes else None
+            now = append_optimized_now(self._client, self._sink.source.flavour, self._plan) if notes else None
             state.digest_leaves = notes.finish(now) if notes is not None else None
             state.digest, state.pass_digest = state.pass_digest, None
             state.digest_ao, state.pass_digest_ao, state.pass_digest_leaves = state.pass_digest_ao, None, None
@@ -166,19 +169,16 @@ class KeyedPass(FullPass):
         (leaf,) = named_leaves(self._client, self._plan, [key])
         state.position = None
         if found.range_blocks is None:  # a view or a query: read whole
-            self._table.read_all(lambda: reads.leaf_whole(self._plan, leaf), on_restart=lambda: None)
+            self._sink.read_all(lambda: reads.leaf_whole(self._plan, leaf), on_restart=lambda: None)
         elif names:
             spans = block_ranges.spans(names, found.range_blocks)
-            self._table.on_checkpoint = save
-            try:
+            with self._sink.saving(save):
                 build = lambda: reads.range_rows(self._plan, leaf, spans, found.per_segment, None)  # noqa: E731
-                self._table.read_all(build, mark, on_restart=lambda: None)  # upserts again: no position kept
-            finally:
-                self._table.on_checkpoint = None
+                self._sink.read_all(build, mark, on_restart=lambda: None)  # upserts again: no position kept
         state.position = None
         done |= {name: (current[name], 0) for name in names}
         save()
-        self._table.progressed()
+        self._sink.progressed()
 
     # Appended rows alone.
 
@@ -187,7 +187,7 @@ class KeyedPass(FullPass):
         file rewritten), once their keys are checked; returns whether it did. Otherwise the full pass runs."""
         if any(change is ao.LeafChange.REWRITTEN for change in changes.values()):
             return False
-        saved, flavour = self._state.leaves, self._table.context.flavour
+        saved, flavour = self._state.leaves, self._sink.source.flavour
         files, hidden = {}, {}
         for key in changes:
             files[key] = ao.decode_files(saved[key].ao["files"]) if key in saved else {}
@@ -212,7 +212,7 @@ class KeyedPass(FullPass):
             facts = found.facts[key]
             ao_state = {"rel": facts.relfilenode, "fp": facts.fingerprint, "files": ao.encode_files(files[key])}
             saved[key] = LeafState("", 0, ao_state | {"hidden": ao.encode_counts(hidden[key])})
-            self._table.progressed()
+            self._sink.progressed()
         return True
 
     # The full pass, noting where each append-optimized file's rows end.
@@ -220,7 +220,7 @@ class KeyedPass(FullPass):
     def _ao_baselines(self, found: Survey) -> dict[str, LeafState]:
         """What a full pass saves of each AO leaf: the catalog's facts and hidden rows before it began; the highest
         row number of each file is noted as the pass reads."""
-        flavour = self._table.context.flavour
+        flavour = self._sink.source.flavour
         baselines = {}
         for key, leaf in found.ao_leaves.items():
             hidden = ao.encode_counts(ao.fetch_hidden_counts(self._client, flavour, leaf))
@@ -236,7 +236,7 @@ class KeyedPass(FullPass):
             return
         tracked = {key for key, leaf in (state.pass_leaves or {}).items() if leaf.ao is not None}
         if not tracked:
-            self._table.read_all(lambda: reads.keyed(plan, state))
+            self._sink.read_all(lambda: reads.keyed(plan, state))
             return
         files = {key: ao.decode_files(state.pass_leaves[key].ao["files"]) for key in tracked}
 
@@ -252,11 +252,8 @@ class KeyedPass(FullPass):
                     files[leaf].setdefault((raw[-2], segno), ao.SegmentFileRows()).raise_high(row_number)
             return rows
 
-        self._table.on_checkpoint = save
-        try:
-            self._table.read_all(lambda: reads.keyed(plan, state, extra=LOCATED), note_highs)
-        finally:
-            self._table.on_checkpoint = None
+        with self._sink.saving(save):
+            self._sink.read_all(lambda: reads.keyed(plan, state, extra=LOCATED), note_highs)
         save()
 
     def _read_digested_pass(self) -> None:
@@ -265,7 +262,7 @@ class KeyedPass(FullPass):
         ends, whatever changed at the source meanwhile."""
         plan, state = self._plan, self._state
         cells = dd.Cells.unpack(state.pass_digest)
-        hashed = pair_hash(plan, self._table.context.hashing, list(plan.columns))
+        hashed = pair_hash(plan, self._sink.source.hashing, list(plan.columns))
         sent = SentPairs(key_encoding(plan), [(cells, hashed)])
         notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
@@ -274,11 +271,8 @@ class KeyedPass(FullPass):
             if notes is not None:
                 notes.save()
 
-        self._table.on_checkpoint = save
-        try:
-            self._table.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
-        finally:
-            self._table.on_checkpoint = None
+        with self._sink.saving(save):
+            self._sink.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
         save()
         if sent.unfit is not None:
             log.info(f"{plan.state_key}: {sent.unfit}: its digest cannot carry it; block range digests instead")

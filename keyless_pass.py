@@ -28,16 +28,16 @@ from state import LeafRead, LeafState
 
 
 class KeylessPass(FullPass):
-    """One keyless table's pass, reading and sending through its `TableSync`."""
+    """One keyless table's pass, reading and sending through its `TableSink`."""
 
     def run(self) -> None:
-        plan, state, table = self._plan, self._state, self._table
-        found = self._survey = survey(table)  # DigestCancelled skips the table: its ids cannot be told apart
+        plan, state, sink = self._plan, self._state, self._sink
+        found = self._survey = survey(sink)  # DigestCancelled skips the table: its ids cannot be told apart
         if state.leaves is None:
             # The first pass: rows another strategy (or an older version) left in the destination have other ids.
             first = named_leaves(self._client, plan, sorted(found.current)[:1]) or [Leaf(plan.leaf_key, plan.relation)]
-            table.probe(self._range_read(first[0], None)())
-            table.truncate()
+            sink.probe(self._range_read(first[0], None)())
+            sink.truncate()
             state.leaves, state.reading, state.position, state.in_pass = {}, None, None, False
         # The leaf an earlier sync left partway is finished first, on the digests taken before its read began: a
         # change made since is read by the next sync.
@@ -100,14 +100,11 @@ class KeylessPass(FullPass):
         def save() -> None:
             state.leaves[key] = block_ranges.ranges_state(ranges)
 
-        self._table.on_checkpoint = save
-        try:
+        with self._sink.saving(save):
             for name in gone:
                 digest, held = ranges[name]
                 self._delete_ids(key, name, held, 0, partial(_note_held, ranges, name, digest))
                 del ranges[name]
-        finally:
-            self._table.on_checkpoint = None
         save()
         if changed:
             current = self._survey.current[key]
@@ -136,7 +133,7 @@ class KeylessPass(FullPass):
                 ranges.pop(name, None)
         state.leaves[reading.leaf] = block_ranges.ranges_state(ranges)
         state.reading, state.position, state.segment = None, None, None  # segment: read by earlier versions
-        self._table.progressed()
+        self._sink.progressed()
 
     def _read_ranges(self, leaf: Leaf, reading: LeafRead, saved: dict[str, tuple[str, int]]) -> None:
         found = self._survey
@@ -157,14 +154,14 @@ class KeylessPass(FullPass):
         if whole_read and any(entry[1] for entry in reading.ranges.values()):
             restart()  # an earlier sync's read died partway
         build = self._range_read(leaf, list(reading.ranges))
-        self._table.read_all(build, number, on_restart=restart if whole_read else None)
+        self._sink.read_all(build, number, on_restart=restart if whole_read else None)
 
     def _delete_ids(self, leaf: str, name: str, held: int, keep: int, note_held: Callable[[int], None]) -> None:
         """Deletes the ids leaf:range:keep+1 up to `held`, highest first, noting each time how many are left, so that
         a checkpoint on the way saves how far the deletes got and a sync that dies there goes on from it."""
         while held > keep:
             note_held(held - 1)
-            self._table.delete({ROW_ID_COLUMN: block_ranges.row_id(leaf, name, held)})
+            self._sink.delete({ROW_ID_COLUMN: block_ranges.row_id(leaf, name, held)})
             held -= 1
 
     def _range_read(self, leaf: Leaf, names: list[str] | None):
@@ -195,8 +192,7 @@ class KeylessPass(FullPass):
             state.leaves[leaf.key] = LeafState("", 0, {"rel": facts.relfilenode, "fp": "", "files": ""})
         saved = state.leaves[leaf.key]
         files = ao.decode_files(saved.ao["files"])
-        self._table.on_checkpoint = lambda: _save_files(saved, files)
-        try:
+        with self._sink.saving(lambda: _save_files(saved, files)):
             self._delete_stale(leaf.key, files)  # an earlier sync's, killed partway
             hidden = self._delete_hidden(leaf, files) if change is ao.LeafChange.CHANGED else {}
             witnesses = {key: rows.high for key, rows in files.items() if rows.high}
@@ -208,11 +204,9 @@ class KeylessPass(FullPass):
                 files[key].stale = witnesses[key]
             self._delete_stale(leaf.key, files)
             saved.ao.pop("resend", None)
-        finally:
-            self._table.on_checkpoint = None
         _save_files(saved, files)
         saved.ao["fp"] = facts.fingerprint
-        self._table.progressed()
+        self._sink.progressed()
 
     def _delete_hidden(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]):
         """Deletes the rows hidden since they were read, by their own ids; returns the hidden rows per file."""
@@ -221,31 +215,28 @@ class KeylessPass(FullPass):
             rows = files.get(key)
             for row_number in rows.newly_hidden(row_numbers) if rows is not None else ():
                 rows.note_deleted(row_number)
-                self._table.delete({ROW_ID_COLUMN: ao.row_id(leaf.key, *key, row_number)})
+                self._sink.delete({ROW_ID_COLUMN: ao.row_id(leaf.key, *key, row_number)})
         return hidden
 
     def _delete_ao_leaf(self, key: str) -> None:
         """Deletes every id an AO leaf may hold in the destination, file by file, highest first."""
         saved = self._state.leaves[key]
         files = ao.decode_files(saved.ao["files"])
-        self._table.on_checkpoint = lambda: _save_files(saved, files)
-        try:
+        with self._sink.saving(lambda: _save_files(saved, files)):
             for file_key in sorted(files, reverse=True):
                 self._delete_file(key, file_key, files[file_key])
                 del files[file_key]
-        finally:
-            self._table.on_checkpoint = None
         _save_files(saved, files)
 
     def _delete_file(self, leaf: str, key: tuple[int, int], rows: ao.SegmentFileRows) -> None:
         while (row_number := rows.pop_highest()) is not None:
-            self._table.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
+            self._sink.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
 
     def _delete_stale(self, leaf: str, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
         """Deletes the ids of rewritten files' rows from before the rewrite, keeping the rows read since."""
         for key, rows in sorted(files.items()):
             while rows.stale and (row_number := rows.pop_stale()) is not None:
-                self._table.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
+                self._sink.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
         for key in [key for key, rows in files.items() if not rows.runs]:
             del files[key]
 

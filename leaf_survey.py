@@ -15,24 +15,25 @@ import append_optimized as ao
 import block_ranges
 import catalog_sql
 import reads
+from block_ranges import DigestCancelled
 from catalog import Flavour, RowLocator
 from greenplum_client import is_statement_cancelled, one_line
 from leaves import Leaf, greenplum_leaves
 from planning import ROW_ID_COLUMN
 
 if TYPE_CHECKING:
-    from sync import TableSync
+    from table_sink import TableSink
 
 
 class FullPass:
-    """What a full strategy's pass works with: its table's `TableSync` (which reads, sends and checkpoints), plan and
+    """What a full strategy's pass works with: its table's `TableSink` (which reads, sends and checkpoints), plan and
     state, and the connection."""
 
-    def __init__(self, table: TableSync) -> None:
-        self._table = table
-        self._plan = table.plan
-        self._state = table.state
-        self._client = table.context.client
+    def __init__(self, sink: TableSink) -> None:
+        self._sink = sink
+        self._plan = sink.plan
+        self._state = sink.state
+        self._client = sink.source.client
 
     def _read_ao_rows(
         self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows], with_ids: bool, every_row: bool = False
@@ -64,13 +65,8 @@ class FullPass:
             return sent
 
         skipped = [] if every_row else ao.read_from(files)
-        self._table.read_all(lambda: reads.ao_rows(self._plan, leaf, skipped), past_the_witness)
+        self._sink.read_all(lambda: reads.ao_rows(self._plan, leaf, skipped), past_the_witness)
         return witnessed
-
-
-class DigestCancelled(RuntimeError):
-    """statement_timeout cancelled the digest query (one statement over the whole table): a keyless table is skipped
-    with this message, a keyed one read in full."""
 
 
 @dataclass(frozen=True)
@@ -86,21 +82,21 @@ class Survey:
         return len(self.current) + len(self.facts)
 
 
-def survey(table: TableSync) -> Survey:
+def survey(sink: TableSink) -> Survey:
     """Raises DigestCancelled when statement_timeout cancels the digest query; anything else that fails the digest
     query (a revoked grant, a dropped column) fails it before anything is deleted or truncated."""
-    context, plan, client = table.context, table.plan, table.context.client
+    source, plan, client = sink.source, sink.plan, sink.source.client
     physical = plan.row_locator is RowLocator.CTID
-    leaves = greenplum_leaves(client, context.flavour, plan) if context.flavour.is_greenplum and physical else []
+    leaves = greenplum_leaves(client, source.flavour, plan) if source.flavour.is_greenplum and physical else []
     ao_leaves = {leaf.key: leaf for leaf in leaves if leaf.append_optimized}
-    facts = _ao_facts(table, list(ao_leaves.values()))
+    facts = _ao_facts(sink, list(ao_leaves.values()))
     if not facts:
         ao_leaves = {}
-    range_blocks = _range_blocks(table) if physical else None
-    per_segment = physical and plan.split_by_segment and bool(context.segments)
+    range_blocks = _range_blocks(sink) if physical else None
+    per_segment = physical and plan.split_by_segment and bool(source.segments)
     others = [leaf for leaf in leaves if leaf.key not in ao_leaves] if ao_leaves else None
     try:
-        current = block_ranges.digests(client, plan, context.hashing, range_blocks, per_segment, others)
+        current = block_ranges.digests(client, plan, source.hashing, range_blocks, per_segment, others)
     except psycopg2.Error as error:
         if not is_statement_cancelled(error):
             raise
@@ -111,27 +107,27 @@ def survey(table: TableSync) -> Survey:
     return Survey(ao_leaves, facts, current, range_blocks, per_segment)
 
 
-def _ao_facts(table: TableSync, leaves: list[Leaf]) -> dict[str, ao.AoFacts]:
+def _ao_facts(sink: TableSink, leaves: list[Leaf]) -> dict[str, ao.AoFacts]:
     """The catalog's facts of the AO leaves, or none (with one log line) where the server refuses them: the table
     then falls back to digests."""
     if not leaves:
         return {}
     try:
-        return ao.fetch_facts(table.context.client, table.context.flavour, leaves)
+        return ao.fetch_facts(sink.source.client, sink.source.flavour, leaves)
     except psycopg2.Error as error:
         log.info(
-            f"{table.plan.state_key}: the append-optimized catalog functions are not available ({one_line(error)}); "
+            f"{sink.plan.state_key}: the append-optimized catalog functions are not available ({one_line(error)}); "
             "its leaves are compared by digest instead"
         )
         return {}
 
 
-def _range_blocks(table: TableSync) -> int:
+def _range_blocks(sink: TableSink) -> int:
     """The table's range size: chosen from its size when its first pass begins, kept afterwards."""
-    state = table.state
+    state = sink.state
     if state.range_blocks is None:
-        legacy = table.context.flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
+        legacy = sink.source.flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)
         statement = catalog_sql.TABLE_BLOCKS_GREENPLUM6 if legacy else catalog_sql.TABLE_BLOCKS
-        ((blocks,),) = table.context.client.query(statement, {"root": int(table.plan.leaf_key)})
+        ((blocks,),) = sink.source.client.query(statement, {"root": int(sink.plan.leaf_key)})
         state.range_blocks = block_ranges.choose_range_blocks(blocks or 0)
     return state.range_blocks

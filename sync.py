@@ -6,9 +6,11 @@ saved in the table's `TableState` and checkpointed with the whole `SyncState`, s
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -20,13 +22,11 @@ from psycopg2 import sql
 
 import reads
 import schema_changes
-from block_ranges import Hashing
-from catalog import Flavour
+from block_ranges import DigestCancelled
 from checkpoints import CheckpointFailed, Checkpoints
 from configuration import Settings
 from declared_keys import DeclaredKeyNotUnique, check_whole_table, check_window
 from greenplum_client import (
-    GreenplumClient,
     SourceConnectionError,
     is_connection_lost,
     is_statement_cancelled,
@@ -35,11 +35,11 @@ from greenplum_client import (
 from incremental_deletes import DeleteCheck, SyncAgain
 from keyed_pass import KeyedPass
 from keyless_pass import KeylessPass
-from leaf_survey import DigestCancelled
 from planning import ROW_ID_COLUMN, Strategy, TablePlan
 from quoting import Identifier
 from reads import Read
 from state import SyncState, TableState
+from table_sink import Source
 from values import position_text
 
 
@@ -57,14 +57,10 @@ _SAME_CURSOR_VALUES = {"SHORT": "integer", "INT": "integer", "LONG": "integer"}
 
 @dataclass(frozen=True)
 class SyncContext:
-    """What every table of one sync shares: the connection, the settings, the server, its segments, the state and
-    when to checkpoint it."""
+    """What every table of one sync shares: the server, the settings, the state and when to checkpoint it."""
 
-    client: GreenplumClient
+    source: Source
     settings: Settings
-    flavour: Flavour
-    hashing: Hashing  # the cheapest hash the server has for digests
-    segments: list[int]  # Greenplum's primary segments (content ids); none on PostgreSQL
     sync_state: SyncState
     checkpoints: Checkpoints
 
@@ -97,7 +93,8 @@ def sync_table(context: SyncContext, plan: TablePlan) -> str | None:
 
 
 class TableSync:
-    """Syncs one table per its plan, saving progress in its `TableState` and checkpointing the whole `SyncState`."""
+    """Syncs one table per its plan, saving progress in its `TableState` and checkpointing the whole `SyncState`: the
+    `TableSink` its passes send through."""
 
     def __init__(
         self, context: SyncContext, plan: TablePlan, state: TableState | None = None, send: Callable = op.upsert
@@ -105,14 +102,16 @@ class TableSync:
         """`state` and `send` serve a read of some columns only (a backfill): its own position, and `op.update`."""
         self.context = context
         self.plan = plan
+        self.source = context.source
         if state is None:
             self.state, self._strategy_changed = context.sync_state.table(plan.state_key, plan.strategy.value)
         else:
             self.state, self._strategy_changed = state, False
         self._operation = send
-        # Called before each checkpoint, so that state kept in another form (a leaf's segment files) is saved too.
-        self.on_checkpoint: Callable[[], None] | None = None
-        self._client = context.client
+        # Run before each checkpoint, innermost last, so that state kept in another form (a leaf's segment files, a
+        # digest being built) is saved too (`saving`).
+        self._saves: list[Callable[[], None]] = []
+        self._client = context.source.client
         self._settings = context.settings
         self._report = TableReport()
         self._row_bytes: int | None = None  # how wide the rows read last were: the next read's first fetch
@@ -123,7 +122,7 @@ class TableSync:
             self._names.append(ROW_ID_COLUMN)  # the read computes it
         self._checks = plan.column_checks
         # What this table's reads are expected to send, for the progress lines: the table, or the rows a digest named.
-        self.expected_rows = plan.estimated_rows
+        self._expected_rows = plan.estimated_rows
 
     def run(self) -> TableReport:
         plan = self.plan
@@ -221,9 +220,9 @@ class TableSync:
 
         window, params = reads.incremental_window(plan, state, self._settings.lookback_seconds)
         below = sql.SQL("NOT ({})").format(window)
-        sender.on_checkpoint = save
         if names:  # else dropped since
-            sender.read_all(lambda: reads.keyed(plan, progress, below, params=params))
+            with sender.saving(save):
+                sender.read_all(lambda: reads.keyed(plan, progress, below, params=params))
             self._report.rows += sender._report.rows
         state.backfill, state.backfill_position = None, None
 
@@ -258,26 +257,23 @@ class TableSync:
             else:
                 check_window(self._client, plan, *reads.incremental_window(plan, state, lookback))
         nulls = sql.SQL("{} IS NULL").format(Identifier(plan.cursor.name))
-        deletes = DeleteCheck(self) if plan.delete_check_hours is not None else None
+        deletes = DeleteCheck(self, lookback) if plan.delete_check_hours is not None else None
         if deletes is None:
             state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
         else:
             deletes.before_read()
-            self.on_checkpoint = deletes.save
 
         def values() -> Read:
             extra, params = deletes.extra_columns() if deletes is not None else ((), [])
             return reads.incremental_values(plan, state, lookback, extra, params)
 
-        try:
+        with self.saving(deletes.save) if deletes is not None else contextlib.nullcontext():
             self._run_cursor_phases(
                 values,
                 lambda: reads.keyed(plan, state, nulls),
                 deletes.note if deletes is not None else None,
                 deletes.after_read if deletes is not None else None,
             )
-        finally:
-            self.on_checkpoint = None
 
     def _run_append_only(self) -> None:
         """Inserts only: the ids of re-read rows are stable, so the lookback window never duplicates a row."""
@@ -452,13 +448,27 @@ class TableSync:
             self._log_progress()
 
     def _before_checkpoint(self) -> None:
-        if self.on_checkpoint is not None:
-            self.on_checkpoint()
+        for save in self._saves:
+            save()
+
+    @contextlib.contextmanager
+    def saving(self, save: Callable[[], None]) -> Iterator[None]:
+        self._saves.append(save)
+        try:
+            yield
+        finally:
+            self._saves.remove(save)
+
+    def together(self, save: Callable[[], None]) -> AbstractContextManager[None]:
+        return self._checkpoints.deferred(save)
+
+    def expect(self, rows: int) -> None:
+        self._expected_rows = rows
 
     def _log_progress(self, final: bool = False) -> None:
         rows = self._report.rows
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        estimate = self.expected_rows
+        estimate = self._expected_rows
         share = f", {min(100.0, 100.0 * rows / estimate):.0f}% of ~{estimate:,} estimated" if estimate else ""
         verb = "done" if final else "progress"
         deleted = f", {self._report.deleted:,} row ids deleted" if self._report.deleted else ""

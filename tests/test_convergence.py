@@ -20,11 +20,11 @@ import difference_digest as dd
 from block_ranges import hashing_for
 from catalog import detect_flavour, discover, server_info
 from configuration import parse_settings
+from digest_pairs import scan_cells
 from greenplum_client import APPLICATION_NAME, GreenplumClient
 from key_encoding import key_encoding
 from key_ranges import KeyRanges
 from planning import plan_tables
-from reconciliation import scan_cells
 
 SEED = int(os.environ.get("CONVERGENCE_SEED", "20240605"))
 ROUNDS = 8

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import Database, Destination, killed_after_checkpoint
 
-import reconciliation
+import keyed_digest
 
 KEYS = {
     "integer": ("id int PRIMARY KEY", "i"),
@@ -45,15 +45,15 @@ def _landed(destination: Destination, schema: str) -> list[tuple]:
 
 def _after_the_scan(monkeypatch: pytest.MonkeyPatch, source, statement: str) -> None:
     """Runs the statement at the source right after the digest's scan, in each sync until `monkeypatch.undo()`."""
-    real_cells = reconciliation.Reconciliation._cells
+    real_scan = keyed_digest.KeyedDigest.scan
 
     def cells_then_change(self, saved, columns, located):
-        cells = real_cells(self, saved, columns, located)
+        cells = real_scan(self, saved, columns, located)
         with source.cursor() as cursor:
             cursor.execute(statement)
         return cells
 
-    monkeypatch.setattr(reconciliation.Reconciliation, "_cells", cells_then_change)
+    monkeypatch.setattr(keyed_digest.KeyedDigest, "scan", cells_then_change)
 
 
 def _deleted_ids(destination: Destination, schema: str) -> list[str]:

@@ -349,6 +349,7 @@ def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     from planning import plan_tables
     from state import SyncState
     from sync import SyncContext, TableSync
+    from table_sink import Source
 
     settings = parse_settings(configuration)
     client = GreenplumClient(settings)
@@ -356,9 +357,8 @@ def _table_sync(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     sync_state = SyncState()
     checkpoints = Checkpoints(sync_state, settings.checkpoint_rows, settings.checkpoint_seconds)
     info = server_info(client)
-    context = SyncContext(
-        client, settings, info.flavour, hashing_for(info.server_version_num), [], sync_state, checkpoints
-    )
+    source = Source(client, info.flavour, hashing_for(info.server_version_num), [])
+    context = SyncContext(source, settings, sync_state, checkpoints)
     return client, plan, TableSync(context, plan)
 
 

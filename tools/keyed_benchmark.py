@@ -110,11 +110,11 @@ def _stages(
     transactions: Any,
     extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    import reconciliation
+    import keyed_digest
 
     configuration = _configuration(params, tables, extra or {})
     source = _connect(params)
-    stages, scans, real_scan = [], [0], reconciliation.scan_cells
+    stages, scans, real_scan = [], [0], keyed_digest.scan_cells
 
     def counted_scan(*args: Any, **kwargs: Any) -> Any:
         scans[0] += 1
@@ -122,11 +122,11 @@ def _stages(
 
     def stage(what: str, changed: int) -> None:
         scans[0] = 0
-        reconciliation.scan_cells = counted_scan
+        keyed_digest.scan_cells = counted_scan
         try:
             stages.append({"stage": what, "changed": changed, **_sync(work, configuration, what), "scans": scans[0]})
         finally:
-            reconciliation.scan_cells = real_scan
+            keyed_digest.scan_cells = real_scan
 
     stage("first sync", _one(source, f"SELECT count(*) FROM {accounts}"))
     stage("nothing changed", 0)
@@ -198,11 +198,11 @@ def _digest_and_read(configuration: dict[str, str], accounts: str, saved: str) -
     from block_ranges import hashing_for
     from catalog import discover, server_info
     from configuration import parse_settings
+    from digest_pairs import scan_cells
     from greenplum_client import GreenplumClient
     from key_encoding import key_encoding
     from key_ranges import KeyRanges
     from planning import plan_tables
-    from reconciliation import scan_cells
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
@@ -256,10 +256,10 @@ def _deletes_check_seconds(configuration: dict[str, str], label: str) -> dict[st
     from block_ranges import hashing_for
     from catalog import discover, server_info
     from configuration import parse_settings
+    from digest_pairs import scan_cells
     from greenplum_client import GreenplumClient
     from key_encoding import key_encoding
     from planning import plan_tables
-    from reconciliation import scan_cells
 
     settings = parse_settings(configuration)
     with GreenplumClient(settings) as client:
