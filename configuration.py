@@ -88,13 +88,15 @@ class ColumnPattern:
 @dataclass(frozen=True)
 class DeleteCheck:
     """A DELETE_CHECKS entry: how often an incremental table's deletes are looked for, in hours (0: every sync; None:
-    never). Custom queries are named `queries.<table>`."""
+    never). Custom queries are named `queries.<table>`; an entry without a pattern (`off`, `24`) applies to every
+    table no other entry names."""
 
-    pattern: TablePattern
+    pattern: TablePattern | None
     hours: int | None
 
     def __str__(self) -> str:
-        return f"{self.pattern}:{'off' if self.hours is None else self.hours}"
+        value = "off" if self.hours is None else str(self.hours)
+        return value if self.pattern is None else f"{self.pattern}:{value}"
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,9 @@ class Settings:
         """Hours between two checks of an incremental table's deletes, from the first DELETE_CHECKS entry that names
         it: 0 (every sync) by default, None when they are off."""
         for check in self.delete_checks:
-            if check.pattern.matches(schema, table):
+            if check.pattern is not None and check.pattern.matches(schema, table):
                 return check.hours
-        return 0
+        return next((check.hours for check in self.delete_checks if check.pattern is None), 0)
 
 
 def parse_settings(configuration: dict[str, Any]) -> Settings:
@@ -301,14 +303,18 @@ def _delete_checks(configuration: dict[str, Any]) -> tuple[DeleteCheck, ...]:
     for item in _list(configuration, "DELETE_CHECKS"):
         table, colon, value = item.rpartition(":")
         value = value.strip().lower()
-        if not colon or not (value == "off" or value.isdigit()):
+        if not (value == "off" or value.isdigit()) or (colon and not table.strip()):
             raise ConfigurationError(
-                f"DELETE_CHECKS: '{item}' is not of the form schema.table:hours (0 for every sync, or off)."
+                f"DELETE_CHECKS: '{item}' is not of the form schema.table:hours or hours alone (0 for every sync, or "
+                "off)."
             )
         hours = None if value == "off" else int(value)
         if hours is not None and hours > 24 * 366:
             raise ConfigurationError(f"DELETE_CHECKS: '{item}': at most {24 * 366} hours between checks.")
-        checks.append(DeleteCheck(_table_pattern("DELETE_CHECKS", table.strip()), hours))
+        if not colon and any(check.pattern is None for check in checks):
+            raise ConfigurationError(f"DELETE_CHECKS: '{item}': a second value for every table.")
+        pattern = _table_pattern("DELETE_CHECKS", table.strip()) if colon else None
+        checks.append(DeleteCheck(pattern, hours))
     return tuple(checks)
 
 

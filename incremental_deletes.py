@@ -1,20 +1,30 @@
-"""Deletes in incremental tables and keyed custom queries with a cursor, which a cursor never sees.
+"""What an incremental table's cursor never sees: deletes, rows committed after a read passed their cursor, and rows
+whose cursor is NULL. Incremental tables and keyed custom queries with a cursor keep, per table, difference digests
+(`difference_digest.py`) of what the destination holds, built from the rows the reads send (the server hashes each
+row as it is read), and check them against the source:
 
-The rows the destination holds with a cursor at or below a bound (the cursor an earlier sync saved) are kept as a
-difference digest (`difference_digest.py`) of (key, hash of key and cursor) pairs, built from the rows the
-incremental reads send: the server hashes each row as it is read. A check computes the same digest of the source's
-rows at or below the bound, in one scan of the key and cursor columns, and peels their difference: the keys
-the destination holds there and the source no longer has (deleted, or updated past the bound: looked up by key, only
-the missing ones are deleted), and the keys the source has there that the destination lacks (committed after the
-lookback window passed them, or changed without moving their cursor past the bound: read and sent). New rows lie
-above the bound: they never use up the digest's capacity. Rows whose cursor is NULL are not covered.
+- the rows with a cursor at or below a bound (the cursor an earlier sync saved), as (key, hash of key and cursor)
+  pairs: a check (every sync by default, `DELETE_CHECKS`) scans the source's key and cursor columns below the bound
+  and peels the difference. A key the destination holds there and the source has nowhere was deleted (one updated
+  past the bound is still there: looked up by key); a key the source has there that the destination lacks was
+  committed after a read passed it, or changed without moving its cursor past the bound: it is read and sent. New
+  rows lie above the bound and never use up the digest's capacity. Since the check finds what came late, a sync that
+  checks reads from right after the last row the last one read: no lookback window is sent again.
+- the rows whose cursor is NULL, as (key, hash of the whole row) pairs, checked every sync in place of reading them
+  all again: only those inserted, changed or deleted are sent.
+
+A difference past a digest's capacity, or a deleted key held by hash only (`key_encoding.hashed_encoding`), syncs
+the table again (`SyncAgain`): a destination row is never left stale. While a table's first read is under way its
+checkpoints carry no digest: one killed there is rebuilt from the source's rows up to the saved position.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
@@ -22,6 +32,7 @@ import difference_digest as dd
 import reads
 from digest_pairs import pair_hash, read_keys, scan_cells
 from key_encoding import hashed_encoding, key_encoding, key_values
+from planning import PlannedColumn
 from quoting import Identifier, Literal
 
 if TYPE_CHECKING:
@@ -32,132 +43,230 @@ _KEYS_PER_LOOKUP = 1000
 
 
 class SyncAgain(Exception):
-    """Rows the destination holds cannot be named for a delete (keys held by hash): the table is synced again, a
-    truncate and every row; the message says why."""
+    """Rows the destination holds cannot be named for a delete (past a digest's capacity, or keys held by hash): the
+    table is synced again, a truncate and every row; the message says why."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What this sync's checks covered, which its reads then need not read again."""
+
+    values: bool  # the rows at or below the bound: the read starts right after the last row read, no lookback
+    nulls: bool  # the rows whose cursor is NULL: they are not read again
 
 
 class DeleteCheck:
-    """One incremental table's digest of what the destination holds, and the check of its deletes."""
+    """One incremental table's digests of what the destination holds, and their checks against the source."""
 
     def __init__(self, sink: TableSink, lookback_seconds: int) -> None:
-        """`lookback_seconds`: how far before the saved cursor the table's read starts, which reads those rows."""
+        """`lookback_seconds`: how far before the saved cursor the table's read starts when its rows are not
+        checked."""
         self._sink, self._plan, self._state = sink, sink.plan, sink.state
         self._lookback_seconds = lookback_seconds
-        self._client = sink.source.client
+        self._client, self._hashing = sink.source.client, sink.source.hashing
         encoding = None if self._state.deletes_hashed else key_encoding(self._plan)
-        self._encoding = encoding or hashed_encoding(self._plan, sink.source.hashing)
+        self._encoding = encoding or hashed_encoding(self._plan, self._hashing)
         plan = self._plan
         self._pair_columns = [c for c in plan.columns if c.name in plan.primary_key or c.name == plan.cursor.name]
-        self._hash = pair_hash(plan, sink.source.hashing, self._pair_columns)
+        self._cursor = Identifier(plan.cursor.name)
         self._sent = dd.Cells.unpack(self._state.deletes_digest) if self._state.deletes_digest else None
+        self._nulls = dd.Cells.unpack(self._state.deletes_nulls) if self._state.deletes_nulls else None
+        # A first read under way: its digest is saved when it ends, not at each checkpoint.
+        self._loading = self._loading_nulls = False
 
-    def before_read(self) -> None:
-        """Checks the deletes when a check is due; starts the digest of what the destination holds when there is
-        none (from the source's rows at or below the saved cursor when the table was read before this version)."""
-        state = self._state
-        if state.position is not None and self._sent is not None:
-            return  # a read in progress goes on first; the check waits for a sync that starts one
+    def due(self) -> Checked:
+        """What this sync's checks cover, before any runs: a read in progress goes on first, and the check waits for
+        a sync that starts one."""
+        state, plan = self._state, self._plan
+        hours = plan.delete_check_hours or 0
+        values = (
+            self._sent is not None
+            and state.position is None
+            and state.deletes_bound is not None
+            and time.time() - (state.deletes_checked or 0) >= hours * 3600 - 60
+        )
+        nulls = plan.cursor.nullable and self._nulls is not None and not (state.phase == "nulls" and state.position)
+        return Checked(values, bool(nulls))
+
+    def before_read(self, due: Checked) -> None:
+        """Runs the checks that are due; starts a digest where there is none (from the source's rows up to where a
+        killed first read stood, or at or below the saved cursor for a table read before this version)."""
         if self._sent is None:
-            sub_size = self._sub_size()
-            if state.cursor is None:
-                self._sent, state.deletes_bound = dd.Cells(sub_size, self._encoding.codec), None
-            else:
-                try:
-                    self._sent, state.deletes_bound = self._cells(sub_size, state.cursor), state.cursor
-                except dd.KeyTooLong as error:
-                    log.info(f"{self._plan.state_key}: {error}: its digest holds keys by hash")
-                    self._hash_keys()
-                    self._sent, state.deletes_bound = self._cells(sub_size, state.cursor), state.cursor
-                except dd.NullKey as error:
-                    log.info(f"{self._plan.state_key}: {error}: its deletes are not looked for")
-                    return
-                log.info(
-                    f"{self._plan.state_key}: deletes are looked for from now on (keys at or below {state.cursor})"
-                )
+            self._start_values()
+        elif due.values:
+            self._check_values(self._state.deletes_bound)
+        if not self._plan.cursor.nullable:
+            self._state.deletes_nulls = None
+        elif self._nulls is None:
+            self._start_nulls()
+        elif due.nulls:
+            self._check_nulls()
+
+    def _start_values(self) -> None:
+        state, plan = self._state, self._plan
+        sub_size = self._sub_size()
+        if state.cursor is not None:  # read before this version: the rows it sent are taken from the source
+            self._sent = self._scan(self._at_or_below(state.cursor), sub_size)
+            state.deletes_bound = state.cursor
+            log.info(f"{plan.state_key}: deletes are looked for from now on (keys at or below {state.cursor})")
             state.deletes_checked = time.time()
             self.save()
             return
-        hours = self._plan.delete_check_hours or 0
-        if state.deletes_bound is not None and time.time() - (state.deletes_checked or 0) >= hours * 3600 - 60:
-            self._check(state.deletes_bound)
+        self._loading, state.deletes_bound = True, None
+        if state.position is not None and state.phase == "values":  # a first read killed: what it had sent
+            order = [plan.cursor.name, *plan.primary_key]
+            up_to = sql.SQL("({}) <= ({})").format(_names(order), sql.SQL(", ").join(map(Literal, state.position)))
+            self._sent = self._scan(up_to, sub_size)
+            log.info(f"{plan.state_key}: the digest of the rows sent before {state.position} is taken again")
+        else:
+            self._sent = self._new_cells(sub_size)
+        state.deletes_checked = time.time()
+
+    def _start_nulls(self) -> None:
+        state, plan = self._state, self._plan
+        self._loading_nulls = True
+        if state.phase == "nulls" and state.position is not None:  # their first read killed: what it had sent
+            is_null = sql.SQL("{} IS NULL").format(self._cursor)
+            up_to = sql.SQL("{} AND ({}) <= ({})").format(
+                is_null, _names(plan.primary_key), sql.SQL(", ").join(map(Literal, state.position))
+            )
+            self._nulls = self._scan(up_to, self._sub_size(), list(plan.columns))
+        else:
+            self._nulls = self._new_cells(self._sub_size())
 
     def extra_columns(self) -> tuple[tuple[sql.Composable, ...], list[Any]]:
-        """What the incremental read selects besides the row, so that each row sent beyond the bound joins the
-        digest: the key as the digest encodes it, the pair's hash, and whether its cursor is beyond the bound."""
+        """What the values read selects besides the row, so that each row sent beyond the bound joins the digest:
+        the key as the digest encodes it, the pair's hash, and whether its cursor is beyond the bound."""
         bound = self._state.deletes_bound
-        beyond = sql.SQL("{} > %s").format(Identifier(self._plan.cursor.name)) if bound else sql.SQL("true")
-        return (self._encoding.expression, self._hash, beyond), ([bound] if bound else [])
+        beyond = sql.SQL("{} > %s").format(self._cursor) if bound else sql.SQL("true")
+        pair = pair_hash(self._plan, self._hashing, self._pair_columns)
+        return (self._encoding.expression, pair, beyond), ([bound] if bound else [])
+
+    def nulls_extra(self) -> tuple[sql.Composable, ...]:
+        """What the read of the rows whose cursor is NULL selects besides the row: the key, and the row's hash."""
+        return self._encoding.expression, pair_hash(self._plan, self._hashing, list(self._plan.columns))
 
     def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adds the pairs of the rows sent beyond the bound (a `read_all` hook: the rows go on as they are)."""
-        codec, sent = self._encoding.codec, self._sent
+        self._add(self._sent, [raw[-3:-1] for raw in batch if raw[-1]])
+        return rows
+
+    def note_nulls(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Adds the pairs of the rows sent whose cursor is NULL, while their first read makes their digest (read again
+        for a backfill, they are held already)."""
+        if self._loading_nulls:
+            self._add(self._nulls, [raw[-2:] for raw in batch])
+        return rows
+
+    def _add(self, cells: dd.Cells, pairs: list[tuple]) -> None:
+        if not pairs:
+            return
         try:
-            for raw in batch:
-                if raw[-1] and sent is not None:
-                    sent.add_pair(1, codec.encode(raw[-3]), raw[-2])
+            words = np.array([self._encoding.codec.encode(key) for key, _ in pairs], np.int64)
         except dd.KeyTooLong as error:
             self._hash_keys()
             raise SyncAgain(f"{error} came, which its digest of what the destination holds cannot carry") from None
-        return rows
-
-    def _hash_keys(self) -> None:
-        """From now on the digest holds the table's keys by a hash of each."""
-        self._state.deletes_hashed, self._state.deletes_digest, self._sent = True, None, None
-        self._encoding = hashed_encoding(self._plan, self._sink.source.hashing)
+        cells.add_pairs(words, np.array([h for _, h in pairs], np.int64))
 
     def after_read(self) -> None:
         """The rows read so far are at or below the cursor saved now: the new bound."""
-        self._state.deletes_bound = self._state.cursor
+        self._state.deletes_bound, self._loading = self._state.cursor, False
+        self.save()
+
+    def after_nulls(self) -> None:
+        self._loading_nulls = False
         self.save()
 
     def save(self) -> None:
-        self._state.deletes_digest = self._sent.pack() if self._sent is not None else None
+        """Writes the digests into the state, but those of a first read under way."""
+        state = self._state
+        if not self._loading:
+            state.deletes_digest = self._sent.pack() if self._sent is not None else None
+        if not self._loading_nulls:
+            state.deletes_nulls = self._nulls.pack() if self._nulls is not None else None
 
-    def _check(self, bound: str) -> None:
-        plan, state, codec = self._plan, self._state, self._encoding.codec
-        try:
-            current = self._cells(self._sent.sub_size, bound)
-        except dd.KeyTooLong as error:
-            self._hash_keys()
-            raise SyncAgain(f"{error} is held, which its digest of what the destination holds cannot carry") from None
-        except dd.NullKey as error:
-            log.info(f"{plan.state_key}: {error}: its deletes are no longer looked for")
-            self._sent = None
-            self.save()
-            return
-        difference = current.subtract(self._sent)
-        pairs = difference.peel()
+    # The checks.
+
+    def _check_values(self, bound: str) -> None:
+        """The rows at or below the bound: deletes sent, rows committed late or changed below it read."""
+        plan, state = self._plan, self._state
+        where = f"at or below {plan.cursor.name} {bound}"
+        current, came, deleted, moved = self._reconcile(self._at_or_below(bound), self._sent, self._pair_columns, where)
         state.deletes_checked = time.time()
+        log.info(
+            f"{plan.state_key}: deletes checked at or below {plan.cursor.name} {bound}: {len(deleted):,} deleted, "
+            f"{moved:,} updated past it, {len(came):,} committed late or changed below it (read again)"
+        )
+        # What the read that follows will not read: the rows up to the last one the last read sent.
+        start = reads.IncrementalStart(0, after=state.cursor_position, nulls=False)
+        window, params = reads.incremental_window(plan, state, start)
+        self._send(current, came, deleted, (sql.SQL("NOT ({})").format(window), params), nulls=False)
+
+    def _check_nulls(self) -> None:
+        """The rows whose cursor is NULL: those deleted or given a cursor since, deleted if they are gone; those new or
+        changed, read."""
+        is_null = sql.SQL("{} IS NULL").format(self._cursor)
+        where = f"whose {self._plan.cursor.name} is NULL"
+        current, came, deleted, moved = self._reconcile(is_null, self._nulls, list(self._plan.columns), where)
+        if came or deleted or moved:
+            log.info(
+                f"{self._plan.state_key}: rows whose {self._plan.cursor.name} is NULL checked: {len(deleted):,} "
+                f"deleted, {moved:,} given a cursor, {len(came):,} new or changed (read)"
+            )
+        self._send(current, came, deleted, (is_null, []), nulls=True)
+
+    def _reconcile(
+        self, window: sql.Composable, saved: dd.Cells, columns: list[PlannedColumn], where: str
+    ) -> tuple[dd.Cells, list[int | str], list[int | str], int]:
+        """The digest of the source's rows in the window (`where` says which), the keys there that the saved digest
+        lacks or holds otherwise, the keys it holds that the source has nowhere now, and how many it holds that left
+        the window; SyncAgain when they cannot be named."""
+        current = self._scan(window, saved.sub_size, columns)
+        difference = current.subtract(saved)
+        pairs = difference.peel()
         if pairs is None:
             stale = difference.estimated_pairs()
             self._remember(stale)
             raise SyncAgain(
-                f"about {stale:,} rows at or below {plan.cursor.name} {bound} were deleted, changed or committed late, "
-                "more than its digest names (its next digest is larger)"
+                f"about {stale:,} of its rows {where} were deleted, changed or committed late, more than its digest "
+                "names (its next digest is larger)"
             )
         self._remember(len(pairs))
-        came, went = dd.changes(pairs, codec)
+        came, went = dd.changes(pairs, self._encoding.codec)
         still_there = self._existing(sorted(went))
         deleted = sorted(went - still_there)
         if deleted and self._encoding.hashed:
             raise SyncAgain(f"{len(deleted):,} row(s) were deleted, whose keys its digest holds by hash only")
-        log.info(
-            f"{plan.state_key}: deletes checked at or below {plan.cursor.name} {bound}: {len(deleted):,} deleted, "
-            f"{len(still_there):,} updated past it, {len(came):,} committed late or changed below it (read again)"
-        )
-        window, params = reads.incremental_window(plan, state, self._lookback_seconds)
-        below = sql.SQL("NOT ({})").format(window)  # the rows of the window are read next anyway
-        # These deletes and reads land with the digest of the source's rows below the bound, or not at all: a
-        # checkpoint between them would save a digest of what the destination does not hold.
-        with self._sink.together(self.save):
-            for key in deleted:
-                self._sink.delete(key_values(self._encoding, key))
-            read_keys(self._sink, self._encoding, sorted(came), (below, params))
-            self._sent = current
+        return current, sorted(came), deleted, len(still_there)
+
+    def _send(
+        self,
+        current: dd.Cells,
+        came: list[int | str],
+        deleted: list[int | str],
+        only: tuple[sql.Composable, list[Any]],
+        nulls: bool,
+    ) -> None:
+        """Deletes and reads (those of the came keys meeting `only`) what a check named, then takes the source's
+        digest: all of it lands with the digest, or none of it (a checkpoint between them would save a digest of
+        what the destination does not hold)."""
+
+        def save() -> None:
+            if nulls:
+                self._nulls = current
+            else:
+                self._sent = current
             self.save()
 
+        with self._sink.together(save):
+            for key in deleted:
+                self._sink.delete(key_values(self._encoding, key))
+            read_keys(self._sink, self._encoding, came, only)
+            save()
+
     def _existing(self, keys: list[int | str]) -> set[int | str]:
-        """Of the given keys, those the source still has (a row updated past the bound is not deleted)."""
+        """Of the given keys, those the source still has (a row updated past the bound, or given a cursor, is not
+        deleted)."""
         plan = self._plan
         found = set()
         for start in range(0, len(keys), _KEYS_PER_LOOKUP):
@@ -169,14 +278,38 @@ class DeleteCheck:
             found |= {row[0] for row in self._client.query(statement, params)}
         return found
 
-    def _cells(self, sub_size: int, bound: str) -> dd.Cells:
-        # The bound as a quoted literal (the server parses it as the cursor's type): a COPY takes no parameter.
-        condition = sql.SQL("{} <= {}").format(Identifier(self._plan.cursor.name), Literal(bound))
-        hashing = self._sink.source.hashing
-        cells, _ = scan_cells(
-            self._client, self._plan, hashing, self._encoding, self._pair_columns, sub_size, condition=condition
-        )
+    # Digests.
+
+    def _scan(self, window: sql.Composable, sub_size: int, columns: list[PlannedColumn] | None = None) -> dd.Cells:
+        """The digest of the source's rows in the window (a condition without parameters: a COPY takes none)."""
+        try:
+            cells, _ = scan_cells(
+                self._client,
+                self._plan,
+                self._hashing,
+                self._encoding,
+                columns or self._pair_columns,
+                sub_size,
+                condition=window,
+            )
+        except dd.KeyTooLong as error:
+            self._hash_keys()
+            raise SyncAgain(f"{error} is held, which its digest of what the destination holds cannot carry") from None
         return cells
+
+    def _at_or_below(self, bound: str) -> sql.Composable:
+        # The bound as a quoted literal, which the server parses as the cursor's type.
+        return sql.SQL("{} <= {}").format(self._cursor, Literal(bound))
+
+    def _hash_keys(self) -> None:
+        """From now on the digests hold the table's keys by a hash of each."""
+        state = self._state
+        state.deletes_hashed, state.deletes_digest, state.deletes_nulls = True, None, None
+        self._sent = self._nulls = None
+        self._encoding = hashed_encoding(self._plan, self._hashing)
+
+    def _new_cells(self, sub_size: int) -> dd.Cells:
+        return dd.Cells(sub_size, self._encoding.codec)
 
     def _sub_size(self) -> int:
         rows = max(self._plan.estimated_rows, 0)
@@ -184,3 +317,7 @@ class DeleteCheck:
 
     def _remember(self, pairs: int) -> None:
         self._state.deletes_sizes = [*(self._state.deletes_sizes or []), pairs][-_RECENT:]
+
+
+def _names(names: list[str] | tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(Identifier(name) for name in names)

@@ -185,6 +185,8 @@ def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClien
             warnings.append(f"QUERIES table '{query.table}' is not synced: {reason}")
     incremental = [plan for plan in plans if plan.strategy is Strategy.INCREMENTAL]
     for check in settings.delete_checks:
+        if check.pattern is None:  # every table's: it names none
+            continue
         if not any(check.pattern.matches(*_pattern_name(plan)) for plan in incremental):
             message = f"DELETE_CHECKS: '{check.pattern}' matches no incremental table (or custom query with a cursor)."
             if strict:

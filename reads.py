@@ -55,35 +55,43 @@ def key_condition(names: tuple[str, ...], keys: list[dict[str, Any]]) -> tuple[s
     return condition, [position_text(key[name]) for key in keys for name in names]
 
 
+@dataclass(frozen=True)
+class IncrementalStart:
+    """Where an incremental sync's reads start: `lookback_seconds` before the saved cursor (late commits), or right
+    after `after`, the last row the last read sent (when a check finds what came late below it); and whether the rows
+    whose cursor is NULL are read again (`nulls`: not when a check found what changed among them)."""
+
+    lookback_seconds: int
+    after: list[str] | None = None
+    nulls: bool = True
+
+
 def incremental_values(
     plan: TablePlan,
     state: TableState,
-    lookback_seconds: int,
+    start: IncrementalStart,
     extra: tuple[sql.Composable, ...] = (),
     extra_params: list[Any] | None = None,
 ) -> Read:
-    """Rows with a cursor value, from the saved cursor minus the lookback (or after the saved position); `extra`
-    columns (with their `extra_params`) follow the plan's."""
+    """Rows with a cursor value, from where `start` says (or after the saved position of a read in progress);
+    `extra` columns (with their `extra_params`) follow the plan's."""
     order = [plan.cursor.name, *plan.primary_key]
-    condition, params = _cursor_condition(plan, state, order, lookback_seconds)
+    condition, params = _cursor_condition(plan, state, order, start)
     statement = sql.SQL("{} WHERE {} ORDER BY {}").format(select(plan, None, *extra), condition, _sort_keys(order))
     return Read(statement, [*(extra_params or []), *params], tuple(_index(plan, name) for name in order))
 
 
-def incremental_window(plan: TablePlan, state: TableState, lookback_seconds: int) -> tuple[sql.Composable, list[Any]]:
-    """The rows an incremental sync is about to read, as a condition: the cursor from where the read starts (the saved
-    position, else the saved cursor minus the lookback; nothing more in the phase of NULL cursors), and every row whose
-    cursor is NULL, which each sync reads again."""
+def incremental_window(plan: TablePlan, state: TableState, start: IncrementalStart) -> tuple[sql.Composable, list[Any]]:
+    """The rows an incremental sync is about to read, as a condition: those from where its read starts (nothing more
+    in the phase of NULL cursors), and those whose cursor is NULL when it reads them again."""
     cursor = Identifier(plan.cursor.name)
     conditions: list[sql.Composable] = []
     params: list[Any] = []
     if state.phase == "values":
-        if state.position is not None:
-            params.append(state.position[0])
-        elif state.cursor is not None:
-            params.append(_minus_lookback(state.cursor, plan.cursor.kind, lookback_seconds))
-        conditions.append(sql.SQL("{} >= %s" if params else "{} IS NOT NULL").format(cursor))
-    if plan.cursor.nullable:
+        order = [plan.cursor.name, *plan.primary_key]
+        condition, params = _cursor_condition(plan, state, order, start)
+        conditions.append(condition)
+    if plan.cursor.nullable and start.nulls:
         conditions.append(sql.SQL("{} IS NULL").format(cursor))
     return sql.SQL(" OR ").join(conditions) if conditions else sql.SQL("false"), params
 
@@ -184,7 +192,7 @@ def append_only(plan: TablePlan, state: TableState, lookback_seconds: int, nulls
     if nulls:
         window, params = sql.SQL("{} IS NULL").format(cursor), []
     else:
-        window, params = _cursor_condition(plan, state, order, lookback_seconds, inner=True)
+        window, params = _cursor_condition(plan, state, order, IncrementalStart(lookback_seconds), inner=True)
     columns = _identifiers([c.name for c in plan.columns])  # excluded columns are never read
     numbered = sql.SQL(
         "SELECT *, {hash} || ':' || (row_number() OVER (PARTITION BY {hash}))::text AS {row_id} "
@@ -209,9 +217,9 @@ def append_only(plan: TablePlan, state: TableState, lookback_seconds: int, nulls
 
 
 def _cursor_condition(
-    plan: TablePlan, state: TableState, order: list[str], lookback_seconds: int, inner: bool = False
+    plan: TablePlan, state: TableState, order: list[str], start: IncrementalStart, inner: bool = False
 ) -> tuple[sql.Composable, list[Any]]:
-    """Where an incremental read starts: after the saved position, else at the saved cursor minus the lookback.
+    """Where an incremental read starts: after the saved position, else where `start` says.
 
     `inner`: the condition goes inside a query that numbers identical rows, so a saved position only bounds the
     cursor (`>=`) there, and the exact position is applied outside.
@@ -221,8 +229,11 @@ def _cursor_condition(
         return sql.SQL("{} >= %s").format(cursor), [state.position[0]]
     if state.position is not None:
         return _after(order, state.position)
+    if start.after is not None and len(start.after) == len(order):
+        return _after(order, start.after)
     if state.cursor is not None:
-        return sql.SQL("{} >= %s").format(cursor), [_minus_lookback(state.cursor, plan.cursor.kind, lookback_seconds)]
+        since = _minus_lookback(state.cursor, plan.cursor.kind, start.lookback_seconds)
+        return sql.SQL("{} >= %s").format(cursor), [since]
     return sql.SQL("{} IS NOT NULL").format(cursor), []
 
 

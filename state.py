@@ -24,6 +24,8 @@ class TableState:
     - `phase`: incremental reads go through rows with a cursor value ("values"), then rows whose cursor is NULL
       ("nulls"), which have no cursor to compare and are re-read by key on every sync.
     - `position`: the key (and cursor) of the last row sent in the read in progress; None when no read is in progress.
+    - `cursor_position`: the cursor and key of the last row the last completed incremental read sent: a sync that
+      checks what came late below it reads from right after it.
     - `segment`: the segment an earlier version was reading (its keyless reads went one segment at a time).
     - `in_pass`: a keyed full pass has begun and its truncate is done, so resuming must not truncate again.
     - `cursor_column`: the cursor column's name and type ("updated_at UTC_DATETIME") that `cursor` and `position`
@@ -55,7 +57,9 @@ class TableState:
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
       when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
-      `deletes_hashed`: that digest holds a hash of each key (a key too long for it came, or its key's type has no
+      `deletes_nulls`: the digest of the (key, row hash) pairs of the rows whose cursor is NULL that the destination
+      holds (None: not taken yet, or the cursor cannot be NULL).
+      `deletes_hashed`: those digests hold a hash of each key (a key too long for it came, or its key's type has no
       text to decode): a delete it names syncs the table again.
     """
 
@@ -90,6 +94,8 @@ class TableState:
     deletes_checked: float | None = None
     deletes_sizes: list[int] | None = None
     deletes_hashed: bool = False
+    deletes_nulls: str | None = None
+    cursor_position: list[str] | None = None
 
 
 @dataclass
@@ -214,6 +220,8 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("pass_digest_leaves", _leaves_valid(state.pass_digest_leaves)),
         ("digest_unfit", isinstance(state.digest_unfit, bool)),
         ("deletes_hashed", isinstance(state.deletes_hashed, bool)),
+        ("deletes_nulls", state.deletes_nulls is None or isinstance(state.deletes_nulls, str)),
+        ("cursor_position", _texts_or_none(state.cursor_position)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
         (

@@ -32,14 +32,14 @@ from greenplum_client import (
     is_statement_cancelled,
     one_line,
 )
-from incremental_deletes import DeleteCheck, SyncAgain
+from incremental_deletes import Checked, DeleteCheck, SyncAgain
 from keyed_pass import KeyedPass
 from keyless_pass import KeylessPass
 from planning import ROW_ID_COLUMN, Strategy, TablePlan
 from quoting import Identifier
 from reads import Read
 from state import SyncState, TableState
-from table_sink import Source
+from table_sink import Prepare, Source
 from values import position_text
 
 
@@ -115,6 +115,8 @@ class TableSync:
         self._settings = context.settings
         self._report = TableReport()
         self._row_bytes: int | None = None  # how wide the rows read last were: the next read's first fetch
+        # Where this sync's incremental reads start (a check of what came late below the cursor needs no lookback).
+        self._start = reads.IncrementalStart(context.settings.lookback_seconds)
         self._started = time.monotonic()
         self._checkpoints = context.checkpoints
         self._names = [c.name for c in plan.columns]
@@ -138,8 +140,6 @@ class TableSync:
                 "the whole table; an index on it makes syncs that find little new much faster"
             )
         if plan.strategy is Strategy.INCREMENTAL:
-            if self.state.backfill:
-                self._backfill()
             self._run_incremental()
         elif plan.strategy is Strategy.APPEND_ONLY:
             self._run_append_only()
@@ -218,7 +218,7 @@ class TableSync:
         def save() -> None:
             state.backfill_position = progress.position
 
-        window, params = reads.incremental_window(plan, state, self._settings.lookback_seconds)
+        window, params = reads.incremental_window(plan, state, self._start)
         below = sql.SQL("NOT ({})").format(window)
         if names:  # else dropped since
             with sender.saving(save):
@@ -250,29 +250,44 @@ class TableSync:
 
     def _read_incremental(self) -> None:
         plan, state = self.plan, self.state
-        lookback = self._settings.lookback_seconds
+        deletes = DeleteCheck(self, self._settings.lookback_seconds) if plan.delete_check_hours is not None else None
+        if deletes is None:
+            state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
+            state.deletes_nulls = None
+        checked = deletes.due() if deletes is not None else Checked(False, False)
+        self._start = reads.IncrementalStart(self._settings.lookback_seconds)
+        if state.backfill:  # the NULL-cursor rows are read again for it, and the window is the one it was sized for
+            checked = Checked(checked.values, False)
+        elif checked.values or checked.nulls:
+            after = state.cursor_position if checked.values else None
+            lookback = 0 if checked.values else self._settings.lookback_seconds
+            self._start = reads.IncrementalStart(lookback, after, nulls=not checked.nulls)
         if plan.declared_key:  # a key that is not unique would collapse rows: nothing is sent then
             if state.cursor is None and state.position is None and state.phase == "values":
                 check_whole_table(self._client, plan)  # the first sync reads every row
             else:
-                check_window(self._client, plan, *reads.incremental_window(plan, state, lookback))
+                check_window(self._client, plan, *reads.incremental_window(plan, state, self._start))
+        if deletes is not None:
+            deletes.before_read(checked)
+        if state.backfill:  # sent for every row the read does not send
+            self._backfill()
         nulls = sql.SQL("{} IS NULL").format(Identifier(plan.cursor.name))
-        deletes = DeleteCheck(self, lookback) if plan.delete_check_hours is not None else None
-        if deletes is None:
-            state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
-        else:
-            deletes.before_read()
 
         def values() -> Read:
             extra, params = deletes.extra_columns() if deletes is not None else ((), [])
-            return reads.incremental_values(plan, state, lookback, extra, params)
+            return reads.incremental_values(plan, state, self._start, extra, params)
+
+        def null_rows() -> Read:
+            return reads.keyed(plan, state, nulls, extra=deletes.nulls_extra() if deletes is not None else ())
 
         with self.saving(deletes.save) if deletes is not None else contextlib.nullcontext():
             self._run_cursor_phases(
                 values,
-                lambda: reads.keyed(plan, state, nulls),
+                null_rows if self._start.nulls else None,
                 deletes.note if deletes is not None else None,
                 deletes.after_read if deletes is not None else None,
+                deletes.note_nulls if deletes is not None else None,
+                deletes.after_nulls if deletes is not None else None,
             )
 
     def _run_append_only(self) -> None:
@@ -290,21 +305,26 @@ class TableSync:
     def _run_cursor_phases(
         self,
         values: Callable[[], Read],
-        nulls: Callable[[], Read],
-        prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        nulls: Callable[[], Read] | None,
+        prepare: Prepare | None = None,
         after_values: Callable[[], None] | None = None,
+        prepare_nulls: Prepare | None = None,
+        after_nulls: Callable[[], None] | None = None,
     ) -> None:
+        """The rows with a cursor value, then (`nulls`: unless a check covered them) those whose cursor is NULL."""
         state = self.state
         if state.phase == "values":
             last = self.read_all(values, prepare)
             if last is not None:
-                state.cursor = last[0]
+                state.cursor, state.cursor_position = last[0], last
             state.phase, state.position = "nulls", None
             if after_values is not None:
                 after_values()
             self.progressed()
-        if self.plan.cursor.nullable:
-            self.read_all(nulls)
+        if self.plan.cursor.nullable and nulls is not None:
+            self.read_all(nulls, prepare_nulls)
+            if after_nulls is not None:
+                after_nulls()
         state.phase, state.position = "values", None
 
     def _check_cursor_column(self) -> None:

@@ -45,7 +45,7 @@ def test_columns_added_and_dropped_between_syncs(database: Database, schema: str
     ]
 
 
-def test_rows_with_a_null_cursor_are_read_by_key_every_sync(
+def test_rows_with_a_null_cursor_send_what_changed_among_them(
     database: Database, schema: str, source, destination: Destination
 ) -> None:
     with source.cursor() as cursor:
@@ -59,12 +59,12 @@ def test_rows_with_a_null_cursor_are_read_by_key_every_sync(
     assert counts["Upserts"] == 3
     assert destination.rows(schema, "t", "id, note") == [(1, "dated"), (2, "undated"), (3, "undated")]
 
-    with source.cursor() as cursor:  # changes the cursor cannot see: the NULL-cursor rows are read again anyway
+    with source.cursor() as cursor:  # changes the cursor cannot see: the NULL-cursor rows' digest finds them
         cursor.execute(f"UPDATE {schema}.t SET note = 'changed while NULL' WHERE id = 2")
         cursor.execute(f"INSERT INTO {schema}.t VALUES (4, 'new and undated', NULL)")
     counts = destination.sync(configuration)
 
-    assert counts["Upserts"] == 1 + 3, "the row at the saved cursor, then every row whose cursor is NULL"
+    assert counts["Upserts"] == 2, "the NULL-cursor rows changed and inserted, found by their digest; nothing else"
     assert destination.rows(schema, "t", "id, note") == [
         (1, "dated"),
         (2, "changed while NULL"),
@@ -72,6 +72,21 @@ def test_rows_with_a_null_cursor_are_read_by_key_every_sync(
         (4, "new and undated"),
     ]
     assert destination.state["tables"][f"{schema}.t"]["cursor"] == "2024-01-01T00:00:00+00:00"
+
+    with source.cursor() as cursor:  # a NULL-cursor row deleted, another given a cursor
+        cursor.execute(f"DELETE FROM {schema}.t WHERE id = 3")
+        cursor.execute(f"UPDATE {schema}.t SET updated_at = '2024-02-01 00:00+00' WHERE id = 2")
+    counts = destination.sync(configuration)
+    assert (counts["Upserts"], counts["Deletes"]) == (1, 1), "the row given a cursor, and the deleted one"
+    assert destination.rows(schema, "t", "id, note") == [
+        (1, "dated"),
+        (2, "changed while NULL"),
+        (4, "new and undated"),
+    ]
+    deleted = destination.query(f'SELECT id FROM "tester_{schema}"."t" WHERE _fivetran_deleted')
+    assert deleted == [(3,)]
+    counts = destination.sync(configuration)
+    assert (counts["Upserts"], counts["Deletes"]) == (0, 0), "a quiet sync sends nothing"
 
 
 @pytest.mark.parametrize(
@@ -104,7 +119,7 @@ def test_cursor_type_change(
     counts = destination.sync(configuration)
 
     out = capfd.readouterr().out
-    assert counts["Upserts"] == (11 if re_read else 2), "all rows again, or the saved cursor's row and the new one"
+    assert counts["Upserts"] == (11 if re_read else 1), "all rows again, or the new one alone"
     assert ("so the table is read again from the start" in out) is re_read
     assert [row[0] for row in destination.rows(schema, "t", "id")] == list(range(1, 12))
 

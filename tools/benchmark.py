@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from configuration import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_ROWS  # noqa: E402
 from tools.change_benchmark import format_changes, run_changes  # noqa: E402
+from tools.incremental_benchmark import format_incremental, run_incremental  # noqa: E402
 from tools.keyed_benchmark import format_keyed, run_incremental_check, run_keyed  # noqa: E402
 from tools.scale_benchmark import format_scale, run_scale  # noqa: E402
 from tools.wide_benchmark import format_wide, run_wide  # noqa: E402
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: N small tables and a table of N leaves, first and unchanged syncs (e.g. --tables 100 1000)",
     )
     parser.add_argument(
+        "--incremental", action="store_true", help="instead: an incremental table's syncs, what each sends (--rows)"
+    )
+    parser.add_argument(
         "--wide", action="store_true", help="instead: peak memory of first syncs of 4,000 rows of 1 MB and 1M of 1 KB"
     )
     parser.add_argument(
@@ -131,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.wide:
         results = run_wide()
         print(format_wide(results))
+    elif args.incremental:
+        results = run_incremental(args.rows)
+        print(format_incremental(results))
     else:
         results = run(args)
         print(format_table(results))
@@ -311,7 +318,8 @@ def _declared_key_checks(
     configuration = configuration | {"TABLES": f"{SCHEMA}.{copy}", "PRIMARY_KEYS": f"{SCHEMA}.{copy}:id"}
     client, plan, _ = _table_sync(configuration)
     table_state = load_state(state).tables[f"{SCHEMA}.{TABLE}"]
-    window = reads.incremental_window(plan, table_state, int(configuration.get("LOOKBACK_SECONDS", "300")))
+    start = reads.IncrementalStart(int(configuration.get("LOOKBACK_SECONDS", "300")))
+    window = reads.incremental_window(plan, table_state, start)
     seconds = {}
     for how in ("without an index on the key", "with one"):
         if how == "with one":
@@ -369,7 +377,11 @@ def _first_read(configuration: dict[str, str]) -> tuple[Any, Any, Any]:
     import reads
     from state import TableState
 
-    return client, table_sync, reads.incremental_values(plan, TableState(plan.strategy.value), 0)
+    return (
+        client,
+        table_sync,
+        reads.incremental_values(plan, TableState(plan.strategy.value), reads.IncrementalStart(0)),
+    )
 
 
 def _plain_cursor(server: local_postgres.LocalServer, configuration: dict[str, str], batch_size: int) -> float:
