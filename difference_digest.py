@@ -111,18 +111,33 @@ class Cells:
         self.counts, *self.words, self.hashes, self.checks = ([0] * K * sub_size for _ in range(codec.words + 3))
         self.keys = Cells(keys_sub_size, codec) if keys_sub_size else None
         self.ranges = ranges
+        self._pending: list[np.ndarray] | None = None  # `cell_totals` of pairs added in bulk, not yet in the columns
 
     def add_pairs(self, words: np.ndarray, h: np.ndarray) -> None:
-        """Adds many pairs at once (the rows of a batch): `words` holds a row of int64 words a pair, `h` its int64s."""
+        """Adds many pairs at once (the rows of a batch): `words` holds a row of int64 words a pair, `h` its int64s.
+        Their totals are summed as arrays and go into the columns when these are next read (a read's batches cost a
+        vector sum each, not a Python loop over the cells they touch)."""
         if self.keys is not None:
             self.keys.add_pairs(words, key_hashes(words))
         if self.ranges is not None:
             self.ranges.add(words[:, 0], h)
-        totals = cell_totals(self.sub_size, words, h)
-        touched = np.flatnonzero(totals[0]).tolist()
+        self._pending = _summed(self._pending, cell_totals(self.sub_size, words, h))
+
+    def _fold(self) -> None:
+        """Puts the pending totals into the columns."""
+        if self._pending is None:
+            return
+        totals, self._pending = self._pending, None
+        touched = np.flatnonzero(totals[0])
+        sparse = len(touched) * 8 < len(totals[0])  # few cells: each one in place, else every column as an array
         for (_, modulus, column), total in zip(self._layout(), totals, strict=True):
-            for cell, value in zip(touched, total[touched].tolist(), strict=True):
-                column[cell] = (column[cell] + value) % modulus
+            if sparse:
+                for cell, value in zip(touched.tolist(), total[touched].tolist(), strict=True):
+                    column[cell] = (column[cell] + value) % modulus
+            elif modulus == 2**64:  # uint64 sums wrap as the column's do
+                column[:] = (np.array(column, np.uint64) + total).tolist()
+            else:
+                column[:] = ((np.array(column, np.int64) + total) % modulus).tolist()
 
     def add_pair(self, sign: int, words: Sequence[int], h: int) -> None:
         """Adds a pair to its cells (sign +1) or takes it out (-1)."""
@@ -148,6 +163,24 @@ class Cells:
             column[:] = [(a - b) % modulus for a, b in zip(mine, theirs, strict=True)]
         return difference
 
+    def added(self, other: Cells) -> Cells:
+        """These cells with another digest's of the same sizes added: the digest of both sets of pairs, with their
+        digests of keys and key ranges where both have them."""
+        total = self.subtract(Cells(self.sub_size, self.codec).subtract(other))
+        if self.keys is not None and other.keys is not None:
+            total.keys = self.keys.added(other.keys)
+        if self.ranges is not None and other.ranges is not None:
+            total.ranges = self.ranges.plus(other.ranges)
+        return total
+
+    def fingerprint(self) -> str:
+        """What the pairs held come to, in a few bytes: their number (mod 2^16) and the sum of their h (mod 2^64),
+        read off one sub-table (each pair is in one cell of each). Two digests of the same pairs have the same one;
+        of others, the same with chance 2^-64."""
+        self._fold()
+        size = self.sub_size
+        return f"{sum(self.counts[:size]) % _COUNT}:{sum(self.hashes[:size]) % 2**64}"
+
     def copy(self) -> Cells:
         """These cells alone (without their digest of keys or key ranges), to be changed apart."""
         return self.subtract(Cells(self.sub_size, self.codec))
@@ -157,6 +190,7 @@ class Cells:
         sub-table of S empty with chance (1 - 1/S)^d): what sizes the next digest when this one does not peel.
         Every cell full says only that it is several times S."""
         size = self.sub_size
+        self._fold()
         filled = sum(1 for count, h in zip(self.counts, self.hashes, strict=True) if count or h) / K
         if filled >= size:
             return 4 * K * size
@@ -227,8 +261,13 @@ class Cells:
             offset += size * struct.calcsize(form)
         return cells
 
+    def columns(self) -> list[list[int]]:
+        """The cells' columns in packed order: counts, each word's sums, h's sums, checks."""
+        return [column for _, _, column in self._layout()]
+
     def _layout(self) -> list[tuple[str, int, list[int]]]:
-        """The columns in packed order, each with its struct format and modulus."""
+        """The columns in packed order, each with its struct format and modulus (pending totals folded in first)."""
+        self._fold()
         sums = [("Q", 2**64, column) for column in [*self.words, self.hashes]]
         return [("H", _COUNT, self.counts), *sums, ("I", CHECK_PRIME, self.checks)]
 

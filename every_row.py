@@ -20,10 +20,12 @@ import reads
 import schema_changes
 from ao_keyed import AoNow, PassNotes
 from declared_keys import check_whole_table
-from digest_pairs import SentPairs, noting, noting_extra, pair_hash
+from digest_pairs import SentPairs, noting, noting_extra, pair_hash, scan_cells
 from key_encoding import key_values
+from key_ranges import KeyRanges
 from keyed_digest import KeyedDigest, Outcome
 from planning import PlannedColumn
+from quoting import Identifier, Literal
 
 
 @dataclass(frozen=True)
@@ -49,17 +51,20 @@ def read_every_row(
     resuming = state.position is not None and state.pass_digest is not None and state.pass_held is not None
     if not resuming:
         _start(digest, saved, now, outside)
+    # The digests the read started from stay in the state; its checkpoints carry what the pairs it read come to.
     fresh, read = dd.Cells.unpack(state.pass_digest), dd.Cells.unpack(state.pass_held)
-    read_hash = None if saved.keys is not None else pair_hash(plan, digest.hashing, hashed)
+    within = key_ranges.decode_condition(dd.first_word(encoding.codec, encoding.expression), state.pass_ranges)
+    read_columns = None if saved.keys is not None else hashed
+    if resuming:
+        fresh, read = _taken_again(digest, fresh, read, read_columns, within)
+    read_hash = None if read_columns is None else pair_hash(plan, digest.hashing, read_columns)
     sent = SentPairs(encoding, [(fresh, pair_hash(plan, digest.hashing, list(plan.columns))), (read, read_hash)])
     notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
     def save() -> None:
-        state.pass_digest, state.pass_held = fresh.pack(), read.pack()
+        state.pass_noted = f"{fresh.fingerprint()}/{read.fingerprint()}"
         if notes is not None:
             notes.save()
-
-    within = key_ranges.decode_condition(dd.first_word(encoding.codec, encoding.expression), state.pass_ranges)
 
     def in_key_order() -> reads.Read:
         return reads.keyed(plan, state, within, extra=noting_extra(notes, sent))
@@ -67,7 +72,7 @@ def read_every_row(
     with digest.sink.saving(save):
         digest.sink.read_all(in_key_order, noting(notes, sent))
         _delete_emptied(digest, state.pass_ranges)
-    state.pass_digest = state.pass_held = state.pass_ranges = None
+    state.pass_digest = state.pass_held = state.pass_ranges = state.pass_noted = None
     entries = notes.finish(digest.append_optimized_now()) if notes is not None else None
     started_ao, state.pass_digest_ao, state.pass_digest_leaves = state.pass_digest_ao, None, None
     if sent.unfit is not None:
@@ -80,6 +85,41 @@ def read_every_row(
     state.position, state.digest_ao, state.digest_leaves = None, started_ao, entries
     digest.sink.progressed()
     return Outcome.SENT
+
+
+def _taken_again(
+    digest: KeyedDigest,
+    fresh: dd.Cells,
+    read: dd.Cells,
+    read_columns: list[PlannedColumn] | None,
+    within: sql.Composable | None,
+) -> tuple[dd.Cells, dd.Cells]:
+    """The read's digests when it was killed partway: those it started from with the rows up to its position, from
+    the source, when these are the rows it read; else it starts again from its first row (what it sent again is
+    sent once more)."""
+    plan, state, source = digest.plan, digest.state, digest.sink.source
+    up_to = sql.SQL("({}) <= ({})").format(
+        sql.SQL(", ").join(Identifier(name) for name in plan.primary_key),
+        sql.SQL(", ").join(Literal(value) for value in state.position),
+    )
+    condition = up_to if within is None else sql.SQL("{} AND {}").format(within, up_to)
+    keys_size = fresh.keys.sub_size if fresh.keys is not None else None
+    ranges = KeyRanges(fresh.ranges.shift) if fresh.ranges is not None else None
+    columns = list(plan.columns)
+    args = (digest.client, plan, source.hashing, digest.encoding)
+    rows, _ = scan_cells(*args, columns, fresh.sub_size, keys_size, condition, None, ranges)
+    if read_columns is None:  # a digest of the keys read: the keys' digest of a scan
+        keys, _ = scan_cells(*args, columns, 1, read.sub_size, condition)
+        read_rows = keys.keys
+    else:
+        read_rows, _ = scan_cells(*args, read_columns, read.sub_size, None, condition)
+    fresh_now, read_now = fresh.added(rows), read.added(read_rows)
+    if f"{fresh_now.fingerprint()}/{read_now.fingerprint()}" == state.pass_noted:
+        log.info(f"{plan.state_key}: the digests of the rows read before {state.position} are taken again")
+        return fresh_now, read_now
+    log.info(f"{plan.state_key}: rows read before {state.position} changed since the read stopped: it starts again")
+    state.position = None
+    return fresh, read
 
 
 def _start(digest: KeyedDigest, saved: dd.Cells, now: AoNow | None, outside: Outside | None) -> None:

@@ -116,8 +116,7 @@ class DeleteCheck:
         if state.position is not None and state.phase == "values":  # a first read killed: what it had sent
             order = [plan.cursor.name, *plan.primary_key]
             up_to = sql.SQL("({}) <= ({})").format(_names(order), sql.SQL(", ").join(map(Literal, state.position)))
-            self._sent = self._scan(up_to, sub_size)
-            log.info(f"{plan.state_key}: the digest of the rows sent before {state.position} is taken again")
+            self._sent = self._taken_again(self._scan(up_to, sub_size))
         else:
             self._sent = self._new_cells(sub_size)
         state.deletes_checked = time.time()
@@ -130,9 +129,18 @@ class DeleteCheck:
             up_to = sql.SQL("{} AND ({}) <= ({})").format(
                 is_null, _names(plan.primary_key), sql.SQL(", ").join(map(Literal, state.position))
             )
-            self._nulls = self._scan(up_to, self._sub_size(), list(plan.columns))
+            self._nulls = self._taken_again(self._scan(up_to, self._sub_size(), list(plan.columns)))
         else:
             self._nulls = self._new_cells(self._sub_size())
+
+    def _taken_again(self, cells: dd.Cells) -> dd.Cells:
+        """The digest of the rows a killed first read had sent, taken from the source's rows up to its position: when
+        they are not those it sent (changed, deleted or committed since), the table is synced again."""
+        plan, state = self._plan, self._state
+        if cells.fingerprint() != state.deletes_noted:
+            raise SyncAgain(f"rows it had sent before its first read was stopped at {state.position} changed since")
+        log.info(f"{plan.state_key}: the digest of the rows sent before {state.position} is taken again")
+        return cells
 
     def extra_columns(self) -> tuple[tuple[sql.Composable, ...], list[Any]]:
         """What the values read selects besides the row, so that each row sent beyond the bound joins the digest:
@@ -178,12 +186,14 @@ class DeleteCheck:
         self.save()
 
     def save(self) -> None:
-        """Writes the digests into the state, but those of a first read under way."""
+        """Writes the digests into the state; of a first read under way, only what its pairs come to."""
         state = self._state
         if not self._loading:
             state.deletes_digest = self._sent.pack() if self._sent is not None else None
         if not self._loading_nulls:
             state.deletes_nulls = self._nulls.pack() if self._nulls is not None else None
+        loading = self._sent if self._loading else self._nulls if self._loading_nulls else None
+        state.deletes_noted = loading.fingerprint() if loading is not None else None
 
     # The checks.
 

@@ -75,6 +75,18 @@ class KeyRanges:
         difference = self.less(before)
         return difference.shift, difference.ranges
 
+    def plus(self, other: KeyRanges) -> KeyRanges:
+        """These fingerprints with another's added, at the coarser shift of the two."""
+        shift = max(self.shift, other.shift)
+        mine, theirs = self.at(shift), other.at(shift)
+        total = KeyRanges(shift, self.limit)
+        total._merge(
+            np.concatenate([mine.ranges, theirs.ranges]),
+            np.concatenate([mine.counts, theirs.counts]),
+            [mine.sums, theirs.sums],
+        )
+        return total
+
     def less(self, other: KeyRanges) -> KeyRanges:
         """These fingerprints less another's (pairs taken out), at the coarser shift of the two."""
         shift = max(self.shift, other.shift)

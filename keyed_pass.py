@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fivetran_connector_sdk import Logging as log
+from psycopg2 import sql
 
 import append_optimized as ao
 import block_ranges
@@ -23,11 +24,13 @@ import schema_changes
 from ao_keyed import LOCATED, PassNotes, append_optimized_now
 from block_ranges import DigestCancelled
 from declared_keys import check_whole_table, check_windows
-from digest_pairs import SentPairs, noting, noting_extra, pair_hash
-from key_encoding import key_encoding
+from digest_pairs import SentPairs, noting, noting_extra, pair_hash, scan_cells
+from key_encoding import KeyEncoding, key_encoding
+from key_ranges import KeyRanges
 from keyed_digest import Outcome
 from leaf_survey import FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
+from quoting import Identifier, Literal
 from reconciliation import Reconciliation
 from state import LeafState
 
@@ -257,23 +260,60 @@ class KeyedPass(FullPass):
         save()
 
     def _read_digested_pass(self) -> None:
-        """The full pass of a keyed table with a difference digest: the digest is made of the rows as they are read
-        (`pass_digest`, saved at each checkpoint), so it holds exactly what the destination holds when the pass
-        ends, whatever changed at the source meanwhile."""
+        """The full pass of a keyed table with a difference digest: the digest is made of the rows as they are read,
+        so it holds exactly what the destination holds when the pass ends, whatever changed at the source meanwhile.
+        Its checkpoints carry what the pairs read come to (`pass_noted`), not the digest: a pass killed partway takes
+        the digest of the rows it had read from the source, and starts again when they changed since."""
         plan, state = self._plan, self._state
-        cells = dd.Cells.unpack(state.pass_digest)
+        encoding = key_encoding(plan)
         hashed = pair_hash(plan, self._sink.source.hashing, list(plan.columns))
-        sent = SentPairs(key_encoding(plan), [(cells, hashed)])
+        cells = dd.Cells.unpack(state.pass_digest)
+        if state.position is not None:
+            cells = self._taken_again(cells, encoding)
+        sent = SentPairs(encoding, [(cells, hashed)])
         notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
         def save() -> None:
-            state.pass_digest = cells.pack() if sent.unfit is None else None
+            state.pass_noted = cells.fingerprint()
             if notes is not None:
                 notes.save()
 
         with self._sink.saving(save):
             self._sink.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
         save()
+        state.pass_digest, state.pass_noted = (cells.pack() if sent.unfit is None else None), None
         if sent.unfit is not None:
             log.info(f"{plan.state_key}: {sent.unfit}: its digest cannot carry it; block range digests instead")
             state.digest_unfit, state.pass_digest_leaves = True, None
+
+    def _taken_again(self, start: dd.Cells, encoding: KeyEncoding) -> dd.Cells:
+        """The digest of a pass killed partway: the rows up to its position, from the source, when they are those it
+        read; else the pass starts again (a truncate, and every row)."""
+        plan, state = self._plan, self._state
+        up_to = sql.SQL("({}) <= ({})").format(
+            sql.SQL(", ").join(Identifier(name) for name in plan.primary_key),
+            sql.SQL(", ").join(Literal(value) for value in state.position),
+        )
+        keys_sub_size = start.keys.sub_size if start.keys is not None else None
+        ranges = KeyRanges(start.ranges.shift) if start.ranges is not None else None
+        source = self._sink.source
+        scanned, _ = scan_cells(
+            self._client,
+            plan,
+            source.hashing,
+            encoding,
+            list(plan.columns),
+            start.sub_size,
+            keys_sub_size,
+            up_to,
+            None,
+            ranges,
+        )
+        cells = start.added(scanned)
+        if cells.fingerprint() == state.pass_noted:
+            log.info(f"{plan.state_key}: the digest of the rows read before {state.position} is taken again")
+            return cells
+        log.info(f"{plan.state_key}: rows read before {state.position} changed since the pass stopped: it starts again")
+        self._sink.truncate()
+        state.position = None
+        return start

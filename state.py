@@ -54,11 +54,16 @@ class TableState:
       the digest holds of it: where its rows end and which are hidden, so that what changed there is read alone
       (`ao_keyed.py`); `pass_digest_leaves`: those a full pass or a read of every row notes as it goes.
       `digest_unfit`: a key too long for a digest: block range digests instead.
+      `pass_noted`: while a full pass or a read of every row is under way, what the pairs it read come to (its digest
+      stays the one it started from in the state: one killed takes the rest again from the source, and starts again
+      when that is not what it had read).
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
       when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
       `deletes_nulls`: the digest of the (key, row hash) pairs of the rows whose cursor is NULL that the destination
       holds (None: not taken yet, or the cursor cannot be NULL).
+      `deletes_noted`: while a first read makes one of them, what the pairs it noted come to
+      (`difference_digest.Cells.fingerprint`), which a read killed and taken again must find at the source.
       `deletes_hashed`: those digests hold a hash of each key (a key too long for it came, or its key's type has no
       text to decode): a delete it names syncs the table again.
     """
@@ -96,6 +101,8 @@ class TableState:
     deletes_hashed: bool = False
     deletes_nulls: str | None = None
     cursor_position: list[str] | None = None
+    deletes_noted: str | None = None
+    pass_noted: str | None = None
 
 
 @dataclass
@@ -222,6 +229,8 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("deletes_hashed", isinstance(state.deletes_hashed, bool)),
         ("deletes_nulls", state.deletes_nulls is None or isinstance(state.deletes_nulls, str)),
         ("cursor_position", _texts_or_none(state.cursor_position)),
+        ("deletes_noted", state.deletes_noted is None or isinstance(state.deletes_noted, str)),
+        ("pass_noted", state.pass_noted is None or isinstance(state.pass_noted, str)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
         (

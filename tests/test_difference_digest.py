@@ -33,7 +33,7 @@ def _cells(sub_size: int, pairs: set[tuple[tuple[int, ...], int]], codec: Codec 
 
 
 def _columns(cells: Cells) -> list[list[int]]:
-    return [cells.counts, *cells.words, cells.hashes, cells.checks]
+    return cells.columns()
 
 
 def _difference(rng: random.Random, sub_size: int, came: int, went: int, common: int = 300) -> tuple[Cells, set]:

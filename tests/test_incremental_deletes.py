@@ -186,21 +186,34 @@ def test_past_the_digests_capacity_no_row_stays_stale(
     assert destination.sync(configuration)["Upserts"] == 0, "and then nothing more"
 
 
+@pytest.mark.parametrize("changed_in_the_pause", [False, True])
 def test_a_first_sync_carries_no_digest_until_its_read_ends_and_a_killed_one_rebuilds_it(
-    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch, tmp_path
+    changed_in_the_pause: bool,
+    database: Database,
+    schema: str,
+    source,
+    destination: Destination,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path,
 ) -> None:
     """Intermediate checkpoints of a first read carry its position, not its digest; killed there, the next sync takes
-    the digest of the rows sent from the source, so that it ends with the digest an uninterrupted sync saves."""
+    the digest of the rows sent from the source, so that it ends with the digest an uninterrupted sync saves. A row
+    sent and deleted in the pause makes the rows taken again other than those sent: the table is synced again."""
     _create(source, schema, rows=5000)
     configuration = database.configuration(SCHEMAS=schema, BATCH_SIZE="500", CHECKPOINT_ROWS="1000")
     key = f"{schema}.t"
     saved = killed_after_checkpoint(monkeypatch, destination, configuration, key, lambda _, n: n == 3)
     assert saved["tables"][key]["position"] is not None and saved["tables"][key]["deletes_digest"] is None
-    destination.sync(configuration, state=saved)
+    assert len(json.dumps(saved)) < 2000, "no digest in the checkpoints of a first read"
+    if changed_in_the_pause:
+        _run(source, f"DELETE FROM {schema}.t WHERE id = 2")
+    counts = destination.sync(configuration, state=saved)
+    assert counts["Truncates"] == (1 if changed_in_the_pause else 0)
+    assert _live(destination, f'"tester_{schema}"."t"') == _run(source, f"SELECT id, note FROM {schema}.t")
     uninterrupted = Destination(tmp_path / "uninterrupted")
     uninterrupted.sync(configuration)
     assert destination.state["tables"][key]["deletes_digest"] == uninterrupted.state["tables"][key]["deletes_digest"]
-    _run(source, f"DELETE FROM {schema}.t WHERE id IN (2, 2500)")
+    _run(source, f"DELETE FROM {schema}.t WHERE id IN (3, 2500)")
     assert destination.sync(configuration)["Deletes"] == 2
 
 
