@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import json
 import math
 import struct
 import zlib
@@ -279,6 +280,20 @@ def changes(pairs: Iterable[Pair], codec: Codec) -> tuple[set, set]:
     for pair in pairs:
         (came if pair.sign > 0 else went).add(codec.decode(pair.words))
     return came, went - came
+
+
+def noted(cells: Cells, position: list[str] | None) -> str:
+    """What a read's checkpoint keeps of the digest it builds: what its pairs come to, and the position of the last
+    row they hold (the read's own position may be further on: a table that failed after its last checkpoint)."""
+    return json.dumps([cells.fingerprint(), position])
+
+
+def read_noted(text: str | None) -> tuple[str | None, list[str] | None]:
+    """(fingerprint, position) of `noted`'s text; (None, None) when there is none."""
+    if text is None:
+        return None, None
+    fingerprint, position = json.loads(text)
+    return fingerprint, position
 
 
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)

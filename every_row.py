@@ -9,6 +9,7 @@ rows read, in the form it hashed).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from fivetran_connector_sdk import Logging as log
@@ -62,14 +63,14 @@ def read_every_row(
     notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
     def save() -> None:
-        state.pass_noted = f"{fresh.fingerprint()}/{read.fingerprint()}"
+        state.pass_noted = json.dumps([dd.noted(fresh, state.position), read.fingerprint()])
         if notes is not None:
             notes.save()
 
     def in_key_order() -> reads.Read:
         return reads.keyed(plan, state, within, extra=noting_extra(notes, sent))
 
-    with digest.sink.saving(save):
+    with digest.sink.saving(save, checked=True):
         digest.sink.read_all(in_key_order, noting(notes, sent))
         _delete_emptied(digest, state.pass_ranges)
     state.pass_digest = state.pass_held = state.pass_ranges = state.pass_noted = None
@@ -98,9 +99,15 @@ def _taken_again(
     the source, when these are the rows it read; else it starts again from its first row (what it sent again is
     sent once more)."""
     plan, state, source = digest.plan, digest.state, digest.sink.source
+    noted, read_fingerprint = json.loads(state.pass_noted) if state.pass_noted else (None, None)
+    fingerprint, position = dd.read_noted(noted)
+    if fingerprint is None or position is None:
+        log.info(f"{plan.state_key}: the read stopped partway before it noted what it read: it starts again")
+        state.position = None
+        return fresh, read
     up_to = sql.SQL("({}) <= ({})").format(
         sql.SQL(", ").join(Identifier(name) for name in plan.primary_key),
-        sql.SQL(", ").join(Literal(value) for value in state.position),
+        sql.SQL(", ").join(Literal(value) for value in position),
     )
     condition = up_to if within is None else sql.SQL("{} AND {}").format(within, up_to)
     keys_size = fresh.keys.sub_size if fresh.keys is not None else None
@@ -114,10 +121,11 @@ def _taken_again(
     else:
         read_rows, _ = scan_cells(*args, read_columns, read.sub_size, None, condition)
     fresh_now, read_now = fresh.added(rows), read.added(read_rows)
-    if f"{fresh_now.fingerprint()}/{read_now.fingerprint()}" == state.pass_noted:
-        log.info(f"{plan.state_key}: the digests of the rows read before {state.position} are taken again")
+    if (fresh_now.fingerprint(), read_now.fingerprint()) == (fingerprint, read_fingerprint):
+        log.info(f"{plan.state_key}: the digests of the rows read up to {position} are taken again")
+        state.position = position  # rows read after its last checkpoint are read again
         return fresh_now, read_now
-    log.info(f"{plan.state_key}: rows read before {state.position} changed since the read stopped: it starts again")
+    log.info(f"{plan.state_key}: rows read up to {position} changed since the read stopped: it starts again")
     state.position = None
     return fresh, read
 

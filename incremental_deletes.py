@@ -21,6 +21,7 @@ checkpoints carry no digest: one killed there is rebuilt from the source's rows 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,8 +116,7 @@ class DeleteCheck:
         self._loading, state.deletes_bound = True, None
         if state.position is not None and state.phase == "values":  # a first read killed: what it had sent
             order = [plan.cursor.name, *plan.primary_key]
-            up_to = sql.SQL("({}) <= ({})").format(_names(order), sql.SQL(", ").join(map(Literal, state.position)))
-            self._sent = self._taken_again(self._scan(up_to, sub_size))
+            self._sent = self._taken_again(lambda up_to: self._scan(_up_to(order, up_to), sub_size))
         else:
             self._sent = self._new_cells(sub_size)
         state.deletes_checked = time.time()
@@ -126,20 +126,28 @@ class DeleteCheck:
         self._loading_nulls = True
         if state.phase == "nulls" and state.position is not None:  # their first read killed: what it had sent
             is_null = sql.SQL("{} IS NULL").format(self._cursor)
-            up_to = sql.SQL("{} AND ({}) <= ({})").format(
-                is_null, _names(plan.primary_key), sql.SQL(", ").join(map(Literal, state.position))
-            )
-            self._nulls = self._taken_again(self._scan(up_to, self._sub_size(), list(plan.columns)))
+
+            def scan(up_to: list[str]) -> dd.Cells:
+                condition = sql.SQL("{} AND {}").format(is_null, _up_to(plan.primary_key, up_to))
+                return self._scan(condition, self._sub_size(), list(plan.columns))
+
+            self._nulls = self._taken_again(scan)
         else:
             self._nulls = self._new_cells(self._sub_size())
 
-    def _taken_again(self, cells: dd.Cells) -> dd.Cells:
-        """The digest of the rows a killed first read had sent, taken from the source's rows up to its position: when
-        they are not those it sent (changed, deleted or committed since), the table is synced again."""
+    def _taken_again(self, scan: Callable[[list[str]], dd.Cells]) -> dd.Cells:
+        """The digest of the rows a killed first read had sent, taken from the source's rows up to the position its
+        last checkpoint noted (`scan` of them), where the read goes on: when they are not those it sent (changed,
+        deleted or committed since), the table is synced again."""
         plan, state = self._plan, self._state
-        if cells.fingerprint() != state.deletes_noted:
-            raise SyncAgain(f"rows it had sent before its first read was stopped at {state.position} changed since")
-        log.info(f"{plan.state_key}: the digest of the rows sent before {state.position} is taken again")
+        fingerprint, position = dd.read_noted(state.deletes_noted)
+        if fingerprint is None or position is None:
+            raise SyncAgain("its first read stopped before it noted what it had sent")
+        cells = scan(position)
+        if cells.fingerprint() != fingerprint:
+            raise SyncAgain(f"rows it had sent before its first read stopped at {position} changed since")
+        log.info(f"{plan.state_key}: the digest of the rows sent up to {position} is taken again")
+        state.position = position  # rows sent after its last checkpoint are sent again
         return cells
 
     def extra_columns(self) -> tuple[tuple[sql.Composable, ...], list[Any]]:
@@ -193,7 +201,7 @@ class DeleteCheck:
         if not self._loading_nulls:
             state.deletes_nulls = self._nulls.pack() if self._nulls is not None else None
         loading = self._sent if self._loading else self._nulls if self._loading_nulls else None
-        state.deletes_noted = loading.fingerprint() if loading is not None else None
+        state.deletes_noted = dd.noted(loading, state.position) if loading is not None else None
 
     # The checks.
 
@@ -331,3 +339,8 @@ class DeleteCheck:
 
 def _names(names: list[str] | tuple[str, ...]) -> sql.Composable:
     return sql.SQL(", ").join(Identifier(name) for name in names)
+
+
+def _up_to(names: list[str] | tuple[str, ...], position: list[str]) -> sql.Composable:
+    """The rows up to a read's position, in its order (the position as quoted literals: a COPY takes no parameter)."""
+    return sql.SQL("({}) <= ({})").format(_names(names), sql.SQL(", ").join(map(Literal, position)))

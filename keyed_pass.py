@@ -268,17 +268,17 @@ class KeyedPass(FullPass):
         encoding = key_encoding(plan)
         hashed = pair_hash(plan, self._sink.source.hashing, list(plan.columns))
         cells = dd.Cells.unpack(state.pass_digest)
-        if state.position is not None:
+        if state.position is not None:  # killed partway: its digest from the rows it had read
             cells = self._taken_again(cells, encoding)
         sent = SentPairs(encoding, [(cells, hashed)])
         notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
 
         def save() -> None:
-            state.pass_noted = cells.fingerprint()
+            state.pass_noted = dd.noted(cells, state.position)
             if notes is not None:
                 notes.save()
 
-        with self._sink.saving(save):
+        with self._sink.saving(save, checked=True):
             self._sink.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))
         save()
         state.pass_digest, state.pass_noted = (cells.pack() if sent.unfit is None else None), None
@@ -290,9 +290,12 @@ class KeyedPass(FullPass):
         """The digest of a pass killed partway: the rows up to its position, from the source, when they are those it
         read; else the pass starts again (a truncate, and every row)."""
         plan, state = self._plan, self._state
+        fingerprint, position = dd.read_noted(state.pass_noted)
+        if fingerprint is None or position is None:
+            return self._start_again(start, "what it had read was not noted")
         up_to = sql.SQL("({}) <= ({})").format(
             sql.SQL(", ").join(Identifier(name) for name in plan.primary_key),
-            sql.SQL(", ").join(Literal(value) for value in state.position),
+            sql.SQL(", ").join(Literal(value) for value in position),
         )
         keys_sub_size = start.keys.sub_size if start.keys is not None else None
         ranges = KeyRanges(start.ranges.shift) if start.ranges is not None else None
@@ -310,10 +313,17 @@ class KeyedPass(FullPass):
             ranges,
         )
         cells = start.added(scanned)
-        if cells.fingerprint() == state.pass_noted:
-            log.info(f"{plan.state_key}: the digest of the rows read before {state.position} is taken again")
-            return cells
-        log.info(f"{plan.state_key}: rows read before {state.position} changed since the pass stopped: it starts again")
+        if cells.fingerprint() != fingerprint:
+            return self._start_again(start, f"rows read up to {position} changed since")
+        log.info(f"{plan.state_key}: the digest of the rows read up to {position} is taken again")
+        state.position = position  # rows read after its last checkpoint are read again
+        return cells
+
+    def _start_again(self, start: dd.Cells, why: str) -> dd.Cells:
+        """A truncate, and an empty digest of the pass's sizes (an earlier version's partial one is not kept)."""
+        log.info(f"{self._plan.state_key}: the pass stopped partway, and {why}: it starts again")
         self._sink.truncate()
-        state.position = None
-        return start
+        self._state.position = None
+        empty = start.subtract(start)
+        empty.ranges = KeyRanges() if start.ranges is not None else None
+        return empty

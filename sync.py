@@ -472,10 +472,14 @@ class TableSync:
             save()
 
     @contextlib.contextmanager
-    def saving(self, save: Callable[[], None]) -> Iterator[None]:
+    def saving(self, save: Callable[[], None], checked: bool = False) -> Iterator[None]:
         self._saves.append(save)
         try:
             yield
+        except BaseException:
+            if checked:
+                save()
+            raise
         finally:
             self._saves.remove(save)
 

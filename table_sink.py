@@ -78,9 +78,10 @@ class TableSink(Protocol):
         """The rows the table's reads are now expected to send, for the progress lines (0: not known)."""
         ...
 
-    def saving(self, save: Callable[[], None]) -> AbstractContextManager[None]:
+    def saving(self, save: Callable[[], None], checked: bool = False) -> AbstractContextManager[None]:
         """Within it, `save` runs before each checkpoint: state the pass keeps in another form (a digest being
-        built, a leaf's segment files) is written into `state` then."""
+        built, a leaf's segment files) is written into `state` then. `checked`: it runs when an error leaves it too,
+        for what it saves is checked before it is used (what a read noted, and the position it reached)."""
         ...
 
     def together(self, save: Callable[[], None]) -> AbstractContextManager[None]:
