@@ -3,22 +3,19 @@ were appended, which were hidden (deleted, or the old version of an updated row)
 rewritten, without scanning an unchanged leaf. The decisions are plain functions of catalog facts and saved state.
 
 An AO row's `ctid` names its segment file and its row number there, which only grows: Greenplum reserves row numbers
-100 at a time per insert and never reuses one until the leaf's storage is replaced (TRUNCATE, a rewriting ALTER). So a
-row's id, `leaf:segment:segment file:row number`, names that source row for as long as it lives, appended rows are
-those above the highest row number read, and the visibility map lists the rows hidden since. VACUUM compaction
-moves a segment file's live rows into another one (new row numbers there): the old file's ids are then deleted and
-the moved rows read as appended rows of the other.
+100 at a time per insert and never reuses one until the leaf's storage is replaced (TRUNCATE, a rewriting ALTER). So
+appended rows are those above the highest row number read, and the visibility map lists the rows hidden since. VACUUM
+compaction moves a segment file's live rows into another one (new row numbers there). Keyed tables read what changed
+from these facts (`ao_keyed.py`); keyless tables skip their scan when the facts are those saved with their digest.
 
 What is saved per leaf: the catalog's fingerprint, the storage's file number, and per segment and segment file the
-runs of row numbers read (ids the destination may hold) and the row numbers deleted since they were read.
+runs of row numbers read and the row numbers hidden since they were read.
 """
 
 from __future__ import annotations
 
 import base64
-import bisect
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +58,6 @@ class SegmentFileRows:
 
     runs: list[tuple[int, int]] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)  # sorted
-    stale: int = 0  # the file was rewritten: ids up to this row number are deleted before anything else
 
     @property
     def high(self) -> int:
@@ -84,47 +80,6 @@ class SegmentFileRows:
             return False
         self.runs = [(1, row_number)]
         return True
-
-    def newly_hidden(self, hidden: Iterable[int]) -> list[int]:
-        """Of the row numbers hidden now, those the destination still holds, in increasing order."""
-        deleted = set(self.deleted)
-        return sorted(r for r in hidden if r not in deleted and _in_runs(self.runs, r))
-
-    def note_deleted(self, row_number: int) -> None:
-        bisect.insort(self.deleted, row_number)
-
-    def pop_highest(self) -> int | None:
-        """Removes the highest row number the destination may hold and returns it (None when there is none), so that
-        deletes highest first shrink what is saved as they go."""
-        while self.runs:
-            first, last = self.runs[-1]
-            if first == last:
-                self.runs.pop()
-            else:
-                self.runs[-1] = (first, last - 1)
-            if self.deleted and self.deleted[-1] == last:
-                self.deleted.pop()
-                continue
-            return last
-        return None
-
-    def pop_stale(self) -> int | None:
-        """Removes the highest row number up to `stale` that the destination may hold and returns it; None (and no
-        stale rows left) when there is none."""
-        while True:
-            below = [index for index, (first, _) in enumerate(self.runs) if first <= self.stale]
-            if not below:
-                self.stale = 0
-                return None
-            index = below[-1]
-            first, last = self.runs[index]
-            top = min(last, self.stale)
-            self.runs[index : index + 1] = [(a, b) for a, b in ((first, top - 1), (top + 1, last)) if a <= b]
-            at = bisect.bisect_left(self.deleted, top)
-            if at < len(self.deleted) and self.deleted[at] == top:
-                del self.deleted[at]  # deleted when it was hidden: nothing more to send
-                continue
-            return top
 
 
 def leaf_change(saved: dict[str, Any] | None, facts: AoFacts) -> LeafChange:
@@ -169,10 +124,6 @@ def parse_tid(text: str) -> tuple[int, int]:
     """(segment file, row number) of an AO row's ctid text."""
     block, offset = (int(part) for part in text.strip("()").split(","))
     return block // _BLOCKS_PER_SEGMENT_FILE, (block % _BLOCKS_PER_SEGMENT_FILE) * _ROWS_PER_BLOCK + offset - 1
-
-
-def row_id(leaf: str, segment: int, segno: int, row_number: int) -> str:
-    return f"{leaf}:{segment}:{segno}:{row_number}"
 
 
 def fetch_facts(client: GreenplumClient, flavour: Flavour, leaves: list[Leaf]) -> dict[str, AoFacts]:
@@ -251,8 +202,8 @@ def _in_runs(runs: list[tuple[int, int]], row_number: int) -> bool:
 
 
 # The state's text form, compact because a leaf has a file per segment (and more where loads ran concurrently): per
-# file "segment.segno.runs[.deleted[.stale]]", ';'-separated; runs "first-last" in base 36, '+'-separated; deleted
-# row numbers as base64 of their varint-encoded increasing gaps; stale in base 36.
+# file "segment.segno.runs[.deleted]", ';'-separated; runs "first-last" in base 36, '+'-separated; deleted row numbers
+# as base64 of their varint-encoded increasing gaps (states of earlier versions add a fifth field, ignored).
 
 
 def encode_files(files: dict[tuple[int, int], SegmentFileRows]) -> str:
@@ -260,10 +211,8 @@ def encode_files(files: dict[tuple[int, int], SegmentFileRows]) -> str:
     for (segment, segno), rows in sorted(files.items()):
         runs = "+".join(f"{_b36(first)}-{_b36(last)}" for first, last in rows.runs)
         text = f"{_b36(segment)}.{_b36(segno)}.{runs}"
-        if rows.deleted or rows.stale:
+        if rows.deleted:
             text += "." + _encode_increasing(rows.deleted)
-        if rows.stale:
-            text += "." + _b36(rows.stale)
         parts.append(text)
     return ";".join(parts)
 
@@ -281,8 +230,7 @@ def decode_files(text: str) -> dict[tuple[int, int], SegmentFileRows]:
             first, _, last = run.partition("-")
             runs.append((int(first, 36), int(last, 36)))
         deleted = _decode_increasing(fields[3]) if len(fields) >= 4 else []
-        stale = int(fields[4], 36) if len(fields) == 5 else 0
-        files[(segment, segno)] = SegmentFileRows(runs, deleted, stale)
+        files[(segment, segno)] = SegmentFileRows(runs, deleted)
     return files
 
 

@@ -12,10 +12,9 @@ arrays, time zones) hashed by its text, and text by its bytes; `hashtextextended
 to 13, Greenplum 7); on Greenplum 6 two sums of `md5`'s halves (2^-128). Floats are hashed in binary everywhere:
 Greenplum does not dispatch `extra_float_digits` to every segment.
 
-Keyless rows of a range are numbered `leaf:range:ordinal` in ctid order; when a range changed it is read again and
-the ids beyond its new count are deleted, so the destination mirrors the source as a multiset. A keyed table also
-gets, per leaf, a digest of its key columns alone: when it is unchanged, no key came or went (only updates), and
-the changed ranges are upserted again without a truncate.
+A keyed table also gets, per leaf, a digest of its key columns alone: when it is unchanged, no key came or went (only
+updates), and the changed ranges are upserted again without a truncate. (Keyed tables use them when their key is too
+long for a difference digest; keyless tables are known by their content, `content_digest.py`.)
 """
 
 from __future__ import annotations
@@ -185,13 +184,11 @@ def _by_value(column: PlannedColumn) -> sql.Composable:
 # Which ranges to read, and what is saved of each.
 
 
-def compare(saved: dict[str, tuple[str, int]], current: dict[str, str]) -> tuple[list[str], list[str]]:
+def compare(saved: dict[str, str], current: dict[str, str]) -> tuple[list[str], list[str]]:
     """(ranges changed or new, ranges gone) of a leaf, in read order. Saved digests are fingerprints (see
     `fingerprint`); current ones may be either."""
     changed = [
-        name
-        for name in sorted(current, key=_order)
-        if name not in saved or saved[name][0] != fingerprint(current[name])
+        name for name in sorted(current, key=_order) if name not in saved or saved[name] != fingerprint(current[name])
     ]
     gone = [name for name in sorted(saved, key=_order) if name not in current]
     return changed, gone
@@ -216,31 +213,23 @@ def range_of(segment: int | None, ctid: str, range_blocks: int) -> str:
     return f"{segment}.{number}" if segment is not None else str(number)
 
 
-def row_id(leaf: str, name: str, ordinal: int) -> str:
-    """`leaf:range:ordinal`; a leaf read whole keeps the ids of earlier versions, `leaf:ordinal`."""
-    return f"{leaf}:{name}:{ordinal}" if name else f"{leaf}:{ordinal}"
-
-
-def saved_ranges(saved: LeafState | None) -> dict[str, tuple[str, int]]:
-    """range -> (digest, ids held) saved for a leaf; a leaf saved whole (or by an earlier version) is range ""."""
+def saved_ranges(saved: LeafState | None) -> dict[str, str]:
+    """range -> digest saved for a leaf; a leaf saved whole (by an earlier version) is range "". (Earlier versions
+    followed a range's digest with "/" and the keyless ids it held.)"""
     if saved is None or saved.ao is not None:
         return {}
     if saved.ranges is None:
-        return {"": (saved.digest, saved.rows)}
+        return {"": saved.digest}
     ranges = {}
     for part in filter(None, saved.ranges.split(";")):
         name, _, rest = part.partition("=")
-        digest, slash, held = rest.partition("/")
-        ranges[name] = (digest, int(held) if slash else 0)
+        ranges[name] = rest.partition("/")[0]
     return ranges
 
 
-def ranges_state(ranges: dict[str, tuple[str, int]], key_digest: str = "") -> LeafState:
-    """What is saved of a leaf: its ranges' digest fingerprints and ids held, and the digest of its keys."""
-    parts = (
-        f"{name}={fingerprint(digest)}" + (f"/{held}" if held else "")
-        for name, (digest, held) in sorted(ranges.items(), key=_order_item)
-    )
+def ranges_state(ranges: dict[str, str], key_digest: str = "") -> LeafState:
+    """What is saved of a leaf: its ranges' digest fingerprints, and the digest of its keys."""
+    parts = (f"{name}={fingerprint(digest)}" for name, digest in sorted(ranges.items(), key=_order_item))
     return LeafState(key_digest, 0, None, ";".join(parts))
 
 

@@ -53,24 +53,30 @@ class Codec(enum.Enum):
     """How a key becomes the words of its pair; the value is the number of words."""
 
     INTEGER = 1  # a single int2, int4 or int8 column, as itself
+    CONTENT = 2  # a keyless table's content: its row hash and how many rows hold it (`content_digest.py`)
     TEXT = 8  # a key's text, as its UTF-8 bytes padded with zero bytes, 8 bytes a word read big-endian
 
     @property
     def words(self) -> int:
         return self.value
 
-    def encode(self, key: int | str) -> tuple[int, ...]:
+    def encode(self, key: int | str | tuple[int, int]) -> tuple[int, ...]:
         if self is Codec.INTEGER:
             return (int(key),)
+        if self is Codec.CONTENT:
+            return tuple(key)
         data = str(key).encode()
         if len(data) > KEY_BYTES:
             raise KeyTooLong(len(data))
         return struct.unpack(">8q", data.ljust(KEY_BYTES, b"\0"))
 
     def decode(self, words: Sequence[int]) -> int | str | None:
-        """The key of the words, or None when they are no key's (bytes that are not UTF-8, or hold a NUL)."""
+        """The key of the words, or None when they are no key's (bytes that are not UTF-8, or hold a NUL; a content held
+        by no row)."""
         if self is Codec.INTEGER:
             return words[0]
+        if self is Codec.CONTENT:
+            return (words[0], words[1]) if words[1] > 0 else None
         data = struct.pack(">8q", *words).rstrip(b"\0")
         try:
             return None if b"\0" in data else data.decode()

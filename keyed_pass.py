@@ -65,9 +65,7 @@ class KeyedPass(FullPass):
             state.in_pass, state.position, state.pass_leaves = True, None, None
             if found is not None and state.pass_digest is None:  # saved at the pass's end, for the next sync
                 state.pass_leaves = {
-                    key: block_ranges.ranges_state(
-                        {name: (digest, 0) for name, digest in ranges.items()}, block_ranges.key_digest(ranges)
-                    )
+                    key: block_ranges.ranges_state(ranges, block_ranges.key_digest(ranges))
                     for key, ranges in found.current.items()
                 } | self._ao_baselines(found)
         self._read_keyed_pass()
@@ -152,7 +150,7 @@ class KeyedPass(FullPass):
         sync killed here goes on with the ranges left."""
         state, current = self._state, found.current[key]
         saved = block_ranges.saved_ranges(state.leaves[key])
-        done = {name: (digest, 0) for name, digest in current.items() if name not in names}
+        done = {name: digest for name, digest in current.items() if name not in names}
         key_digest = state.leaves[key].digest
         reading: list[str] = []
 
@@ -163,7 +161,7 @@ class KeyedPass(FullPass):
             for raw in batch:
                 name = block_ranges.range_of(raw[-2], raw[-1], found.range_blocks)
                 if reading and reading[-1] != name:
-                    done[reading[-1]] = (current[reading[-1]], 0)
+                    done[reading[-1]] = current[reading[-1]]
                 reading[:1] = [name]
             return rows
 
@@ -179,7 +177,7 @@ class KeyedPass(FullPass):
                 build = lambda: reads.range_rows(self._plan, leaf, spans, found.per_segment, None)  # noqa: E731
                 self._sink.read_all(build, mark, on_restart=lambda: None)  # upserts again: no position kept
         state.position = None
-        done |= {name: (current[name], 0) for name in names}
+        done |= {name: current[name] for name in names}
         save()
         self._sink.progressed()
 
@@ -208,7 +206,7 @@ class KeyedPass(FullPass):
             leaf = found.ao_leaves[key]
             witnesses = {file: rows.high for file, rows in files[key].items() if rows.high}
             resend = key in saved and bool(saved[key].ao.get("resend"))  # a column added or renamed: every row
-            seen = self._read_ao_rows(leaf, files[key], with_ids=False, every_row=resend)
+            seen = self._read_ao_rows(leaf, files[key], every_row=resend)
             if ao.rewritten(witnesses, seen, {}):
                 log.info(f"{self._plan.state_key}: leaf {key} was rewritten (VACUUM): the table is read again")
                 return False

@@ -1,253 +1,235 @@
-"""A keyless table's full pass: what changed since the last pass is found leaf by leaf and replaced exactly, so the
-destination mirrors the source as a multiset without a table-wide truncate after the first pass.
+"""A keyless table's sync by content (`content_digest.py`): each sync takes the digest of the table's contents and
+how many rows hold each, peels its difference with the one saved, and sends the ids a content gained (its row, under
+its next ordinals) and deletes those it lost (its highest ordinals): the destination mirrors the source as a
+multiset, and a row that only moved sends nothing.
 
-- Append-optimized leaves on Greenplum (`append_optimized.py`): the catalog says which leaves changed; appended rows
-  are read alone, rows hidden since are deleted by their own ids, rewritten segment files are deleted and re-read.
-  An unchanged leaf is not scanned.
-- Every other leaf (`block_ranges.py`): a digest per block range; a changed range is read again, its rows numbered
-  `leaf:range:ordinal`, and ids beyond its new count deleted. Views and custom queries are one range, read whole.
-Every id of a leaf or range that is gone (dropped, detached, exchanged out, emptied) is deleted.
+On Greenplum, a table whose leaves are all append-optimized is not scanned when the catalog's facts of its leaves are
+those saved with the digest. The first sync, a digest that cannot be used (columns changed, ids of an earlier
+version) and a difference past the digest's capacity read every row in content order after a truncate, resumably.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
-from functools import partial
+import json
 from typing import Any
 
+import numpy as np
 from fivetran_connector_sdk import Logging as log
+from psycopg2 import sql
 
-import append_optimized as ao
-import block_ranges
+import difference_digest as dd
 import reads
-from leaf_survey import FullPass, survey
-from leaves import Leaf, leaf_order, named_leaves
+import schema_changes
+from ao_keyed import AoNow, append_optimized_now
+from block_ranges import DigestCancelled
+from content_digest import add_contents, content_hash, move_content, row_id, scan_contents
+from greenplum_client import is_statement_cancelled, one_line
 from planning import ROW_ID_COLUMN
-from state import LeafRead, LeafState
+from table_sink import TableSink
+
+_RECENT = 5  # differences kept to size the next digest
+_CONTENTS_PER_READ = 10_000  # contents whose rows are read back in one statement
 
 
-class KeylessPass(FullPass):
-    """One keyless table's pass, reading and sending through its `TableSink`."""
+class KeylessPass:
+    """One keyless table's sync, sending through its `TableSink`."""
+
+    def __init__(self, sink: TableSink) -> None:
+        self._sink, self._plan, self._state = sink, sink.plan, sink.state
+        self._client, self._hashing = sink.source.client, sink.source.hashing
+        self._content = content_hash(self._plan, self._hashing)
+        self._read_rows = 0  # rows a full pass read in this sync
 
     def run(self) -> None:
-        plan, state, sink = self._plan, self._state, self._sink
-        found = self._survey = survey(sink)  # DigestCancelled skips the table: its ids cannot be told apart
-        if state.leaves is None:
-            # The first pass: rows another strategy (or an older version) left in the destination have other ids.
-            first = named_leaves(self._client, plan, sorted(found.current)[:1]) or [Leaf(plan.leaf_key, plan.relation)]
-            sink.probe(self._range_read(first[0], None)())
-            sink.truncate()
-            state.leaves, state.reading, state.position, state.in_pass = {}, None, None, False
-        # The leaf an earlier sync left partway is finished first, on the digests taken before its read began: a
-        # change made since is read by the next sync.
-        in_progress = state.reading.leaf if state.reading is not None else None
-        if in_progress is not None:
-            self._go_on_reading()
-        digest_leaves = {key for key, saved in state.leaves.items() if saved.ao is None}
-        gone = sorted(key for key in digest_leaves if key not in found.current and key not in found.ao_leaves)
-        gone_ao = sorted(key for key in set(state.leaves) - digest_leaves if key not in found.facts)
-        work = {
-            key: block_ranges.compare(block_ranges.saved_ranges(state.leaves.get(key)), ranges)
-            for key, ranges in found.current.items()
-            if key != in_progress
-        }
-        work = {key: (changed, gone_ranges) for key, (changed, gone_ranges) in work.items() if changed or gone_ranges}
-        self._log_changes(work, gone)
-        for key in gone:
-            self._sync_ranges(key, [], sorted(block_ranges.saved_ranges(state.leaves[key])))
-            del state.leaves[key]
-        for key in gone_ao:  # dropped, exchanged out, or its AO functions refused this time
-            self._delete_ao_leaf(key)
-            del state.leaves[key]
-        for key in sorted(work, key=leaf_order):
-            self._sync_ranges(key, *work[key])
-        for key in sorted(found.ao_leaves, key=int):
-            self._sync_ao_leaf(found.ao_leaves[key], found.facts[key])
-
-    def _log_changes(self, work: dict[str, tuple[list[str], list[str]]], gone: list[str]) -> None:
-        found, state = self._survey, self._state
-        ao_changed = [
-            key
-            for key, fact in found.facts.items()
-            if ao.leaf_change(_ao(state.leaves.get(key)), fact) is not ao.LeafChange.UNCHANGED
-        ]
-        leaves = f"{found.leaf_count} lea{'f' if found.leaf_count == 1 else 'ves'}"
-        if not work and not gone and not ao_changed:
-            log.info(f"{self._plan.state_key}: unchanged since the last pass ({leaves}); nothing read")
+        state, plan = self._state, self._plan
+        now = append_optimized_now(self._client, self._sink.source.flavour, plan)
+        why = self._why_read_again()
+        if why is not None or state.in_pass:
+            self._full_pass(now, why)
             return
-        ranges = sum(len(changed) for changed, _ in work.values())
-        what = f"{len(work) + len(ao_changed)} of {leaves} changed or new"
-        if gone:
-            what += f", {len(gone)} gone"
-        if ranges:
-            what += f"; {ranges} block range(s) read again"
-        if found.facts:
-            what += f"; {len(found.facts) - len(ao_changed)} append-optimized leaves unchanged, not scanned"
-        log.info(f"{self._plan.state_key}: {what}")
+        if now is not None and now.text == state.digest_ao:
+            log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
+            return
+        saved = dd.Cells.unpack(state.digest)
+        current = self._scan(saved.sub_size)
+        pairs = current.subtract(saved).peel()
+        if pairs is None:
+            self._remember(current.subtract(saved).estimated_pairs())
+            self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
+            return
+        self._remember(len(pairs))
+        self._send(saved, pairs)
+        state.digest_ao = now.text if now is not None else None
+        self._sink.progressed()
 
-    # Leaves compared by block range digests: changed ranges read again, rows numbered leaf:range:ordinal.
-
-    def _sync_ranges(self, key: str, changed: list[str], gone: list[str]) -> None:
-        """Deletes the ids of the leaf's ranges that are gone, then reads its changed ranges."""
+    def _why_read_again(self) -> str | None:
+        """Why every row is read (after a truncate), or None when the saved digest tells what changed."""
         state = self._state
-        saved = state.leaves.get(key)
-        if saved is not None and saved.ao is not None:  # was append-optimized: its ids are of the other kind
-            self._delete_ao_leaf(key)
-            saved = None
-        ranges = block_ranges.saved_ranges(saved)
+        if state.digest is None and state.leaves is None:
+            return "its first sync"
+        if state.digest is None or dd.Cells.unpack(state.digest).codec is not dd.Codec.CONTENT:
+            return "its rows had ids of where they lay (an earlier version): they are known by their content now"
+        if state.digest_columns != schema_changes.column_list(self._plan):
+            return "its columns changed, and with them every row's content"
+        return None
+
+    # What changed: ids gained and lost, content by content.
+
+    def _send(self, held: dd.Cells, pairs: list[dd.Pair]) -> None:
+        """Deletes the highest ordinals of the contents held less often, and sends the contents held more often
+        under their next ordinals, from one row of each read back. The digest follows what landed, content by
+        content, and is saved at every checkpoint; a content whose rows are all gone by the time they are read back
+        keeps what it had."""
+        state, plan = self._state, self._plan
+        before = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign < 0}
+        after = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
+        fewer = {content: held_count for content, held_count in before.items() if after.get(content, 0) < held_count}
+        more = {content: count for content, count in after.items() if count > before.get(content, 0)}
+        log.info(
+            f"{plan.state_key}: {len(more):,} contents held by more rows, {len(fewer):,} by fewer: "
+            f"{sum(count - before.get(content, 0) for content, count in more.items()):,} rows to send, "
+            f"{sum(count - after.get(content, 0) for content, count in fewer.items()):,} to delete"
+        )
 
         def save() -> None:
-            state.leaves[key] = block_ranges.ranges_state(ranges)
+            state.digest = held.pack()
 
         with self._sink.saving(save):
-            for name in gone:
-                digest, held = ranges[name]
-                self._delete_ids(key, name, held, 0, partial(_note_held, ranges, name, digest))
-                del ranges[name]
-        save()
-        if changed:
-            current = self._survey.current[key]
-            reading = {name: [current[name], 0, ranges.get(name, ("", 0))[1]] for name in changed}
-            state.reading, state.position = LeafRead(key, ranges=reading), None
-            self._go_on_reading()
+            for content, held_count in sorted(fewer.items()):
+                now_count = after.get(content, 0)
+                for ordinal in range(held_count, now_count, -1):
+                    self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
+                move_content(held, content, held_count, now_count)
+            self._sink.expect(sum(count - before.get(content, 0) for content, count in more.items()))
+            contents, moved = sorted(more), set()
+            for start in range(0, len(contents), _CONTENTS_PER_READ):
+                chunk = contents[start : start + _CONTENTS_PER_READ]
 
-    def _go_on_reading(self) -> None:
-        """Reads the ranges of the leaf in `state.reading` from where its read stands, then deletes the ids beyond each
-        range's new count and saves its digests."""
-        state, found = self._state, self._survey
-        reading = state.reading
-        if reading.ranges is None:  # an earlier version's read of the whole leaf: its ids (leaf:ordinal) are range ""
-            reading.ranges = {"": [reading.digest, reading.sent, max(reading.high, reading.sent)]}
-        ranges = block_ranges.saved_ranges(state.leaves.get(reading.leaf))
-        if reading.leaf in found.current and (found.range_blocks is None or "" not in reading.ranges):
-            (leaf,) = named_leaves(self._client, self._plan, [reading.leaf])
-            self._read_ranges(leaf, reading, ranges)
-        else:  # the leaf is gone, or was read whole and now has ranges: none of these ids is left
-            reading.forget_sent()
-        for name, (digest, sent, held) in sorted(reading.ranges.items()):
-            self._delete_ids(reading.leaf, name, held, sent, partial(operator.setitem, reading.ranges[name], 2))
-            if sent:
-                ranges[name] = (digest, sent)
-            else:
-                ranges.pop(name, None)
-        state.leaves[reading.leaf] = block_ranges.ranges_state(ranges)
-        state.reading, state.position, state.segment = None, None, None  # segment: read by earlier versions
-        self._sink.progressed()
+                def copies(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                    sent = []
+                    for raw, row in zip(batch, rows, strict=True):
+                        content = raw[-1]
+                        held_count, count = before.get(content, 0), more[content]
+                        if content not in moved:  # a read started again after a lost connection sends it again
+                            move_content(held, content, held_count, count)
+                            moved.add(content)
+                        sent += [row | {ROW_ID_COLUMN: row_id(content, n)} for n in range(held_count + 1, count + 1)]
+                    return sent
 
-    def _read_ranges(self, leaf: Leaf, reading: LeafRead, saved: dict[str, tuple[str, int]]) -> None:
-        found = self._survey
-        whole_read = found.range_blocks is None
+                read = reads.of_contents(plan, self._content, chunk)
+                self._sink.read_all(lambda read=read: read, copies, on_restart=lambda: None)
+        state.digest, state.digest_columns = held.pack(), schema_changes.column_list(plan)
+
+    # Every row, in content order.
+
+    def _full_pass(self, now: AoNow | None, why: str | None) -> None:
+        """Every row after a truncate, in (content, ordinal) order, resumably; its digest is made of the rows read,
+        and its checkpoints note what it comes to, not the digest (`difference_digest.noted`)."""
+        state, plan = self._state, self._plan
+        if not state.in_pass:
+            log.info(f"{plan.state_key}: every row read, known by its content: {why}")
+            cells = self._new_cells()
+            self._sink.probe(reads.in_content_order(plan, self._content, None))
+            self._sink.truncate()
+            state.in_pass, state.position = True, None
+            state.pass_digest = cells.pack()
+            state.pass_digest_ao = now.text if now is not None else None
+            state.leaves = state.reading = state.digest = None  # ids of an earlier version's go with the truncate
+        cells = dd.Cells.unpack(state.pass_digest)
+        if state.position is not None:
+            cells = self._taken_again(cells)
+        run: list[int] = []  # the content of the rows read last, and its highest ordinal: the run not yet ended
+        if state.position is not None:
+            run = [int(state.position[0]), int(state.position[1])]
 
         def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            contents = np.array([raw[-2] for raw in batch], np.int64)
+            ordinals = np.array([raw[-1] for raw in batch], np.int64)
             for raw, row in zip(batch, rows, strict=True):
-                name = "" if whole_read else block_ranges.range_of(raw[-2], raw[-1], found.range_blocks)
-                entry = reading.ranges.setdefault(name, ["", 0, saved.get(name, ("", 0))[1]])
-                entry[1] += 1
-                row[ROW_ID_COLUMN] = block_ranges.row_id(leaf.key, name, entry[1])
+                row[ROW_ID_COLUMN] = row_id(raw[-2], raw[-1])
+            ends = np.flatnonzero(contents[:-1] != contents[1:])  # the last row of each run the batch ends
+            if run and run[0] != contents[0]:
+                add_contents(cells, np.array([run[0]]), np.array([run[1]]))
+            add_contents(cells, contents[ends], ordinals[ends])
+            run[:] = [int(contents[-1]), int(ordinals[-1])]
+            self._read_rows += len(batch)
             return rows
 
-        def restart() -> None:
-            """A leaf read in no order starts again from its first row id; ids sent beyond its end are deleted after."""
-            reading.forget_sent()
+        def save() -> None:
+            noted = cells.added(_run_cells(cells, run))  # the run under way counts as far as it went
+            state.pass_noted = dd.noted(noted, state.position)
 
-        if whole_read and any(entry[1] for entry in reading.ranges.values()):
-            restart()  # an earlier sync's read died partway
-        build = self._range_read(leaf, list(reading.ranges))
-        self._sink.read_all(build, number, on_restart=restart if whole_read else None)
-
-    def _delete_ids(self, leaf: str, name: str, held: int, keep: int, note_held: Callable[[int], None]) -> None:
-        """Deletes the ids leaf:range:keep+1 up to `held`, highest first, noting each time how many are left, so that
-        a checkpoint on the way saves how far the deletes got and a sync that dies there goes on from it."""
-        while held > keep:
-            note_held(held - 1)
-            self._sink.delete({ROW_ID_COLUMN: block_ranges.row_id(leaf, name, held)})
-            held -= 1
-
-    def _range_read(self, leaf: Leaf, names: list[str] | None):
-        """A builder of the read of the given ranges (all when None), after the saved position."""
-        found, plan, state = self._survey, self._plan, self._state
-        if found.range_blocks is None:
-            return lambda: reads.leaf_whole(plan, leaf)
-        spans = None if names is None else block_ranges.spans(names, found.range_blocks)
-        return lambda: reads.range_rows(plan, leaf, spans, found.per_segment, state.position)
-
-    # Append-optimized leaves: what the catalog says changed.
-
-    def _sync_ao_leaf(self, leaf: Leaf, facts: ao.AoFacts) -> None:
-        state = self._state
-        saved = state.leaves.get(leaf.key)
-        if saved is not None and saved.ao is None:  # was compared by digest: its ids are of the other kind
-            self._sync_ranges(leaf.key, [], sorted(block_ranges.saved_ranges(saved)))
-            del state.leaves[leaf.key]
-            saved = None
-        change = ao.leaf_change(_ao(saved), facts)
-        resend = change in (ao.LeafChange.UNCHANGED, ao.LeafChange.CHANGED) and saved.ao.pop("resend", 0)
-        if change is ao.LeafChange.UNCHANGED and not resend:
-            return
-        if change is ao.LeafChange.REWRITTEN:
-            log.info(f"{self._plan.state_key}: leaf {leaf.key} has new storage (TRUNCATE or a rewrite): read again")
-            self._delete_ao_leaf(leaf.key)
-        if change in (ao.LeafChange.NEW, ao.LeafChange.REWRITTEN):  # read whole below
-            state.leaves[leaf.key] = LeafState("", 0, {"rel": facts.relfilenode, "fp": "", "files": ""})
-        saved = state.leaves[leaf.key]
-        files = ao.decode_files(saved.ao["files"])
-        with self._sink.saving(lambda: _save_files(saved, files)):
-            self._delete_stale(leaf.key, files)  # an earlier sync's, killed partway
-            hidden = self._delete_hidden(leaf, files) if change is ao.LeafChange.CHANGED else {}
-            witnesses = {key: rows.high for key, rows in files.items() if rows.high}
-            if resend:
-                saved.ao["resend"] = 1  # until every row is sent: a sync killed in between sends them again
-            witnessed = self._read_ao_rows(leaf, files, with_ids=True, every_row=bool(resend))
-            for key in ao.rewritten(witnesses, witnessed, hidden):
-                log.info(f"{self._plan.state_key}: leaf {leaf.key}, segment {key[0]}: segment file {key[1]} rewritten")
-                files[key].stale = witnesses[key]
-            self._delete_stale(leaf.key, files)
-            saved.ao.pop("resend", None)
-        _save_files(saved, files)
-        saved.ao["fp"] = facts.fingerprint
+        with self._sink.saving(save, checked=True):
+            self._sink.read_all(lambda: reads.in_content_order(plan, self._content, state.position), number)
+        if run:
+            add_contents(cells, np.array([run[0]]), np.array([run[1]]))
+        cells = self._sized(cells)
+        state.digest, state.digest_columns = cells.pack(), schema_changes.column_list(plan)
+        state.digest_ao, state.pass_digest_ao = state.pass_digest_ao, None
+        state.in_pass, state.position, state.pass_digest, state.pass_noted = False, None, None, None
         self._sink.progressed()
 
-    def _delete_hidden(self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows]):
-        """Deletes the rows hidden since they were read, by their own ids; returns the hidden rows per file."""
-        hidden = ao.fetch_hidden(self._client, leaf)
-        for key, row_numbers in sorted(hidden.items()):
-            rows = files.get(key)
-            for row_number in rows.newly_hidden(row_numbers) if rows is not None else ():
-                rows.note_deleted(row_number)
-                self._sink.delete({ROW_ID_COLUMN: ao.row_id(leaf.key, *key, row_number)})
-        return hidden
+    def _sized(self, cells: dd.Cells) -> dd.Cells:
+        """The pass's digest, or one of the size its rows call for, taken again from the source, when the table held
+        more rows than its estimate said (a table never analyzed) and the rows are still those read."""
+        sub_size = dd.choose_sub_size(self._read_rows, self._state.digest_sizes or [], dd.Codec.CONTENT.words)
+        if sub_size <= cells.sub_size:
+            return cells
+        larger = self._scan(sub_size)
+        if larger.fingerprint() != cells.fingerprint():  # a fingerprint holds whatever the size: their pairs differ
+            return cells
+        log.info(f"{self._plan.state_key}: its digest is taken again at the size its {self._read_rows:,} rows call for")
+        return larger
 
-    def _delete_ao_leaf(self, key: str) -> None:
-        """Deletes every id an AO leaf may hold in the destination, file by file, highest first."""
-        saved = self._state.leaves[key]
-        files = ao.decode_files(saved.ao["files"])
-        with self._sink.saving(lambda: _save_files(saved, files)):
-            for file_key in sorted(files, reverse=True):
-                self._delete_file(key, file_key, files[file_key])
-                del files[file_key]
-        _save_files(saved, files)
+    def _taken_again(self, start: dd.Cells) -> dd.Cells:
+        """The digest of a pass killed partway: the contents before the one its noted position reached, and that one
+        as far as it went, from the source, when they are those it read; else it starts again after a truncate."""
+        state, plan = self._state, self._plan
+        fingerprint, position = dd.read_noted(state.pass_noted)
+        if fingerprint is not None and position is not None:
+            content, ordinal = int(position[0]), int(position[1])
+            before = sql.SQL("{} < {}").format(self._content, sql.Literal(content))
+            cells, _ = scan_contents(self._client, plan, self._hashing, start.sub_size, before)
+            cells = start.added(cells)
+            if cells.added(_run_cells(cells, [content, ordinal])).fingerprint() == fingerprint:
+                log.info(f"{plan.state_key}: the digest of the rows read up to {position} is taken again")
+                state.position = position
+                return cells
+        log.info(f"{plan.state_key}: the pass stopped partway, and the rows it read changed since: it starts again")
+        self._sink.truncate()
+        state.position = None
+        return start.subtract(start)
 
-    def _delete_file(self, leaf: str, key: tuple[int, int], rows: ao.SegmentFileRows) -> None:
-        while (row_number := rows.pop_highest()) is not None:
-            self._sink.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
+    def _scan(self, sub_size: int) -> dd.Cells:
+        try:
+            cells, _ = scan_contents(self._client, self._plan, self._hashing, sub_size)
+        except Exception as error:
+            if not is_statement_cancelled(error):
+                raise
+            raise DigestCancelled(
+                f"the server cancelled the scan of its contents ({one_line(error)}); raise statement_timeout for "
+                "USERNAME"
+            ) from None
+        return cells
 
-    def _delete_stale(self, leaf: str, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
-        """Deletes the ids of rewritten files' rows from before the rewrite, keeping the rows read since."""
-        for key, rows in sorted(files.items()):
-            while rows.stale and (row_number := rows.pop_stale()) is not None:
-                self._sink.delete({ROW_ID_COLUMN: ao.row_id(leaf, *key, row_number)})
-        for key in [key for key, rows in files.items() if not rows.runs]:
-            del files[key]
+    def _new_cells(self) -> dd.Cells:
+        rows = self._plan.estimated_rows if self._plan.estimated_rows > 0 else self._planner_rows()
+        return dd.Cells(dd.choose_sub_size(rows, self._state.digest_sizes or [], 2), dd.Codec.CONTENT)
+
+    def _planner_rows(self) -> int:
+        """The planner's estimate of the rows, for a table the catalog has none of (never analyzed): it counts the
+        relation's pages, so a digest is sized for the rows there even when they changed while the pass read them."""
+        statement = sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {}").format(self._plan.relation)
+        ((explained,),) = self._client.query(statement)  # json arrives as text: the client lands it as such
+        return max(int(json.loads(explained)[0]["Plan"]["Plan Rows"]), 0)
+
+    def _remember(self, pairs: int) -> None:
+        self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
 
 
-def _note_held(ranges: dict[str, tuple[str, int]], name: str, digest: str, held: int) -> None:
-    ranges[name] = (digest, held)
-
-
-def _ao(saved: LeafState | None) -> dict[str, Any] | None:
-    return saved.ao if saved is not None else None
-
-
-def _save_files(saved: LeafState, files: dict[tuple[int, int], ao.SegmentFileRows]) -> None:
-    saved.ao["files"] = ao.encode_files(files)
+def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:
+    """A digest of the sizes of `cells` holding the pair of the run under way (none when there is none)."""
+    partial = dd.Cells(cells.sub_size, cells.codec)
+    if run:
+        add_contents(partial, np.array([run[0]]), np.array([run[1]]))
+    return partial

@@ -19,7 +19,6 @@ from block_ranges import DigestCancelled
 from catalog import Flavour, RowLocator
 from greenplum_client import is_statement_cancelled, one_line
 from leaves import Leaf, greenplum_leaves
-from planning import ROW_ID_COLUMN
 
 if TYPE_CHECKING:
     from table_sink import TableSink
@@ -36,10 +35,10 @@ class FullPass:
         self._client = sink.source.client
 
     def _read_ao_rows(
-        self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows], with_ids: bool, every_row: bool = False
+        self, leaf: Leaf, files: dict[tuple[int, int], ao.SegmentFileRows], every_row: bool = False
     ) -> set[tuple[int, int]]:
         """Reads each AO file's rows from its last row read on (every row of a file not read yet), sends those above
-        it (`with_ids`: with their own ids), and returns the files whose last row read was read again: the witnesses
+        it, and returns the files whose last row read was read again: the witnesses
         that they were not rewritten. What was read is in the files' runs, so a read that starts again after a lost
         connection goes on past them. `every_row`: every live row is read and sent (a column was added or renamed),
         in one scan that still notes the witnesses and the rows appended."""
@@ -59,8 +58,6 @@ class FullPass:
                     rows_of_file.add(row_number)
                 elif not every_row:
                     continue
-                if with_ids:
-                    row[ROW_ID_COLUMN] = ao.row_id(leaf.key, segment, segno, row_number)
                 sent.append(row)
             return sent
 

@@ -275,3 +275,30 @@ def _minus_lookback(cursor: str, kind: str, lookback_seconds: int) -> str:
         return (datetime.fromisoformat(cursor) - timedelta(seconds=lookback_seconds)).isoformat()
     except (ValueError, OverflowError):
         return cursor  # infinity or a year the library cannot hold: compare as saved
+
+
+def in_content_order(plan: TablePlan, content: sql.Composable, after: list[str] | None) -> Read:
+    """A keyless table's rows with their content hash and their ordinal among the rows identical to them last, in
+    (hash, ordinal) order, after a position: the order of a full pass by content, which a read started again gives
+    again (identical rows are interchangeable)."""
+    hashed = select(plan, None, content)
+    columns = len(plan.columns)
+    numbered = sql.SQL(
+        "SELECT hashed.*, row_number() OVER (PARTITION BY {hash}) AS {ordinal} FROM ({}) AS hashed"
+    ).format(hashed, hash=Identifier("_fivetran_extra_1"), ordinal=Identifier("_fivetran_ordinal"))
+    order = sql.SQL("{}, {}").format(Identifier("_fivetran_extra_1"), Identifier("_fivetran_ordinal"))
+    statement = sql.SQL("SELECT * FROM ({}) AS numbered").format(numbered)
+    params: list[Any] = []
+    if after is not None:
+        statement = sql.SQL("{} WHERE ({}) > (%s::bigint, %s::bigint)").format(statement, order)
+        params = list(after)
+    return Read(sql.SQL("{} ORDER BY {}").format(statement, order), params, (columns, columns + 1))
+
+
+def of_contents(plan: TablePlan, content: sql.Composable, contents: list[int]) -> Read:
+    """One row of each of the given contents (a row of a content is any other's), its content hash last."""
+    hashed = select(plan, None, content)
+    statement = sql.SQL(
+        "SELECT DISTINCT ON ({hash}) * FROM ({}) AS hashed WHERE {hash} IN (SELECT unnest(%s::bigint[]))"
+    ).format(hashed, hash=Identifier("_fivetran_extra_1"))
+    return Read(statement, [contents], ())

@@ -99,18 +99,15 @@ def needs_resync(changes: ColumnChanges, strategy: Strategy) -> bool:
 
 
 def forget_baselines(state: TableState) -> None:
-    """Makes a full strategy's next pass send every live row once: each block range reads as changed (its ids held are
-    kept, so the read replaces them exactly), each append-optimized leaf is read whole once more, and a read in
-    progress starts again (the rows it sent lack the new columns)."""
+    """Makes a keyed full pass send every live row once: each block range reads as changed, each append-optimized
+    leaf is read whole once more, and a read in progress starts again (the rows it sent lack the new columns)."""
     for leaves in (state.leaves, state.pass_leaves):
         for key, saved in (leaves or {}).items():
             if saved.ao is not None:
                 saved.ao["resend"] = 1
             else:
-                ranges = {name: ("", held) for name, (_, held) in block_ranges.saved_ranges(saved).items()}
+                ranges = dict.fromkeys(block_ranges.saved_ranges(saved), "")
                 leaves[key] = LeafState(saved.digest, 0, None, block_ranges.ranges_state(ranges).ranges)
-    if state.reading is not None:
-        state.reading.forget_sent()
     state.position = None
 
 

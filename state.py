@@ -30,20 +30,21 @@ class TableState:
     - `in_pass`: a keyed full pass has begun and its truncate is done, so resuming must not truncate again.
     - `cursor_column`: the cursor column's name and type ("updated_at UTC_DATETIME") that `cursor` and `position`
       were read from; when the column or its type changes, they no longer apply (None in states of older versions).
-    - `leaves`: full strategies: per leaf partition (the table itself when it is not partitioned), the digest taken
-      before its last completed read and, for keyless tables, how many row ids it holds in the destination. None
-      until a first full pass has begun.
+    - `leaves`: keyed full passes: per leaf partition (the table itself when it is not partitioned), the digests
+      taken before its last completed read. None until a first full pass has begun (keyless tables of earlier
+      versions held their ids' ranges here: such a table is read again once).
     - `pass_leaves`: a keyed full pass in progress: what it saves as `leaves` at its end (digests taken before it
       began, and of append-optimized leaves the catalog's facts then and the highest row number read per file).
-    - `reading`: a keyless leaf whose read is in progress (see `LeafRead`).
+    - `reading`: in states of earlier versions, a keyless read in progress (dropped: those tables are read again).
     - `range_blocks`: the blocks of a range, chosen when the table's first pass began (None: not chosen yet).
     - `columns`, `key`: the columns ([name, type], in order) and key the table was last synced with, to tell a schema
       change (None in states of older versions).
     - `backfill`, `backfill_position`: an incremental table's columns being backfilled (added or renamed since), and
       the key of the last row sent in that read.
-    - `digest`, `digest_columns`, `digest_sizes`: a keyed table's difference digest (`difference_digest.Cells.pack`,
-      with its digest of keys) of what the destination holds, the columns its row hashes cover, and the differences
-      of its recent syncs (in pairs), which size the next one. `pass_digest`: the digest of the rows a full pass or a
+    - `digest`, `digest_columns`, `digest_sizes`: a table's difference digest (`difference_digest.Cells.pack`: a keyed
+      table's with its digest of keys; a keyless table's of (content, rows holding it)) of what the destination
+      holds, the columns its row hashes cover, and the differences of its recent syncs (in pairs), which size the
+      next one. `pass_digest`: the digest of the rows a full pass or a
       read of every row has read so far, saved as `digest` at its end. `digest_ao`: on Greenplum, when every leaf is
       append-optimized, the catalog's facts of them when the digest was taken: unchanged, nothing is scanned
       (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of every row in progress (new columns,
@@ -77,7 +78,7 @@ class TableState:
     cursor_column: str | None = None
     leaves: dict[str, LeafState] | None = None
     pass_leaves: dict[str, LeafState] | None = None
-    reading: LeafRead | None = None
+    reading: dict[str, Any] | None = None
     range_blocks: int | None = None
     columns: list[list[str]] | None = None
     key: list[str] | None = None
@@ -118,25 +119,6 @@ class LeafState:
     rows: int = 0
     ao: dict[str, Any] | None = None
     ranges: str | None = None
-
-
-@dataclass
-class LeafRead:
-    """A keyless leaf's ranges being read: per range its digest before the read, the ordinals sent so far and the
-    highest ordinal the destination may hold for it (from an earlier read), above which nothing is left once this
-    read ends. (States of earlier versions read a leaf whole: `digest`, `sent`, `high`.)"""
-
-    leaf: str
-    digest: str = ""
-    sent: int = 0
-    high: int = 0
-    ranges: dict[str, list[Any]] | None = None  # range -> [digest, sent, held]
-
-    def forget_sent(self) -> None:
-        """Every range starts again from its first id; the ids sent so far are held, deleted beyond what the read
-        sends next."""
-        for entry in (self.ranges or {}).values():
-            entry[1], entry[2] = 0, max(entry[1], entry[2])
 
 
 @dataclass
@@ -186,8 +168,6 @@ def _table_state(key: str, entry: Any) -> TableState:
             state.digest_leaves = {leaf: _leaf_state(value) for leaf, value in state.digest_leaves.items()}
         if isinstance(state.pass_digest_leaves, dict):
             state.pass_digest_leaves = {leaf: _leaf_state(value) for leaf, value in state.pass_digest_leaves.items()}
-        if isinstance(state.reading, dict):
-            state.reading = LeafRead(**state.reading)
     except TypeError as error:
         raise StateError(f"State of table '{key}' has unexpected fields: {error}.") from None
     checks = (
@@ -200,18 +180,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("cursor_column", state.cursor_column is None or isinstance(state.cursor_column, str)),
         ("leaves", _leaves_valid(state.leaves)),
         ("pass_leaves", _leaves_valid(state.pass_leaves)),
-        (
-            "reading",
-            state.reading is None
-            or (
-                isinstance(state.reading, LeafRead)
-                and isinstance(state.reading.leaf, str)
-                and isinstance(state.reading.digest, str)
-                and _count(state.reading.sent)
-                and _count(state.reading.high)
-                and (state.reading.ranges is None or isinstance(state.reading.ranges, dict))
-            ),
-        ),
+        ("reading", state.reading is None or isinstance(state.reading, dict)),
         ("range_blocks", state.range_blocks is None or (_count(state.range_blocks) and state.range_blocks > 0)),
         ("columns", state.columns is None or (isinstance(state.columns, list) and all(map(_pair, state.columns)))),
         ("key", _texts_or_none(state.key)),

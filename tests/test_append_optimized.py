@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -55,32 +56,6 @@ def test_raising_the_high_keeps_only_the_highest_row_read() -> None:
     assert rows.runs == [(1, 9)] and rows.high == 9
 
 
-def test_newly_hidden_rows_are_those_read_and_not_deleted_yet() -> None:
-    rows = ao.SegmentFileRows([(1, 10), (101, 110)], [3])
-    # 3 was deleted before; 50 was never read (a reserved number, or a row hidden before it was read); 200 is above
-    # what was read (inserted and deleted between two syncs).
-    assert rows.newly_hidden({3, 5, 50, 105, 200}) == [5, 105]
-
-
-def test_deletes_highest_first_shrink_what_is_saved() -> None:
-    rows = ao.SegmentFileRows([(1, 3), (101, 102)], [2, 102])
-    popped = []
-    while (number := rows.pop_highest()) is not None:
-        popped.append(number)
-        assert rows.high <= number
-    assert popped == [101, 3, 1] and rows.runs == [] and rows.deleted == []
-
-
-def test_a_rewritten_file_deletes_its_rows_up_to_the_witness_and_keeps_those_read_after() -> None:
-    rows = ao.SegmentFileRows([(1, 5), (8, 12)], [3, 10], stale=11)
-    rows.add(13)  # read after the rewrite, right after the old last row: the runs join
-    popped = []
-    while (number := rows.pop_stale()) is not None:
-        popped.append(number)
-    assert popped == [11, 9, 8, 5, 4, 2, 1]
-    assert rows.runs == [(12, 13)] and rows.stale == 0 and rows.deleted == []
-
-
 @pytest.mark.parametrize(
     ("saved", "facts", "change"),
     [
@@ -117,12 +92,13 @@ def test_a_file_whose_witness_is_neither_read_nor_hidden_was_rewritten() -> None
 def test_saved_files_read_back_as_they_were() -> None:
     files = {
         (0, 1): ao.SegmentFileRows([(1, 1_000_000)], [5, 17, 100_000]),
-        (1, 1): ao.SegmentFileRows([(1, 50), (90, 99)], [], stale=50),
+        (1, 1): ao.SegmentFileRows([(1, 50), (90, 99)], []),
         (35, 2): ao.SegmentFileRows([(401, 406), (501, 502)]),
         (7, 127): ao.SegmentFileRows([(2**40 - 3, 2**40 - 1)]),
     }
     text = ao.encode_files(files)
     assert ao.decode_files(text) == files
+    assert ao.decode_files("1.1.1-1e+2i-2r..1e") == {(1, 1): ao.SegmentFileRows([(1, 50), (90, 99)])}, "an earlier form"
     with pytest.raises(ValueError):
         ao.decode_files("1.2")
 
@@ -272,17 +248,20 @@ def facts(database: Database, schema: str) -> AoFacts:
     return AoFacts(database, schema)
 
 
-def test_an_unchanged_leaf_is_not_scanned_and_appends_cost_the_appended_rows(
+def test_an_unchanged_table_is_not_scanned_and_appends_cost_the_appended_rows(
     facts: AoFacts, destination: Destination
 ) -> None:
+    """Known by their contents, the rows appended are those a content gained; a changed leaf costs one grouped scan
+    of the table (its contents are counted over every leaf), an unchanged table none."""
     facts.create()
     assert facts.sync(destination)[0] == (3000, 0, 1)
     assert facts.sync(destination) == ((0, 0, 0), set()), "nothing changed: the catalog says so, no leaf is scanned"
     facts.insert(5001, 5120, day=MONTHS[1], note="appended")
-    assert facts.sync(destination) == ((120, 0, 0), {LEAVES[1]}), "the appended rows alone; only their leaf scanned"
+    assert facts.sync(destination)[0] == (120, 0, 0), "the appended rows alone"
     facts.run(f"BEGIN; INSERT INTO {facts.table} SELECT i, date '{MONTHS[2]}', 'x' FROM generate_series(1, 500) i")
     facts.run("ROLLBACK")
-    assert facts.sync(destination) == ((0, 0, 0), set()), "an aborted insert changes nothing"
+    assert facts.sync(destination)[0] == (0, 0, 0), "an aborted insert changes nothing"
+    assert facts.sync(destination) == ((0, 0, 0), set())
 
 
 def test_deletes_and_updates_land_on_their_own_rows(facts: AoFacts, destination: Destination) -> None:
@@ -327,60 +306,53 @@ def test_an_unpartitioned_table_is_one_leaf(facts: AoFacts, destination: Destina
 REWRITES = {
     # Plain VACUUM compacts segment files whose hidden share passes gp_appendonly_compaction_threshold (10%): their
     # live rows move to another file, with new row numbers.
-    "vacuum": ((f"DELETE FROM {{t}} WHERE id % 3 = 0 AND day < '{MONTHS[1]}'", "VACUUM {t}"), {LEAVES[0]}),
-    "vacuum full": ((f"DELETE FROM {{t}} WHERE id % 50 = 0 AND day >= '{MONTHS[2]}'", "VACUUM FULL {t}"), {LEAVES[2]}),
+    "vacuum": (f"DELETE FROM {{t}} WHERE id % 3 = 0 AND day < '{MONTHS[1]}'", "VACUUM {t}"),
+    "vacuum full": (f"DELETE FROM {{t}} WHERE id % 50 = 0 AND day >= '{MONTHS[2]}'", "VACUUM FULL {t}"),
     "truncate and reload": (
-        (
-            "TRUNCATE {t}_1_prt_2",
-            f"INSERT INTO {{t}} SELECT i, date '{MONTHS[1]}', 'reload' FROM generate_series(1, 40) i",
-        ),
-        {LEAVES[1]},
+        "TRUNCATE {t}_1_prt_2",
+        f"INSERT INTO {{t}} SELECT i, date '{MONTHS[1]}', 'reload' FROM generate_series(1, 40) i",
     ),
     "exchange partition": (
-        (
-            "CREATE TABLE {t}_stage (id int, day date, note text) WITH (appendonly=true) DISTRIBUTED RANDOMLY",
-            f"INSERT INTO {{t}}_stage SELECT i, date '{MONTHS[2]}', 'exchanged' FROM generate_series(1, 25) i",
-            f"ALTER TABLE {{t}} EXCHANGE PARTITION FOR (date '{MONTHS[2]}') WITH TABLE {{t}}_stage",
-            "DROP TABLE {t}_stage",
-        ),
-        {LEAVES[2]},
+        "CREATE TABLE {t}_stage (id int, day date, note text) WITH (appendonly=true) DISTRIBUTED RANDOMLY",
+        f"INSERT INTO {{t}}_stage SELECT i, date '{MONTHS[2]}', 'exchanged' FROM generate_series(1, 25) i",
+        f"ALTER TABLE {{t}} EXCHANGE PARTITION FOR (date '{MONTHS[2]}') WITH TABLE {{t}}_stage",
+        "DROP TABLE {t}_stage",
     ),
-    "set distributed by": (("ALTER TABLE {t} SET DISTRIBUTED BY (id)",), set(LEAVES)),
+    "exchange partition for 90% of its rows": (
+        "CREATE TABLE {t}_stage (id int, day date, note text) WITH (appendonly=true) DISTRIBUTED RANDOMLY",
+        f"INSERT INTO {{t}}_stage SELECT * FROM {{t}} WHERE day >= '{MONTHS[2]}' AND id % 10 <> 0",
+        f"ALTER TABLE {{t}} EXCHANGE PARTITION FOR (date '{MONTHS[2]}') WITH TABLE {{t}}_stage",
+        "DROP TABLE {t}_stage",
+    ),
+    "set distributed by": ("ALTER TABLE {t} SET DISTRIBUTED BY (id)",),
     "add partition": (
-        (
-            f"ALTER TABLE {{t}} ADD PARTITION START (date '{MONTHS[3]}') END (date '{MONTHS[4]}') "
-            "WITH (appendonly=true, orientation=column)",
-            f"INSERT INTO {{t}} SELECT i, date '{MONTHS[3]}', 'april' FROM generate_series(1, 15) i",
-        ),
-        set(),
+        f"ALTER TABLE {{t}} ADD PARTITION START (date '{MONTHS[3]}') END (date '{MONTHS[4]}') "
+        "WITH (appendonly=true, orientation=column)",
+        f"INSERT INTO {{t}} SELECT i, date '{MONTHS[3]}', 'april' FROM generate_series(1, 15) i",
     ),
-    "drop partition": ((f"ALTER TABLE {{t}} DROP PARTITION FOR (date '{MONTHS[1]}')",), {LEAVES[1]}),
+    "drop partition": (f"ALTER TABLE {{t}} DROP PARTITION FOR (date '{MONTHS[1]}')",),
     "split partition": (
-        (
-            f"ALTER TABLE {{t}} SPLIT PARTITION FOR (date '{MONTHS[0]}') AT (date '2024-01-15') "
-            "INTO (PARTITION a, PARTITION b)",
-        ),
-        {LEAVES[0]},
+        f"ALTER TABLE {{t}} SPLIT PARTITION FOR (date '{MONTHS[0]}') AT (date '2024-01-15') "
+        "INTO (PARTITION a, PARTITION b)",
     ),
 }
 
 
 @pytest.mark.parametrize("rewrite", list(REWRITES))
-def test_rewrites_stay_exact_and_cost_what_they_rewrote(facts: AoFacts, destination: Destination, rewrite: str) -> None:
+def test_rewrites_stay_exact_and_cost_the_rows_they_changed(
+    facts: AoFacts, destination: Destination, rewrite: str
+) -> None:
+    """A row that moved (a compaction, VACUUM FULL, a redistribution, a split) is the same content: it sends nothing;
+    rows gone or new with a partition cost themselves."""
     facts.create()
     facts.sync(destination)
-    statements, rewritten_leaves = REWRITES[rewrite]
-    rewritten_rows = sum(len(facts.rows(_month_of(leaf))) for leaf in rewritten_leaves)
+    statements = REWRITES[rewrite]
+    before = Counter(facts.rows())
     facts.run(*(statement.format(t=facts.table) for statement in statements))
-    (upserts, deletes, truncates), _ = facts.sync(destination)
-    # Each rewritten leaf's ids deleted and its rows sent again (a leaf split in two, or new, counts its rows once).
-    assert truncates == 0 and deletes <= rewritten_rows and upserts <= rewritten_rows + 40, (upserts, deletes)
+    after = Counter(facts.rows())
+    expected = (sum((after - before).values()), sum((before - after).values()), 0)
+    assert facts.sync(destination)[0] == expected
     assert facts.sync(destination)[0] == (0, 0, 0)
-
-
-def _month_of(leaf: str) -> str:
-    month = MONTHS[LEAVES.index(leaf)]
-    return f"day >= '{month}' AND day < '{MONTHS[LEAVES.index(leaf) + 1]}'"
 
 
 def test_changes_committed_while_a_sync_reads_are_caught_by_the_next(
@@ -402,7 +374,7 @@ def test_changes_committed_while_a_sync_reads_are_caught_by_the_next(
     assert facts.sync(destination)[0] == (0, 0, 0)
 
 
-@pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
 def test_a_sync_killed_anywhere_goes_on_and_converges(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, kill_at: int
 ) -> None:
@@ -478,7 +450,7 @@ def test_a_column_added_or_renamed_lands_with_its_values(
     orientation: str, partitioned: bool, facts: AoFacts, destination: Destination
 ) -> None:
     """Greenplum adds a column to column-oriented storage without rewriting it (no catalog fact changes): the saved
-    column list tells, and every live row is sent once more with its own id, each leaf scanned once."""
+    column list tells. Every row's content changed with its columns: the table is read again after a truncate."""
     facts.create(orientation, partitioned=partitioned)
     facts.sync(destination)
     facts.run(f"ALTER TABLE {facts.table} ADD COLUMN region text DEFAULT 'eu'")
@@ -487,15 +459,16 @@ def test_a_column_added_or_renamed_lands_with_its_values(
     scanned = {leaf: count - before.get(leaf, 0) for leaf, count in facts.scans().items()}
     columns = "id, day, note, region"
     assert destination.rows(facts.schema, "facts", columns) == sorted(facts.run(f"SELECT {columns} FROM {facts.table}"))
-    rewritten = orientation == "row"  # a new relfilenode: every id deleted and every row read again
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 3000 if rewritten else 0, 0)
-    assert all(count <= 1 for count in scanned.values()), scanned
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 0, 1)
+    # Counted as scans of each leaf: the probe (LIMIT 0), the read, and the planner's estimate of a table never
+    # analyzed (Greenplum counts an EXPLAIN as a scan).
+    assert all(count <= 3 for count in scanned.values()), scanned
 
     facts.run(f"ALTER TABLE {facts.table} RENAME COLUMN note TO label")
     counts = destination.sync(facts.configuration)
     columns = "id, day, label, region"
     assert destination.rows(facts.schema, "facts", columns) == sorted(facts.run(f"SELECT {columns} FROM {facts.table}"))
-    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 0, 0)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (3000, 0, 1)
 
 
 def test_a_keyed_table_reads_what_changed_in_the_changed_leaves_alone(

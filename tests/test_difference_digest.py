@@ -20,7 +20,11 @@ INT64 = (-(2**63), -(2**62) - 7, -2, -1, 0, 1, 2**31, 2**62 + 5, 2**63 - 1)
 def _random_pairs(rng: random.Random, count: int, codec: Codec = Codec.INTEGER) -> set[tuple[tuple[int, ...], int]]:
     pairs: set[tuple[tuple[int, ...], int]] = set()
     while len(pairs) < count:
-        key = rng.getrandbits(64) - 2**63 if codec is Codec.INTEGER else f"k{rng.getrandbits(40)}é"
+        key = {
+            Codec.INTEGER: lambda: rng.getrandbits(64) - 2**63,
+            Codec.CONTENT: lambda: (rng.getrandbits(64) - 2**63, rng.randrange(1, 1000)),
+            Codec.TEXT: lambda: f"k{rng.getrandbits(40)}é",
+        }[codec]()
         pairs.add((codec.encode(key), rng.getrandbits(64) - 2**63))
     return pairs
 
