@@ -4,6 +4,7 @@ or a CTE, and names holding `%`, `%s` or `%(x)s`, on every strategy. And one tab
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -146,9 +147,8 @@ def test_one_tables_error_skips_that_table_alone(
     with source.cursor() as cursor:
         cursor.execute(f"DELETE FROM {schema}.t WHERE id = 20")
     destination.sync(configuration)
-    assert f"{schema}.u: full with key sync (table, storage heap, key from primary key); resuming after ['10']" in (
-        capfd.readouterr().out
-    )
+    resumed = re.search(rf"{schema}\.u: full with key sync \(.*?\); (.*?)\"", capfd.readouterr().out)
+    assert resumed is not None and resumed.group(1) == "resuming after ['10']"
     assert destination.rows(schema, "u", "id, w") == _rows(source, f"SELECT id, w FROM {schema}.u")
     landed = destination.query("SELECT id, x FROM tester.divides WHERE NOT _fivetran_deleted ORDER BY id")
     assert landed == _rows(source, f"SELECT id, 100 / (20 - id) FROM {schema}.t")
