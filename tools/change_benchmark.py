@@ -261,8 +261,7 @@ def _segment_files(source: psycopg2.extensions.connection, leaf: str) -> list[tu
     """A column-oriented leaf's segment files with their row counts, as the coordinator counts them (`__gp_aocsseg`)."""
     with source.cursor() as cursor:
         cursor.execute(
-            "SELECT DISTINCT segno, tupcount, state FROM gp_toolkit.__gp_aocsseg(%s::regclass) "
-            "ORDER BY 1, 2",
+            "SELECT DISTINCT segno, tupcount, state FROM gp_toolkit.__gp_aocsseg(%s::regclass) ORDER BY 1, 2",
             (leaf,),
         )
         return cursor.fetchall()
