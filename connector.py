@@ -7,6 +7,7 @@ declares the tables, `update()` syncs them, one strategy per table (see README.m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fivetran_connector_sdk import ConfigurationForm, Connector, Test, form_field
@@ -18,6 +19,7 @@ from catalog import ServerInfo, discover, server_info
 from catalog_sql import PRIMARY_SEGMENTS
 from checkpoints import Checkpoints
 from configuration import Settings, parse_settings, unknown_keys
+from destination_names import keep_apart
 from greenplum_client import GreenplumClient, one_line
 from planning import Planning, plan_tables, unreadable_tables
 from state import load_state
@@ -80,7 +82,8 @@ def _plans(
     for skipped in discovery.skipped if log_skipped else ():
         log.info(f"Skipping {skipped.schema}.{skipped.name}: {skipped.reason}")
     planning = plan_tables(settings, discovery, client, strict=strict)
-    return planning, unreadable_tables(settings, discovery)
+    plans, renamed = keep_apart(planning.plans)
+    return replace(planning, plans=plans, renamed=renamed), unreadable_tables(settings, discovery)
 
 
 def schema(configuration: dict[str, Any]) -> list[dict[str, object]]:
@@ -114,7 +117,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
         info = server_info(client)
         log.info(f"Source is {info.flavour.value}: {info.version}")
         planning, unreadable = _plans(settings, client, info, strict=first_sync, log_skipped=True)
-        for message in planning.warnings:
+        for message in [*planning.warnings, *planning.renamed]:
             op.warning(message)
         segments = [row[0] for row in client.query(PRIMARY_SEGMENTS)] if info.flavour.is_greenplum else []
         skipped = []
@@ -165,7 +168,7 @@ def connection_test(configuration: dict[str, Any]) -> Any:
             planning, _ = _plans(settings, client, info, strict=True)
     except Exception as error:  # the setup form shows the message; every failure is an answer here
         return Test.failure(one_line(error))
-    for message in planning.warnings:
+    for message in [*planning.warnings, *planning.renamed]:
         log.warning(message)
     log.info(f"Connected to {info.flavour.value}; {len(planning.plans)} table(s) would be synced")
     return Test.success()

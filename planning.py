@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 import fnmatch
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import psycopg2.errors
 from psycopg2 import sql
@@ -77,6 +78,11 @@ class PlannedColumn:
     name: str
     fivetran: FivetranType
     source_type: str = ""  # the base type's name (int4, numeric, _text, ...): how a digest hashes the column
+    landed: str = ""  # the name it is sent under where it would land as another column (`destination_names.py`)
+
+    @property
+    def destination_name(self) -> str:
+        return self.landed or self.name
 
     def select_expression(self) -> sql.Composable:
         column = Identifier(self.name)
@@ -123,15 +129,20 @@ class TablePlan:
 
     def declaration(self) -> dict[str, object]:
         """The table as schema() declares it."""
-        columns = {column.name: column.fivetran.declaration() for column in self.columns}
+        columns = {column.destination_name: column.fivetran.declaration() for column in self.columns}
         if self.strategy.has_row_ids:
             columns[ROW_ID_COLUMN] = "STRING"
         table: dict[str, object] = {"table": self.destination_table, "columns": columns}
         if self.primary_key or self.strategy.has_row_ids:
-            table["primary_key"] = list(self.primary_key or (ROW_ID_COLUMN,))
+            table["primary_key"] = [self.sent_as.get(name, name) for name in self.primary_key] or [ROW_ID_COLUMN]
         if self.destination_schema is not None:
             table["schema"] = self.destination_schema
         return table
+
+    @cached_property
+    def sent_as(self) -> dict[str, str]:
+        """Source column -> the name it is sent under, for the columns sent under another name."""
+        return {column.name: column.landed for column in self.columns if column.landed}
 
     @property
     def column_checks(self) -> tuple[tuple[int, str, ColumnCheck], ...]:
@@ -150,6 +161,7 @@ class Planning:
 
     plans: list[TablePlan]
     warnings: list[str]
+    renamed: list[str] = field(default_factory=list)  # names sent under another (`destination_names.keep_apart`)
 
 
 def plan_tables(settings: Settings, discovery: Discovery, client: GreenplumClient, *, strict: bool) -> Planning:

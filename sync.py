@@ -119,7 +119,7 @@ class TableSync:
         self._start = reads.IncrementalStart(context.settings.lookback_seconds)
         self._started = time.monotonic()
         self._checkpoints = context.checkpoints
-        self._names = [c.name for c in plan.columns]
+        self._names = [c.destination_name for c in plan.columns]
         if plan.strategy is Strategy.APPEND_ONLY:
             self._names.append(ROW_ID_COLUMN)  # the read computes it
         self._checks = plan.column_checks
@@ -203,8 +203,9 @@ class TableSync:
         whole row where one of them is an empty string (an update lands it as NULL on a row not upserted this sync,
         as Fivetran's core does)."""
         plan, state = self.plan, self.state
-        names = [name for name in state.backfill if name in {column.name for column in plan.columns}]
-        sent = [*plan.primary_key, *names]
+        backfilled = [name for name in state.backfill if name in {column.name for column in plan.columns}]
+        names = [plan.sent_as.get(name, name) for name in backfilled]  # as the rows read hold them
+        sent = [plan.sent_as.get(name, name) for name in plan.primary_key] + names
 
         def send(table: str, row: dict[str, Any], schema: str | None) -> None:
             if any(row[name] == "" for name in names):
@@ -363,6 +364,8 @@ class TableSync:
 
     def delete(self, keys: dict[str, str]) -> None:
         """Deletes one row of the destination by its key, counted towards the next checkpoint."""
+        if self.plan.sent_as and self.plan.primary_key:  # else the key is the row id, never renamed
+            keys = {self.plan.sent_as.get(name, name): value for name, value in keys.items()}
         op.delete(self.plan.destination_table, keys, schema=self.plan.destination_schema)
         self._report.deleted += 1
         self._sent(1)
