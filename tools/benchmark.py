@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
 import json
 import os
 import pickle
@@ -40,6 +39,7 @@ from tools.change_benchmark import format_changes, run_changes  # noqa: E402
 from tools.incremental_benchmark import format_incremental, run_incremental  # noqa: E402
 from tools.keyed_benchmark import format_keyed, run_incremental_check, run_keyed  # noqa: E402
 from tools.scale_benchmark import format_scale, run_scale  # noqa: E402
+from tools.sync_measures import PrintedBytes  # noqa: E402
 from tools.wide_benchmark import format_wide, run_wide  # noqa: E402
 
 DATABASE = "benchmark"
@@ -516,7 +516,7 @@ def _sdk_stage(job: dict[str, Any]) -> dict[str, Any]:
 
         connector = module.connector
     if stage in ("ceiling", "end_to_end"):
-        printed = _Counter()
+        printed = PrintedBytes()
         started = time.perf_counter()
         with contextlib.redirect_stdout(printed):
             counts = core_adapter.run(connector, str(project), configuration, {})
@@ -534,17 +534,6 @@ def _sdk_stage(job: dict[str, Any]) -> dict[str, Any]:
         result["incremental_seconds"] = time.perf_counter() - started
         result["incremental_upserts"] = counts.get("Upserts", 0)
     return result
-
-
-class _Counter(io.TextIOBase):
-    """Counts what the runner prints (it prints the whole state at every checkpoint), keeping none of it."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def write(self, text: str) -> int:
-        self.bytes += len(text.encode())
-        return len(text)
 
 
 def _keyed_copy(

@@ -28,6 +28,7 @@ import psycopg2
 import psycopg2.extensions
 
 from tools import local_postgres
+from tools.sync_measures import landed_rows
 
 SCHEMA = "bench_changes"
 TARGETS = {"spread_sent_over_changed": 1.1, "slack": 100}
@@ -127,7 +128,7 @@ def _measure_heap(run: _Run) -> dict[str, Any]:
         now = _rows_held(source)
         syncs[key] = _sync(work, configuration, what) | _difference(held, now) | {"changed": changed}
         held = now
-    landed, expected = _landed_rows(work, "heap"), _one(source, f"SELECT count(*) FROM {SCHEMA}.heap")
+    landed, expected = landed_rows(work, SCHEMA, "heap"), _one(source, f"SELECT count(*) FROM {SCHEMA}.heap")
     if landed != expected:
         raise SystemExit(f"the destination holds {landed} live rows, the source {expected}")
     state = json.loads((work / "files" / "state.json").read_text())
@@ -226,7 +227,7 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
         now = _rows_held(source, "facts")
         syncs[key] = _scanned_sync(params, work, run.configuration, key) | _difference(held, now) | {"changed": changed}
         held = now
-    landed, expected = _landed_rows(work), _one(source, f"SELECT count(*) FROM {SCHEMA}.facts")
+    landed, expected = landed_rows(work, SCHEMA, "facts"), _one(source, f"SELECT count(*) FROM {SCHEMA}.facts")
     if landed != expected:
         raise SystemExit(f"the destination holds {landed} live rows, the source {expected}")
     later = {key: sync for key, sync in syncs.items() if key != "a_first"}
@@ -439,17 +440,6 @@ def _sync(work: Path, configuration: dict[str, str], what: str) -> dict[str, Any
         "deletes": counts.get("Deletes", 0),
         "truncates": counts.get("Truncates", 0),
     }
-
-
-def _landed_rows(work: Path, table: str = "facts") -> int:
-    import duckdb
-
-    connection = duckdb.connect(str(work / "files" / "warehouse.db"), read_only=True)
-    try:
-        query = f'SELECT count(*) FROM "tester_{SCHEMA}".{table} WHERE NOT _fivetran_deleted'
-        return connection.execute(query).fetchone()[0]
-    finally:
-        connection.close()
 
 
 def _one(connection: psycopg2.extensions.connection, statement: str) -> Any:

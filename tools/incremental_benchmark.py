@@ -9,7 +9,6 @@ and the state's size; for the first sync, the bytes the runner printed (it print
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg2
 
 from tools import local_postgres
+from tools.sync_measures import PrintedBytes, landed_rows
 
 SCHEMA = "bench_incremental"
 TARGETS = {"sent_over_changed": 1.1, "slack": 100, "first_sync_printed_bytes": 2_000_000}
@@ -75,7 +75,7 @@ def run_incremental(rows: int) -> dict[str, Any]:
                 changed += 40
                 time.sleep(2)
             syncs[f"g_busy_{number + 1}"] = _sync(work, configuration, changed)
-        landed, expected = _landed(work), _one(source, f"SELECT count(*) FROM {SCHEMA}.orders")
+        landed, expected = landed_rows(work, SCHEMA, "orders"), _one(source, f"SELECT count(*) FROM {SCHEMA}.orders")
         if landed != expected:
             raise SystemExit(f"the destination holds {landed} live rows, the source {expected}")
         source.close()
@@ -153,7 +153,7 @@ def _sync(work: Path, configuration: dict[str, str], changed: int, count_output:
     sdk_runner.check_newer_version = lambda *args, **kwargs: None  # no network wait
     state_file = work / "files" / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    printed = _Counter()
+    printed = PrintedBytes()
     started = time.perf_counter()
     with contextlib.redirect_stdout(printed):
         counts = core_adapter.run(connector.connector, str(work), configuration, state)
@@ -165,28 +165,6 @@ def _sync(work: Path, configuration: dict[str, str], changed: int, count_output:
     if count_output:
         result["printed_bytes"] = printed.bytes
     return result
-
-
-class _Counter(io.TextIOBase):
-    """Counts what is printed, keeping none of it."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def write(self, text: str) -> int:
-        self.bytes += len(text.encode())
-        return len(text)
-
-
-def _landed(work: Path) -> int:
-    import duckdb
-
-    connection = duckdb.connect(str(work / "files" / "warehouse.db"), read_only=True)
-    try:
-        query = f'SELECT count(*) FROM "tester_{SCHEMA}".orders WHERE NOT _fivetran_deleted'
-        return connection.execute(query).fetchone()[0]
-    finally:
-        connection.close()
 
 
 def _execute(connection: psycopg2.extensions.connection, statement: str) -> None:
