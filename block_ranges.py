@@ -22,11 +22,12 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from psycopg2 import sql
 
-from greenplum_client import GreenplumClient
+from greenplum_client import GreenplumClient, is_statement_cancelled, one_line
 from leaves import Leaf
 from planning import PlannedColumn, TablePlan
 from quoting import Identifier
@@ -60,6 +61,19 @@ def hashing_for(server_version_num: int) -> Hashing:
 class DigestCancelled(RuntimeError):
     """statement_timeout cancelled a digest's query (one statement over the whole table): a keyless table is skipped
     with this message, a keyed one read in full."""
+
+
+@contextmanager
+def cancelled_as_digest(what: str) -> Iterator[None]:
+    """The server's cancel of a digest's statement (`what` it was) raised as DigestCancelled, saying what to raise."""
+    try:
+        yield
+    except Exception as error:
+        if not is_statement_cancelled(error):
+            raise
+        raise DigestCancelled(
+            f"the server cancelled {what} ({one_line(error)}); raise statement_timeout for USERNAME"
+        ) from None
 
 
 def choose_range_blocks(total_blocks: int) -> int:

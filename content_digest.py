@@ -21,8 +21,6 @@ from digest_pairs import pair_hash
 from greenplum_client import GreenplumClient
 from planning import TablePlan
 
-HASH_COLUMN = "_fivetran_content"  # a read's column of each row's content hash
-ORDINAL_COLUMN = "_fivetran_ordinal"  # and of its ordinal among the rows identical to it
 _MASK = 2**64 - 1
 _SIGNATURE = b"PGCOPY\n\xff\r\n\0"
 # A row of the grouped COPY: its field count, then the hash and the count, each with its length.

@@ -669,6 +669,14 @@ def capacity(sub_size: int) -> int:
     return max(0, 5 * (K * sub_size - _SPARE_CELLS) // 7)
 
 
+RECENT_DIFFERENCES = 5  # differences a table keeps to size its next digest (`choose_sub_size`)
+
+
+def with_difference(recent: list[int] | None, pairs: int) -> list[int]:
+    """A table's recent differences, with the one just seen: the sizes its next digest leaves room for."""
+    return [*(recent or []), pairs][-RECENT_DIFFERENCES:]
+
+
 def choose_sub_size(rows: int, recent_differences: Iterable[int], words: int, budget_bytes: int = 1_000_000) -> int:
     """A sub-table size for a table of this many rows: room for 4 times its largest recent difference, a sixteenth of
     its rows up to 32,768 pairs, at least 64, and never more than its own difference could be (2 * rows + 64); within

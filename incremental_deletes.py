@@ -39,7 +39,6 @@ from quoting import Identifier, Literal
 if TYPE_CHECKING:
     from table_sink import TableSink
 
-_RECENT = 5  # differences kept to size the next digest
 _KEYS_PER_LOOKUP = 1000
 
 
@@ -334,7 +333,7 @@ class DeleteCheck:
         return dd.choose_sub_size(rows, self._state.deletes_sizes or [], self._encoding.codec.words)
 
     def _remember(self, pairs: int) -> None:
-        self._state.deletes_sizes = [*(self._state.deletes_sizes or []), pairs][-_RECENT:]
+        self._state.deletes_sizes = dd.with_difference(self._state.deletes_sizes, pairs)
 
 
 def _names(names: list[str] | tuple[str, ...]) -> sql.Composable:

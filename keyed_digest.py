@@ -10,14 +10,12 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-import psycopg2
 from fivetran_connector_sdk import Logging as log
 
 import difference_digest as dd
 from ao_keyed import AoNow, HighWater, PassNotes, append_optimized_now
-from block_ranges import DigestCancelled
+from block_ranges import cancelled_as_digest
 from digest_pairs import scan_cells
-from greenplum_client import is_statement_cancelled, one_line
 from key_encoding import KeyEncoding
 from key_ranges import KeyRanges
 from planning import PlannedColumn
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
     from table_sink import TableSink
 
 # Differences kept to size the next digest.
-_RECENT = 5
 
 
 class Outcome(enum.Enum):
@@ -51,13 +48,13 @@ class KeyedDigest:
 
     def remember(self, pairs: int) -> None:
         """A difference seen, which sizes the next digest."""
-        self.state.digest_sizes = [*(self.state.digest_sizes or []), pairs][-_RECENT:]
+        self.state.digest_sizes = dd.with_difference(self.state.digest_sizes, pairs)
 
     def scan(self, saved: dd.Cells, columns: list[PlannedColumn], located: HighWater | None) -> dd.Cells:
         """The cells of the table's rows now, hashing the given columns, of the saved digest's sizes (`located` takes
         where the rows are); DigestCancelled when statement_timeout cancels the scan."""
         keys_sub_size = saved.keys.sub_size if saved.keys is not None else None
-        try:
+        with cancelled_as_digest("the difference digest's scan"):
             cells, self.rows = scan_cells(
                 self.client,
                 self.plan,
@@ -69,13 +66,6 @@ class KeyedDigest:
                 located=located,
                 ranges=KeyRanges(saved.ranges.shift if saved.ranges is not None else 0),
             )
-        except psycopg2.Error as error:
-            if not is_statement_cancelled(error):
-                raise
-            raise DigestCancelled(
-                f"the server cancelled the difference digest's scan ({one_line(error)}); raise statement_timeout for "
-                "USERNAME"
-            ) from None
         return cells
 
     def start_pass(self, now: AoNow | None) -> Outcome:

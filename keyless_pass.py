@@ -21,13 +21,11 @@ import difference_digest as dd
 import reads
 import schema_changes
 from ao_keyed import AoNow, append_optimized_now
-from block_ranges import DigestCancelled
+from block_ranges import cancelled_as_digest
 from content_digest import add_contents, content_hash, move_content, row_id, scan_contents
-from greenplum_client import is_statement_cancelled, one_line
 from planning import ROW_ID_COLUMN
 from table_sink import TableSink
 
-_RECENT = 5  # differences kept to size the next digest
 _CONTENTS_PER_READ = 10_000  # contents whose rows are read back in one statement
 
 
@@ -52,9 +50,10 @@ class KeylessPass:
             return
         saved = dd.Cells.unpack(state.digest)
         current = self._scan(saved.sub_size)
-        pairs = current.subtract(saved).peel()
+        difference = current.subtract(saved)
+        pairs = difference.peel()
         if pairs is None:
-            self._remember(current.subtract(saved).estimated_pairs())
+            self._remember(difference.estimated_pairs())
             self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
             return
         self._remember(len(pairs))
@@ -85,9 +84,10 @@ class KeylessPass:
         after = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
         fewer = {content: held_count for content, held_count in before.items() if after.get(content, 0) < held_count}
         more = {content: count for content, count in after.items() if count > before.get(content, 0)}
+        to_send = sum(count - before.get(content, 0) for content, count in more.items())
         log.info(
             f"{plan.state_key}: {len(more):,} contents held by more rows, {len(fewer):,} by fewer: "
-            f"{sum(count - before.get(content, 0) for content, count in more.items()):,} rows to send, "
+            f"{to_send:,} rows to send, "
             f"{sum(count - after.get(content, 0) for content, count in fewer.items()):,} to delete"
         )
 
@@ -100,7 +100,7 @@ class KeylessPass:
                 for ordinal in range(held_count, now_count, -1):
                     self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
                 move_content(held, content, held_count, now_count)
-            self._sink.expect(sum(count - before.get(content, 0) for content, count in more.items()))
+            self._sink.expect(to_send)
             contents, moved = sorted(more), set()
             for start in range(0, len(contents), _CONTENTS_PER_READ):
                 chunk = contents[start : start + _CONTENTS_PER_READ]
@@ -201,15 +201,8 @@ class KeylessPass:
         return start.subtract(start)
 
     def _scan(self, sub_size: int) -> dd.Cells:
-        try:
+        with cancelled_as_digest("the scan of its contents"):
             cells, _ = scan_contents(self._client, self._plan, self._hashing, sub_size)
-        except Exception as error:
-            if not is_statement_cancelled(error):
-                raise
-            raise DigestCancelled(
-                f"the server cancelled the scan of its contents ({one_line(error)}); raise statement_timeout for "
-                "USERNAME"
-            ) from None
         return cells
 
     def _new_cells(self) -> dd.Cells:
@@ -224,7 +217,7 @@ class KeylessPass:
         return max(int(json.loads(explained)[0]["Plan"]["Plan Rows"]), 0)
 
     def _remember(self, pairs: int) -> None:
-        self._state.digest_sizes = [*(self._state.digest_sizes or []), pairs][-_RECENT:]
+        self._state.digest_sizes = dd.with_difference(self._state.digest_sizes, pairs)
 
 
 def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:

@@ -15,9 +15,9 @@ import append_optimized as ao
 import block_ranges
 import catalog_sql
 import reads
-from block_ranges import DigestCancelled
+from block_ranges import cancelled_as_digest
 from catalog import Flavour, RowLocator
-from greenplum_client import is_statement_cancelled, one_line
+from greenplum_client import one_line
 from leaves import Leaf, greenplum_leaves
 
 if TYPE_CHECKING:
@@ -92,15 +92,8 @@ def survey(sink: TableSink) -> Survey:
     range_blocks = _range_blocks(sink) if physical else None
     per_segment = physical and plan.split_by_segment and bool(source.segments)
     others = [leaf for leaf in leaves if leaf.key not in ao_leaves] if ao_leaves else None
-    try:
+    with cancelled_as_digest("the digest query that tells which leaves changed"):
         current = block_ranges.digests(client, plan, source.hashing, range_blocks, per_segment, others)
-    except psycopg2.Error as error:
-        if not is_statement_cancelled(error):
-            raise
-        raise DigestCancelled(
-            "the server cancelled the digest query that tells which leaves changed "
-            f"({one_line(error)}); raise statement_timeout for USERNAME"
-        ) from None
     return Survey(ao_leaves, facts, current, range_blocks, per_segment)
 
 

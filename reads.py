@@ -40,11 +40,15 @@ def select(
     `_fivetran_extra_<n>`: no name of the connector's can be taken for a source column's (rows are read by position)."""
     expressions = [column.select_expression() for column in plan.columns]
     expressions.extend(
-        sql.SQL("{} AS {}").format(expression, Identifier(f"_fivetran_extra_{number}"))
-        for number, expression in enumerate(extra, 1)
+        sql.SQL("{} AS {}").format(expression, _extra(number)) for number, expression in enumerate(extra, 1)
     )
     statement = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), relation or plan.relation)
     return _where(statement, [where] if where is not None else [])
+
+
+def _extra(number: int) -> Identifier:
+    """The name of `select`'s extra column `number` (from 1)."""
+    return Identifier(f"_fivetran_extra_{number}")
 
 
 def key_condition(names: tuple[str, ...], keys: list[dict[str, Any]]) -> tuple[sql.Composable, list[str]]:
@@ -285,8 +289,8 @@ def in_content_order(plan: TablePlan, content: sql.Composable, after: list[str] 
     columns = len(plan.columns)
     numbered = sql.SQL(
         "SELECT hashed.*, row_number() OVER (PARTITION BY {hash}) AS {ordinal} FROM ({}) AS hashed"
-    ).format(hashed, hash=Identifier("_fivetran_extra_1"), ordinal=Identifier("_fivetran_ordinal"))
-    order = sql.SQL("{}, {}").format(Identifier("_fivetran_extra_1"), Identifier("_fivetran_ordinal"))
+    ).format(hashed, hash=_extra(1), ordinal=Identifier("_fivetran_ordinal"))
+    order = sql.SQL("{}, {}").format(_extra(1), Identifier("_fivetran_ordinal"))
     statement = sql.SQL("SELECT * FROM ({}) AS numbered").format(numbered)
     params: list[Any] = []
     if after is not None:
@@ -300,5 +304,5 @@ def of_contents(plan: TablePlan, content: sql.Composable, contents: list[int]) -
     hashed = select(plan, None, content)
     statement = sql.SQL(
         "SELECT DISTINCT ON ({hash}) * FROM ({}) AS hashed WHERE {hash} IN (SELECT unnest(%s::bigint[]))"
-    ).format(hashed, hash=Identifier("_fivetran_extra_1"))
+    ).format(hashed, hash=_extra(1))
     return Read(statement, [contents], ())
