@@ -197,10 +197,6 @@ def merge_closest(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [*runs[:at], (runs[at][0], runs[at + 1][1]), *runs[at + 2 :]]
 
 
-def _in_runs(runs: list[tuple[int, int]], row_number: int) -> bool:
-    return any(first <= row_number <= last for first, last in runs)
-
-
 # The state's text form, compact because a leaf has a file per segment (and more where loads ran concurrently): per
 # file "segment.segno.runs[.deleted]", ';'-separated; runs "first-last" in base 36, '+'-separated; deleted row numbers
 # as base64 of their varint-encoded increasing gaps (states of earlier versions add a fifth field, ignored).

@@ -26,7 +26,6 @@ from key_encoding import key_values
 from key_ranges import KeyRanges
 from keyed_digest import KeyedDigest, Outcome
 from planning import PlannedColumn
-from quoting import Identifier, Literal
 
 
 @dataclass(frozen=True)
@@ -105,10 +104,7 @@ def _taken_again(
         log.info(f"{plan.state_key}: the read stopped partway before it noted what it read: it starts again")
         state.position = None
         return fresh, read
-    up_to = sql.SQL("({}) <= ({})").format(
-        sql.SQL(", ").join(Identifier(name) for name in plan.primary_key),
-        sql.SQL(", ").join(Literal(value) for value in position),
-    )
+    up_to = reads.up_to(plan.primary_key, position)
     condition = up_to if within is None else sql.SQL("{} AND {}").format(within, up_to)
     keys_size = fresh.keys.sub_size if fresh.keys is not None else None
     ranges = KeyRanges(fresh.ranges.shift) if fresh.ranges is not None else None

@@ -115,7 +115,7 @@ class DeleteCheck:
         self._loading, state.deletes_bound = True, None
         if state.position is not None and state.phase == "values":  # a first read killed: what it had sent
             order = [plan.cursor.name, *plan.primary_key]
-            self._sent = self._taken_again(lambda up_to: self._scan(_up_to(order, up_to), sub_size))
+            self._sent = self._taken_again(lambda up_to: self._scan(reads.up_to(order, up_to), sub_size))
         else:
             self._sent = self._new_cells(sub_size)
         state.deletes_checked = time.time()
@@ -127,7 +127,7 @@ class DeleteCheck:
             is_null = sql.SQL("{} IS NULL").format(self._cursor)
 
             def scan(up_to: list[str]) -> dd.Cells:
-                condition = sql.SQL("{} AND {}").format(is_null, _up_to(plan.primary_key, up_to))
+                condition = sql.SQL("{} AND {}").format(is_null, reads.up_to(plan.primary_key, up_to))
                 return self._scan(condition, self._sub_size(), list(plan.columns))
 
             self._nulls = self._taken_again(scan)
@@ -334,12 +334,3 @@ class DeleteCheck:
 
     def _remember(self, pairs: int) -> None:
         self._state.deletes_sizes = dd.with_difference(self._state.deletes_sizes, pairs)
-
-
-def _names(names: list[str] | tuple[str, ...]) -> sql.Composable:
-    return sql.SQL(", ").join(Identifier(name) for name in names)
-
-
-def _up_to(names: list[str] | tuple[str, ...], position: list[str]) -> sql.Composable:
-    """The rows up to a read's position, in its order (the position as quoted literals: a COPY takes no parameter)."""
-    return sql.SQL("({}) <= ({})").format(_names(names), sql.SQL(", ").join(map(Literal, position)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from fivetran_connector_sdk import Logging as log
-from psycopg2 import sql
 
 import append_optimized as ao
 import block_ranges
@@ -30,7 +29,6 @@ from key_ranges import KeyRanges
 from keyed_digest import Outcome
 from leaf_survey import FullPass, Survey, survey
 from leaves import leaf_order, named_leaves
-from quoting import Identifier, Literal
 from reconciliation import Reconciliation
 from state import LeafState
 
@@ -291,10 +289,7 @@ class KeyedPass(FullPass):
         fingerprint, position = dd.read_noted(state.pass_noted)
         if fingerprint is None or position is None:
             return self._start_again(start, "what it had read was not noted")
-        up_to = sql.SQL("({}) <= ({})").format(
-            sql.SQL(", ").join(Identifier(name) for name in plan.primary_key),
-            sql.SQL(", ").join(Literal(value) for value in position),
-        )
+        up_to = reads.up_to(plan.primary_key, position)
         keys_sub_size = start.keys.sub_size if start.keys is not None else None
         ranges = KeyRanges(start.ranges.shift) if start.ranges is not None else None
         source = self._sink.source

@@ -74,10 +74,6 @@ class Survey:
     range_blocks: int | None  # None: leaves read whole (a view, a custom query, a replicated table)
     per_segment: bool  # ranges are per Greenplum segment
 
-    @property
-    def leaf_count(self) -> int:
-        return len(self.current) + len(self.facts)
-
 
 def survey(sink: TableSink) -> Survey:
     """Raises DigestCancelled when statement_timeout cancels the digest query; anything else that fails the digest

@@ -17,7 +17,7 @@ from psycopg2 import sql
 from block_ranges import row_md5
 from leaves import Leaf
 from planning import ROW_ID_COLUMN, SOURCE_ALIAS, TablePlan
-from quoting import Identifier
+from quoting import Identifier, Literal
 from state import TableState
 from values import position_text
 
@@ -266,6 +266,12 @@ def _after(names: tuple[str, ...] | list[str], position: list[str]) -> tuple[sql
     """`(a, b) > (%s, %s)`: the rows after the given position, in the read's order."""
     placeholders = sql.SQL(", ").join(sql.Placeholder() for _ in names)
     return sql.SQL("({}) > ({})").format(_identifiers(names), placeholders), list(position)
+
+
+def up_to(names: tuple[str, ...] | list[str], position: list[str]) -> sql.Composable:
+    """`(a, b) <= ('x', 'y')`: the rows up to a read's position, in its order, the position as quoted literals (a
+    COPY takes no parameter)."""
+    return sql.SQL("({}) <= ({})").format(_identifiers(names), sql.SQL(", ").join(map(Literal, position)))
 
 
 def _minus_lookback(cursor: str, kind: str, lookback_seconds: int) -> str:
