@@ -94,14 +94,42 @@ def _workload(
     connection.close()
 
 
-def _terminate(database: Database) -> None:
+def _sync_sessions(database: Database, statement: str) -> int:
+    """How many of the syncs' server sessions the statement, run over each of them, answers true for."""
     connection = database.connect()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            f"SELECT count(*) FILTER (WHERE {statement}) FROM pg_stat_activity WHERE application_name = %s",
             (APPLICATION_NAME,),
         )
+        (count,) = cursor.fetchone()
     connection.close()
+    return count
+
+
+def _await_session(database: Database, process: subprocess.Popen) -> bool:
+    """Whether the sync opened a server session while it ran: a fault aimed then lands inside the sync, not before
+    it connects (its start-up takes most of a short sync, and more on a slow machine than a fast one)."""
+    while process.poll() is None:
+        if _sync_sessions(database, "true"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _fault(database: Database, process: subprocess.Popen, fault: str, delay: float) -> bool:
+    """Kills the sync or terminates its server sessions, `delay` seconds after it connects; whether it hit a sync
+    still running."""
+    if not _await_session(database, process):
+        return False
+    try:
+        process.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        if fault == "SIGKILL":
+            process.send_signal(signal.SIGKILL)
+            return True
+        return _sync_sessions(database, "pg_terminate_backend(pid)") > 0
 
 
 def _run_sync(project: Path, configuration: Path, log: Path) -> subprocess.Popen:
@@ -142,21 +170,16 @@ def test_destination_converges_after_killed_syncs_and_terminated_sessions(
     statements = WORKLOAD + (WORKLOAD_GREENPLUM if greenplum else [])
     workload = threading.Thread(target=_workload, args=(database, schema, random.Random(SEED + 1), stop, statements))
     workload.start()
-    log, faults, hits = tmp_path / "syncs.log", [], []
+    log, hits = tmp_path / "syncs.log", []
     try:
-        for round_ in range(ROUNDS):
-            fault, delay = rng.choice(["SIGKILL", "terminate", "none"]), rng.uniform(0.3, 2.0)
-            faults.append(fault)
+        # Each fault three times, in a seeded order, each at a seeded point of its sync.
+        faults = ["SIGKILL", "terminate"] * 3 + ["none"] * (ROUNDS - 6)
+        rng.shuffle(faults)
+        for round_, fault in enumerate(faults):
+            delay = rng.uniform(0.0, 0.3)
             process = _run_sync(destination.project, configuration, log)
-            if fault != "none":
-                try:
-                    process.wait(timeout=delay)
-                except subprocess.TimeoutExpired:
-                    hits.append(fault)
-                    if fault == "SIGKILL":
-                        process.send_signal(signal.SIGKILL)
-                    else:
-                        _terminate(database)
+            if fault != "none" and _fault(database, process, fault, delay):
+                hits.append(fault)
             returncode = process.wait(timeout=60)
             if fault != "SIGKILL":
                 assert returncode == 0, f"round {round_} ({fault}) failed; seed {SEED}; see {log}"
