@@ -97,9 +97,12 @@ class KeylessPass:
         with self._sink.saving(save):
             for content, held_count in sorted(fewer.items()):
                 now_count = after.get(content, 0)
-                for ordinal in range(held_count, now_count, -1):
-                    self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
-                move_content(held, content, held_count, now_count)
+                # A checkpoint between a content's deletes would save its old count with some of its ids gone: a
+                # sync killed then, and the content held more often again, would send too few.
+                with self._sink.together(save):
+                    for ordinal in range(held_count, now_count, -1):
+                        self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
+                    move_content(held, content, held_count, now_count)
             self._sink.expect(to_send)
             contents, moved = sorted(more), set()
             for start in range(0, len(contents), _CONTENTS_PER_READ):
