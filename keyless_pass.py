@@ -27,6 +27,7 @@ from planning import ROW_ID_COLUMN
 from table_sink import TableSink
 
 _CONTENTS_PER_READ = 10_000  # contents whose rows are read back in one statement
+_DELETES_TOGETHER = 10_000  # the most deletes of one content between two checkpoints
 
 
 class KeylessPass:
@@ -96,13 +97,16 @@ class KeylessPass:
 
         with self._sink.saving(save):
             for content, held_count in sorted(fewer.items()):
-                now_count = after.get(content, 0)
-                # A checkpoint between a content's deletes would save its old count with some of its ids gone: a
-                # sync killed then, and the content held more often again, would send too few.
-                with self._sink.together(save):
-                    for ordinal in range(held_count, now_count, -1):
-                        self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
-                    move_content(held, content, held_count, now_count)
+                now_count, count = after.get(content, 0), held_count
+                # The digest moves with each run of deletes, and no checkpoint falls inside one: one there would
+                # save a count some of whose ids are gone, and a sync killed then would later send too few.
+                while count > now_count:
+                    lower = max(now_count, count - _DELETES_TOGETHER)
+                    with self._sink.together(save):
+                        for ordinal in range(count, lower, -1):
+                            self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
+                        move_content(held, content, count, lower)
+                    count = lower
             self._sink.expect(to_send)
             contents, moved = sorted(more), set()
             for start in range(0, len(contents), _CONTENTS_PER_READ):

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 from conftest import Database, Destination, killed_after_checkpoint
 
+import keyless_pass
 import sync
 from catalog import Flavour, detect_flavour
 
@@ -261,19 +262,23 @@ def test_a_sync_killed_while_it_sends_the_changes_goes_on_and_converges(
     assert keyless.sync(configuration) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("together, resent", [(None, 8), (3, 3)])
 def test_a_sync_killed_among_one_content_s_deletes_leaves_a_digest_of_what_landed(
-    keyless: Keyless, monkeypatch: pytest.MonkeyPatch
+    keyless: Keyless, monkeypatch: pytest.MonkeyPatch, together: int | None, resent: int
 ) -> None:
     """Ten identical rows, eight of them deleted, a checkpoint due every three deletes and the sync killed after the
-    first: the digest it saved says what the destination holds, so the eight added back are sent again."""
+    first: the digest it saved says what the destination holds, so of the eight added back those it lacks are sent.
+    A content's deletes land in runs (all eight at once, or three with `_DELETES_TOGETHER` 3), each with its count."""
+    if together is not None:
+        monkeypatch.setattr(keyless_pass, "_DELETES_TOGETHER", together)
     same = "SELECT 0, 'same', 0 FROM generate_series(1, {})"
     keyless.run(f"INSERT INTO {keyless.table} {same.format(10)}")
     assert keyless.sync() == (10, 0, 0)
-    keyless.run(f"DELETE FROM {keyless.table} WHERE ctid IN (SELECT ctid FROM {keyless.table} WHERE id = 0 LIMIT 8)")
+    keyless.run(f"DELETE FROM {keyless.table} WHERE id = 0", f"INSERT INTO {keyless.table} {same.format(2)}")
     configuration = {**keyless.configuration, "CHECKPOINT_ROWS": "3"}
     killed_after_checkpoint(monkeypatch, keyless.destination, configuration, keyless.table)
     keyless.run(f"INSERT INTO {keyless.table} {same.format(8)}")
-    assert keyless.sync(configuration, state=keyless.destination.saved_state()) == (8, 0, 0)
+    assert keyless.sync(configuration, state=keyless.destination.saved_state()) == (resent, 0, 0)
 
 
 def test_past_its_digest_s_capacity_the_table_is_read_again_once_and_its_next_digest_is_larger(
