@@ -23,8 +23,6 @@ from planning import PlannedColumn
 if TYPE_CHECKING:
     from table_sink import TableSink
 
-# Differences kept to size the next digest.
-
 
 class Outcome(enum.Enum):
     SENT = "sent"  # what changed was sent; the table is done

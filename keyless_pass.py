@@ -97,16 +97,15 @@ class KeylessPass:
 
         with self._sink.saving(save):
             for content, held_count in sorted(fewer.items()):
-                now_count, count = after.get(content, 0), held_count
+                now_count = after.get(content, 0)
                 # The digest moves with each run of deletes, and no checkpoint falls inside one: one there would
                 # save a count some of whose ids are gone, and a sync killed then would later send too few.
-                while count > now_count:
-                    lower = max(now_count, count - _DELETES_TOGETHER)
+                for upper in range(held_count, now_count, -_DELETES_TOGETHER):
+                    lower = max(now_count, upper - _DELETES_TOGETHER)
                     with self._sink.together(save):
-                        for ordinal in range(count, lower, -1):
+                        for ordinal in range(upper, lower, -1):
                             self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
-                        move_content(held, content, count, lower)
-                    count = lower
+                        move_content(held, content, upper, lower)
             self._sink.expect(to_send)
             contents, moved = sorted(more), set()
             for start in range(0, len(contents), _CONTENTS_PER_READ):
