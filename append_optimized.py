@@ -170,7 +170,7 @@ def fetch_hidden_counts(client: GreenplumClient, flavour: Flavour, leaf: Leaf) -
 
 
 def encode_counts(counts: dict[tuple[int, int], int]) -> str:
-    parts = (f"{_b36(segment)}.{_b36(segno)}.{_b36(count)}" for (segment, segno), count in sorted(counts.items()))
+    parts = (f"{base36(segment)}.{base36(segno)}.{base36(count)}" for (segment, segno), count in sorted(counts.items()))
     return ";".join(parts)
 
 
@@ -205,8 +205,8 @@ def merge_closest(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def encode_files(files: dict[tuple[int, int], SegmentFileRows]) -> str:
     parts = []
     for (segment, segno), rows in sorted(files.items()):
-        runs = "+".join(f"{_b36(first)}-{_b36(last)}" for first, last in rows.runs)
-        text = f"{_b36(segment)}.{_b36(segno)}.{runs}"
+        runs = "+".join(f"{base36(first)}-{base36(last)}" for first, last in rows.runs)
+        text = f"{base36(segment)}.{base36(segno)}.{runs}"
         if rows.deleted:
             text += "." + _encode_increasing(rows.deleted)
         parts.append(text)
@@ -230,7 +230,7 @@ def decode_files(text: str) -> dict[tuple[int, int], SegmentFileRows]:
     return files
 
 
-def _b36(number: int) -> str:
+def base36(number: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     text = ""
     while True:

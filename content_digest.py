@@ -11,6 +11,7 @@ changes no content and sends nothing.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 from psycopg2 import sql
@@ -19,12 +20,16 @@ import difference_digest as dd
 from block_ranges import Hashing
 from digest_pairs import pair_hash
 from greenplum_client import GreenplumClient
+from leaf_prints import Print, add_prints
+from leaves import Leaf
 from planning import TablePlan
 
 _MASK = 2**64 - 1
 _SIGNATURE = b"PGCOPY\n\xff\r\n\0"
 # A row of the grouped COPY: its field count, then the hash and the count, each with its length.
 _RECORD = np.dtype([("fields", ">i2"), ("h_length", ">i4"), ("h", ">i8"), ("m_length", ">i4"), ("m", ">i8")])
+# The same with the lowest and highest leaf holding the content (`scan_contents(by_leaf=True)`).
+_LEAF_RECORD = np.dtype([*_RECORD.descr, ("lo_length", ">i4"), ("lo", ">i8"), ("hi_length", ">i4"), ("hi", ">i8")])
 
 
 def content_hash(plan: TablePlan, hashing: Hashing) -> sql.Composable:
@@ -37,10 +42,12 @@ def row_id(content: int, ordinal: int) -> str:
     return f"{content & _MASK:016x}:{ordinal}"
 
 
-def add_contents(cells: dd.Cells, contents: np.ndarray, counts: np.ndarray) -> None:
-    """Adds the pairs of contents and how many rows hold each (int64 arrays)."""
+def add_contents(cells: dd.Cells, contents: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Adds the pairs of contents and how many rows hold each (int64 arrays); returns their hashes."""
     words = np.stack([contents, counts], axis=1).astype(np.int64)
-    cells.add_pairs(words, dd.key_hashes(words))
+    hashes = dd.key_hashes(words)
+    cells.add_pairs(words, hashes)
+    return hashes
 
 
 def move_content(cells: dd.Cells, content: int, before: int, after: int) -> None:
@@ -50,31 +57,52 @@ def move_content(cells: dd.Cells, content: int, before: int, after: int) -> None
             cells.add_pair(sign, (content, count), dd.key_hash((content, count)))
 
 
+@dataclass(frozen=True)
+class ContentScan:
+    """What one scan of contents found: their digest, the rows holding them, what its pairs come to
+    (`leaf_prints.Print`) and, scanned by leaf, what those of each leaf come to (None: not by leaf, or a content
+    lies in two leaves)."""
+
+    cells: dd.Cells
+    rows: int
+    print: Print
+    leaf_prints: dict[str, Print] | None
+
+
 def scan_contents(
     client: GreenplumClient,
     plan: TablePlan,
     hashing: Hashing,
     sub_size: int,
     condition: sql.Composable | None = None,
-) -> tuple[dd.Cells, int]:
-    """The digest of the relation's contents now (of the rows meeting the condition, which holds no parameter), and
-    how many rows hold them: the server hashes each row and counts the rows of each content; one row a content comes
-    back, in a binary COPY summed as it arrives."""
-    where = sql.SQL(" WHERE {}").format(condition) if condition is not None else sql.SQL("")
+    leaf: Leaf | None = None,
+    by_leaf: bool = False,
+) -> ContentScan:
+    """The digest of the relation's contents now (of one leaf's; of the rows meeting the condition, which holds no
+    parameter), and how many rows hold them: the server hashes each row and counts the rows of each content; one row
+    a content comes back, in a binary COPY summed as it arrives. `by_leaf`: with the lowest and highest leaf
+    (tableoid) holding it, so that each leaf's pairs are summed apart."""
+    relation = plan.relation if leaf is None else leaf.relation
+    conditions = [condition, leaf.literal_condition if leaf is not None else None]
+    conditions = [each for each in conditions if each is not None]
+    where = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
+    leaf_column = sql.SQL(", tableoid::bigint AS o") if by_leaf else sql.SQL("")
+    leaves = sql.SQL(", min(o), max(o)") if by_leaf else sql.SQL("")
     copy = sql.SQL(
-        "COPY (SELECT h, count(*)::bigint FROM (SELECT {} AS h FROM {}{}) AS hashed GROUP BY h) TO STDOUT "
+        "COPY (SELECT h, count(*)::bigint{} FROM (SELECT {} AS h{} FROM {}{}) AS hashed GROUP BY h) TO STDOUT "
         "(FORMAT binary)"
-    ).format(content_hash(plan, hashing), plan.relation, where)
-    sink = _ContentSink(sub_size)
+    ).format(leaves, content_hash(plan, hashing), leaf_column, relation, where)
+    sink = _ContentSink(sub_size, by_leaf)
     client.copy_out(copy, sink)
-    return sink.cells(), sink.rows
+    return sink.scan()
 
 
 class _ContentSink:
     """Sums the rows of the grouped COPY into cells as they arrive (`GreenplumClient.copy_out`'s sink)."""
 
-    def __init__(self, sub_size: int) -> None:
-        self._sub_size = sub_size
+    def __init__(self, sub_size: int, by_leaf: bool) -> None:
+        self._sub_size, self._by_leaf = sub_size, by_leaf
+        self._record = _LEAF_RECORD if by_leaf else _RECORD
         self.reset()
 
     def reset(self) -> None:
@@ -82,18 +110,20 @@ class _ContentSink:
         self._pending = b""
         self._chunks: list[bytes] = []
         self._header_read = False
-        self.rows = 0
+        self._rows = 0
+        self._print: Print = (0, 0)
+        self._leaf_prints: dict[str, Print] | None = {} if self._by_leaf else None
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
         if len(self._chunks) >= 16384:
             self._consume()
 
-    def cells(self) -> dd.Cells:
+    def scan(self) -> ContentScan:
         self._consume()
         if self._pending != b"\xff\xff":  # the trailer: a field count of -1
             raise ValueError("a binary COPY of contents ended where no row ends")
-        return self._cells
+        return ContentScan(self._cells, self._rows, self._print, self._leaf_prints)
 
     def _consume(self) -> None:
         data = b"".join([self._pending, *self._chunks])
@@ -106,13 +136,28 @@ class _ContentSink:
             if data[:11] != _SIGNATURE:
                 raise ValueError("not a binary COPY")
             start, self._header_read = 19 + struct.unpack_from(">i", data, 15)[0], True
-        whole = (len(data) - start) // _RECORD.itemsize
-        self._pending = data[start + whole * _RECORD.itemsize :]
+        size = self._record.itemsize
+        whole = (len(data) - start) // size
+        self._pending = data[start + whole * size :]
         if not whole:
             return
-        records = np.frombuffer(data, _RECORD, whole, start)
-        if not ((records["fields"] == 2) & (records["h_length"] == 8) & (records["m_length"] == 8)).all():
+        records = np.frombuffer(data, self._record, whole, start)
+        lengths = (records["h_length"] == 8) & (records["m_length"] == 8)
+        if self._by_leaf:
+            lengths &= (records["lo_length"] == 8) & (records["hi_length"] == 8)
+        if not ((records["fields"] == (4 if self._by_leaf else 2)) & lengths).all():
             raise ValueError("a binary COPY of contents holds a row of another layout")
         counts = records["m"].astype(np.int64)
-        add_contents(self._cells, records["h"].astype(np.int64), counts)
-        self.rows += int(counts.sum())
+        hashes = add_contents(self._cells, records["h"].astype(np.int64), counts)
+        self._rows += int(counts.sum())
+        self._print = add_prints(self._print, hashes)
+        if self._leaf_prints is not None:
+            lowest, highest = records["lo"].astype(np.int64), records["hi"].astype(np.int64)
+            if (lowest != highest).any():  # a content in two leaves: no leaf's print stands for its contents
+                self._leaf_prints = None
+                return
+            order = np.argsort(lowest, kind="stable")
+            leaves, starts = np.unique(lowest[order], return_index=True)
+            for leaf, of_leaf in zip(leaves.tolist(), np.split(hashes[order], starts[1:]), strict=True):
+                key = str(leaf)
+                self._leaf_prints[key] = add_prints(self._leaf_prints.get(key, (0, 0)), of_leaf)

@@ -18,11 +18,12 @@ from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 import difference_digest as dd
+import leaf_prints
 import reads
 import schema_changes
 from ao_keyed import AoNow, append_optimized_now
 from block_ranges import cancelled_as_digest
-from content_digest import add_contents, content_hash, move_content, row_id, scan_contents
+from content_digest import ContentScan, add_contents, content_hash, move_content, row_id, scan_contents
 from planning import ROW_ID_COLUMN
 from table_sink import TableSink
 
@@ -49,9 +50,11 @@ class KeylessPass:
         if now is not None and now.text == state.digest_ao:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return
+        if now is not None and self._leaves_kept_contents(now):
+            return
         saved = dd.Cells.unpack(state.digest)
-        current = self._scan(saved.sub_size)
-        difference = current.subtract(saved)
+        scan = self._scan(saved.sub_size, by_leaf=now is not None and plan.partitioned)
+        difference = scan.cells.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
             self._remember(difference.estimated_pairs())
@@ -60,7 +63,38 @@ class KeylessPass:
         self._remember(len(pairs))
         self._send(saved, pairs)
         state.digest_ao = now.text if now is not None else None
+        # The leaves' prints stand for what the digest holds only when it holds what the scan found: a content whose
+        # rows were gone by the time they were read back keeps what it had.
+        kept = scan.leaf_prints is not None and saved.fingerprint() == scan.cells.fingerprint()
+        state.digest_prints = leaf_prints.encode(scan.leaf_prints) if kept else None
         self._sink.progressed()
+
+    def _leaves_kept_contents(self, now: AoNow) -> bool:
+        """Whether the leaves the catalog says changed (and those gone) still hold, between them, the contents the
+        digest holds of them: a compaction, a rewrite, an exchange of the same rows. It costs one scan of those
+        leaves and sends nothing; False when some content changed there, and the whole table is scanned."""
+        state, plan = self._state, self._plan
+        changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
+        if state.digest_prints is None or len(changed) >= len(now.leaves):  # every leaf changed: scan the table
+            return False
+        saved = leaf_prints.decode(state.digest_prints)
+        scanned = {}
+        with cancelled_as_digest("the scan of its contents"):
+            for key in changed:
+                scanned[key] = scan_contents(self._client, plan, self._hashing, 1, leaf=now.leaves[key]).print
+        if not leaf_prints.contents_kept(saved, scanned, gone):
+            log.info(f"{plan.state_key}: rows changed in {len(changed):,} of its leaves: its contents are scanned")
+            return False
+        log.info(
+            f"{plan.state_key}: {len(changed):,} leaves rewritten (compacted, exchanged) and {len(gone):,} gone "
+            "hold the contents they held (each scanned): nothing sent"
+        )
+        for key in gone:
+            saved.pop(key, None)
+        state.digest_prints, state.digest_ao = leaf_prints.encode(saved | scanned), now.text
+        self._remember(0)
+        self._sink.progressed()
+        return True
 
     def _why_read_again(self) -> str | None:
         """Why every row is read (after a truncate), or None when the saved digest tells what changed."""
@@ -140,7 +174,8 @@ class KeylessPass:
             state.in_pass, state.position = True, None
             state.pass_digest = cells.pack()
             state.pass_digest_ao = now.text if now is not None else None
-            state.leaves = state.reading = state.digest = None  # ids of an earlier version's go with the truncate
+            # ids of an earlier version's go with the truncate
+            state.leaves = state.reading = state.digest = state.digest_prints = None
         cells = dd.Cells.unpack(state.pass_digest)
         if state.position is not None:
             cells = self._taken_again(cells)
@@ -181,7 +216,7 @@ class KeylessPass:
         sub_size = dd.choose_sub_size(self._read_rows, self._state.digest_sizes or [], dd.Codec.CONTENT.words)
         if sub_size <= cells.sub_size:
             return cells
-        larger = self._scan(sub_size)
+        larger = self._scan(sub_size).cells
         if larger.fingerprint() != cells.fingerprint():  # a fingerprint holds whatever the size: their pairs differ
             return cells
         log.info(f"{self._plan.state_key}: its digest is taken again at the size its {self._read_rows:,} rows call for")
@@ -195,7 +230,7 @@ class KeylessPass:
         if fingerprint is not None and position is not None:
             content, ordinal = int(position[0]), int(position[1])
             before = sql.SQL("{} < {}").format(self._content, sql.Literal(content))
-            cells, _ = scan_contents(self._client, plan, self._hashing, start.sub_size, before)
+            cells = scan_contents(self._client, plan, self._hashing, start.sub_size, before).cells
             cells = start.added(cells)
             if cells.added(_run_cells(cells, [content, ordinal])).fingerprint() == fingerprint:
                 log.info(f"{plan.state_key}: the digest of the rows read up to {position} is taken again")
@@ -206,10 +241,9 @@ class KeylessPass:
         state.position = None
         return start.subtract(start)
 
-    def _scan(self, sub_size: int) -> dd.Cells:
+    def _scan(self, sub_size: int, by_leaf: bool = False) -> ContentScan:
         with cancelled_as_digest("the scan of its contents"):
-            cells, _ = scan_contents(self._client, self._plan, self._hashing, sub_size)
-        return cells
+            return scan_contents(self._client, self._plan, self._hashing, sub_size, by_leaf=by_leaf)
 
     def _new_cells(self) -> dd.Cells:
         rows = self._plan.estimated_rows if self._plan.estimated_rows > 0 else self._planner_rows()

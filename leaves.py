@@ -35,6 +35,11 @@ class Leaf:
     def append_optimized(self) -> bool:
         return self.storage in APPEND_OPTIMIZED
 
+    @property
+    def literal_condition(self) -> sql.Composable | None:
+        """`condition` with its parameter written in, for a statement that takes none (a COPY)."""
+        return sql.SQL("tableoid = {}").format(sql.Literal(int(self.key))) if self.condition is not None else None
+
 
 def leaf_order(leaf: str) -> tuple[int, str]:
     """Leaves in oid order (oids grow as leaves are created: older partitions first)."""
@@ -76,4 +81,4 @@ def _leaf(
         return Leaf(key, plan.relation, None, (), storage, relfilenode)
     if readable:
         return Leaf(key, sql.SQL("ONLY {}").format(Identifier(schema, name)), None, (), storage, relfilenode)
-    return Leaf(key, plan.relation, sql.SQL("tableoid = %s"), (int(key),), storage, relfilenode)
+    return Leaf(key, plan.relation, sql.SQL("tableoid = %s"), (int(key),), storage, relfilenode)  # as literal_condition

@@ -47,10 +47,12 @@ class TableState:
       next one. `pass_digest`: the digest of the rows a full pass or a
       read of every row has read so far, saved as `digest` at its end. `digest_ao`: on Greenplum, when every leaf is
       append-optimized, the catalog's facts of them when the digest was taken: unchanged, nothing is scanned
-      (`pass_digest_ao`: those taken before a full pass). `pass_held`: a read of every row in progress (new columns,
-      or a difference past capacity): the digest of the keys it read (of the rows, in the form the saved digest
-      hashed, when that one has no digest of keys), which names the keys to delete at its end; `pass_ranges`: the
-      key ranges it reads when it reads those that changed alone (`shift:range,range,...`).
+      (`pass_digest_ao`: those taken before a full pass). `digest_prints`: a keyless table's leaves, what the
+      digest's pairs of each come to (`leaf_prints.py`), so that leaves rewritten are scanned alone.
+      `pass_held`: a read of every row in progress (new columns, or a difference past capacity): the digest of the
+      keys it read (of the rows, in the form the saved digest hashed, when that one has no digest of keys), which
+      names the keys to delete at its end; `pass_ranges`: the key ranges it reads when it reads those that changed
+      alone (`shift:range,range,...`).
       `digest_leaves`: per append-optimized leaf, as `LeafState.ao` (with `hidden`: the rows hidden per file), what
       the digest holds of it: where its rows end and which are hidden, so that what changed there is read alone
       (`ao_keyed.py`); `pass_digest_leaves`: those a full pass or a read of every row notes as it goes.
@@ -90,6 +92,7 @@ class TableState:
     pass_digest: str | None = None
     digest_ao: str | None = None
     pass_digest_ao: str | None = None
+    digest_prints: str | None = None
     pass_held: str | None = None
     pass_ranges: str | None = None
     digest_leaves: dict[str, LeafState] | None = None
@@ -190,6 +193,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("pass_digest", state.pass_digest is None or isinstance(state.pass_digest, str)),
         ("digest_ao", state.digest_ao is None or isinstance(state.digest_ao, str)),
         ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
+        ("digest_prints", state.digest_prints is None or isinstance(state.digest_prints, str)),
         ("pass_held", state.pass_held is None or isinstance(state.pass_held, str)),
         ("pass_ranges", state.pass_ranges is None or isinstance(state.pass_ranges, str)),
         ("digest_leaves", _leaves_valid(state.digest_leaves)),

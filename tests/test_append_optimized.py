@@ -355,6 +355,44 @@ def test_rewrites_stay_exact_and_cost_the_rows_they_changed(
     assert facts.sync(destination)[0] == (0, 0, 0)
 
 
+def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
+    facts: AoFacts, destination: Destination
+) -> None:
+    """Known by their contents, the leaves the catalog says changed are scanned alone when they still hold what they
+    held (a compaction, VACUUM FULL, an exchange of the same rows): nothing is sent and no other leaf is read. What
+    each leaf holds comes from the table's scan, so the first change after a first sync takes that one."""
+    facts.create()
+    facts.sync(destination)
+    january, february = f"{facts.table}_1_prt_1", f"{facts.table}_1_prt_2"
+    (deleted,) = facts.run(f"SELECT count(*) FROM {january} WHERE id % 3 = 0")[0]
+    facts.run(f"DELETE FROM {january} WHERE id % 3 = 0")
+    assert facts.sync(destination) == ((0, deleted, 0), set(LEAVES))
+
+    def touched(leaf: str) -> list[str]:
+        """A row inserted straight into the leaf and deleted again: the catalog counts a change, the contents none
+        (and a plain VACUUM then compacts its files: greenplum-notes.md, "Forcing a compaction")."""
+        return [f"INSERT INTO {leaf} VALUES (0, date '{MONTHS[0]}', 'x')", f"DELETE FROM {leaf} WHERE id = 0"]
+
+    files = f"SELECT segno, tupcount FROM gp_toolkit.__gp_aocsseg('{january}'::regclass) WHERE column_num = 0"
+    before = sorted(facts.run(files))
+    facts.run(*touched(january), f"VACUUM {january}")
+    assert sorted(facts.run(files)) != before, "the leaf's files were compacted"
+    assert facts.sync(destination) == ((0, 0, 0), {"facts_1_prt_1"})
+    facts.run(*(statement.replace(MONTHS[0], MONTHS[1]) for statement in touched(february)), f"VACUUM FULL {february}")
+    assert facts.sync(destination) == ((0, 0, 0), {"facts_1_prt_2"})
+    facts.run(
+        f"CREATE TABLE {facts.table}_stage (id int, day date, note text) WITH (appendonly=true) DISTRIBUTED RANDOMLY",
+        f"INSERT INTO {facts.table}_stage SELECT * FROM {facts.table} WHERE day >= '{MONTHS[2]}'",
+        f"ALTER TABLE {facts.table} EXCHANGE PARTITION FOR (date '{MONTHS[2]}') WITH TABLE {facts.table}_stage",
+        f"DROP TABLE {facts.table}_stage",
+    )
+    assert facts.sync(destination) == ((0, 0, 0), {"facts_1_prt_3"}), "the leaf exchanged for one with its rows"
+    facts.run(f"DELETE FROM {february} WHERE id % 10 = 1")
+    sent, scanned = facts.sync(destination)
+    assert sent[0] == 0 and sent[1] > 0 and scanned == set(LEAVES), "contents changed in a leaf: the table's scan"
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
 def test_changes_committed_while_a_sync_reads_are_caught_by_the_next(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
