@@ -61,10 +61,13 @@ class KeylessPass:
             self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
             return
         self._remember(len(pairs))
+        # The leaves' prints stand for what the digest holds, which moves as the rows land: none is saved meanwhile
+        # (a sync killed then, and its leaves changed back, would find them as printed and keep what had landed).
+        state.digest_prints = None
         self._send(saved, pairs)
         state.digest_ao = now.text if now is not None else None
-        # The leaves' prints stand for what the digest holds only when it holds what the scan found: a content whose
-        # rows were gone by the time they were read back keeps what it had.
+        # And after, only when the digest holds what the scan found: a content whose rows were gone by the time they
+        # were read back keeps what it had.
         kept = scan.leaf_prints is not None and saved.fingerprint() == scan.cells.fingerprint()
         state.digest_prints = leaf_prints.encode(scan.leaf_prints) if kept else None
         self._sink.progressed()

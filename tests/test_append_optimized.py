@@ -393,6 +393,24 @@ def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 
+def test_a_sync_killed_while_it_sends_a_leaf_s_rows_and_the_leaf_changed_back_converges(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows appended to a leaf, a sync killed while it sends them, the rows deleted again: the leaf holds what its
+    print said, but the destination does not; the next sync deletes what landed."""
+    facts.create()
+    facts.sync(destination)
+    facts.run(f"DELETE FROM {facts.table} WHERE id % 3 = 0 AND day < '{MONTHS[1]}'")
+    facts.sync(destination)  # the table's scan: each leaf's print
+    facts.insert(5001, 5900, day=MONTHS[1])
+    state = killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table)
+    landed = destination.query(f'SELECT count(*) FROM "tester_{facts.schema}".facts WHERE id > 5000')[0][0]
+    assert 0 < landed < 900, "the sync was killed among the rows it sent"
+    facts.run(f"DELETE FROM {facts.table} WHERE id > 5000")
+    assert facts.sync(destination, state=state)[0] == (0, landed, 0)
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
 def test_changes_committed_while_a_sync_reads_are_caught_by_the_next(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
