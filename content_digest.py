@@ -42,12 +42,10 @@ def row_id(content: int, ordinal: int) -> str:
     return f"{content & _MASK:016x}:{ordinal}"
 
 
-def add_contents(cells: dd.Cells, contents: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Adds the pairs of contents and how many rows hold each (int64 arrays); returns their hashes."""
+def add_contents(cells: dd.Cells, contents: np.ndarray, counts: np.ndarray) -> None:
+    """Adds the pairs of contents and how many rows hold each (int64 arrays)."""
     words = np.stack([contents, counts], axis=1).astype(np.int64)
-    hashes = dd.key_hashes(words)
-    cells.add_pairs(words, hashes)
-    return hashes
+    cells.add_pairs(words, dd.key_hashes(words))
 
 
 def move_content(cells: dd.Cells, content: int, before: int, after: int) -> None:
@@ -67,6 +65,7 @@ class ContentScan:
     rows: int
     print: Print
     leaf_prints: dict[str, Print] | None
+    leaf_cells: dict[str, dd.Cells]  # of the leaves asked for, their own digests
 
 
 def scan_contents(
@@ -77,11 +76,13 @@ def scan_contents(
     condition: sql.Composable | None = None,
     leaf: Leaf | None = None,
     by_leaf: bool = False,
+    leaf_sizes: dict[str, int] | None = None,
 ) -> ContentScan:
     """The digest of the relation's contents now (of one leaf's; of the rows meeting the condition, which holds no
     parameter), and how many rows hold them: the server hashes each row and counts the rows of each content; one row
     a content comes back, in a binary COPY summed as it arrives. `by_leaf`: with the lowest and highest leaf
-    (tableoid) holding it, so that each leaf's pairs are summed apart."""
+    (tableoid) holding it, so that each leaf's pairs are summed apart, and the leaves of `leaf_sizes` get a digest of
+    their own, of that sub-table size."""
     relation = plan.relation if leaf is None else leaf.relation
     conditions = [condition, leaf.literal_condition if leaf is not None else None]
     conditions = [each for each in conditions if each is not None]
@@ -92,7 +93,7 @@ def scan_contents(
         "COPY (SELECT h, count(*)::bigint{} FROM (SELECT {} AS h{} FROM {}{}) AS hashed GROUP BY h) TO STDOUT "
         "(FORMAT binary)"
     ).format(leaves, content_hash(plan, hashing), leaf_column, relation, where)
-    sink = _ContentSink(sub_size, by_leaf)
+    sink = _ContentSink(sub_size, by_leaf, leaf_sizes or {})
     client.copy_out(copy, sink)
     return sink.scan()
 
@@ -100,8 +101,8 @@ def scan_contents(
 class _ContentSink:
     """Sums the rows of the grouped COPY into cells as they arrive (`GreenplumClient.copy_out`'s sink)."""
 
-    def __init__(self, sub_size: int, by_leaf: bool) -> None:
-        self._sub_size, self._by_leaf = sub_size, by_leaf
+    def __init__(self, sub_size: int, by_leaf: bool, leaf_sizes: dict[str, int]) -> None:
+        self._sub_size, self._by_leaf, self._leaf_sizes = sub_size, by_leaf, leaf_sizes
         self._record = _LEAF_RECORD if by_leaf else _RECORD
         self.reset()
 
@@ -113,6 +114,7 @@ class _ContentSink:
         self._rows = 0
         self._print: Print = (0, 0)
         self._leaf_prints: dict[str, Print] | None = {} if self._by_leaf else None
+        self._leaf_cells = {key: dd.Cells(size, dd.Codec.CONTENT) for key, size in self._leaf_sizes.items()}
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -123,7 +125,8 @@ class _ContentSink:
         self._consume()
         if self._pending != b"\xff\xff":  # the trailer: a field count of -1
             raise ValueError("a binary COPY of contents ended where no row ends")
-        return ContentScan(self._cells, self._rows, self._print, self._leaf_prints)
+        leaf_cells = self._leaf_cells if self._leaf_prints is not None else {}
+        return ContentScan(self._cells, self._rows, self._print, self._leaf_prints, leaf_cells)
 
     def _consume(self) -> None:
         data = b"".join([self._pending, *self._chunks])
@@ -148,7 +151,9 @@ class _ContentSink:
         if not ((records["fields"] == (4 if self._by_leaf else 2)) & lengths).all():
             raise ValueError("a binary COPY of contents holds a row of another layout")
         counts = records["m"].astype(np.int64)
-        hashes = add_contents(self._cells, records["h"].astype(np.int64), counts)
+        words = np.stack([records["h"].astype(np.int64), counts], axis=1)
+        hashes = dd.key_hashes(words)
+        self._cells.add_pairs(words, hashes)
         self._rows += int(counts.sum())
         self._print = add_prints(self._print, hashes)
         if self._leaf_prints is not None:
@@ -156,6 +161,9 @@ class _ContentSink:
             if (lowest != highest).any():  # a content in two leaves: no leaf's print stands for its contents
                 self._leaf_prints = None
                 return
+            for key, cells in self._leaf_cells.items():
+                of_leaf = lowest == int(key)
+                cells.add_pairs(words[of_leaf], hashes[of_leaf])
             order = np.argsort(lowest, kind="stable")
             leaves, starts = np.unique(lowest[order], return_index=True)
             for leaf, of_leaf in zip(leaves.tolist(), np.split(hashes[order], starts[1:]), strict=True):

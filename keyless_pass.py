@@ -24,11 +24,14 @@ import schema_changes
 from ao_keyed import AoNow, append_optimized_now
 from block_ranges import cancelled_as_digest
 from content_digest import ContentScan, add_contents, content_hash, move_content, row_id, scan_contents
+from leaves import Leaf
 from planning import ROW_ID_COLUMN
 from table_sink import TableSink
 
 _CONTENTS_PER_READ = 10_000  # contents whose rows are read back in one statement
 _DELETES_TOGETHER = 10_000  # the most deletes of one content between two checkpoints
+_LEAVES_WITH_DIGESTS = 4  # leaves changed in one sync that get digests of their own, at most
+_LEAF_DIGEST_BYTES = 1_000_000  # and their cells' packed size, at most
 
 
 class KeylessPass:
@@ -50,10 +53,11 @@ class KeylessPass:
         if now is not None and now.text == state.digest_ao:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return
-        if now is not None and self._leaves_kept_contents(now):
+        if now is not None and self._changed_leaves_alone(now):
             return
         saved = dd.Cells.unpack(state.digest)
-        scan = self._scan(saved.sub_size, by_leaf=now is not None and plan.partitioned)
+        by_leaf = now is not None and plan.partitioned
+        scan = self._scan(saved.sub_size, by_leaf, self._leaf_sizes(now) if by_leaf else None)
         difference = scan.cells.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
@@ -61,43 +65,99 @@ class KeylessPass:
             self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
             return
         self._remember(len(pairs))
-        # The leaves' prints stand for what the digest holds, which moves as the rows land: none is saved meanwhile
-        # (a sync killed then, and its leaves changed back, would find them as printed and keep what had landed).
-        state.digest_prints = None
-        self._send(saved, pairs)
+        self._send_noting_leaves(saved, pairs, scan.cells, now, scan.leaf_prints, scan.leaf_cells, self._changed(now))
+
+    def _send_noting_leaves(
+        self,
+        held: dd.Cells,
+        pairs: list[dd.Pair],
+        expected: dd.Cells,
+        now: AoNow | None,
+        prints: dict[str, leaf_prints.Print] | None,
+        leaf_cells: dict[str, dd.Cells],
+        leaves: list[Leaf] | None,
+    ) -> None:
+        """Sends the difference, then saves the leaves' prints and digests, which stand for what the digest holds:
+        only when it holds what was expected (a content whose rows were gone by the time they were read back keeps
+        what it had). None is saved while the rows land, as the digest moves content by content: a sync killed then,
+        and its leaves changed back, would find them as printed and keep what had landed. The rows sent are read from
+        `leaves` alone, when given."""
+        state = self._state
+        state.digest_prints = state.leaf_digests = None
+        self._send(held, pairs, leaves)
         state.digest_ao = now.text if now is not None else None
-        # And after, only when the digest holds what the scan found: a content whose rows were gone by the time they
-        # were read back keeps what it had.
-        kept = scan.leaf_prints is not None and saved.fingerprint() == scan.cells.fingerprint()
-        state.digest_prints = leaf_prints.encode(scan.leaf_prints) if kept else None
+        if prints is not None and held.fingerprint() == expected.fingerprint():
+            state.digest_prints = leaf_prints.encode(prints)
+            state.leaf_digests = {key: cells.pack() for key, cells in leaf_cells.items()} or None
         self._sink.progressed()
 
-    def _leaves_kept_contents(self, now: AoNow) -> bool:
-        """Whether the leaves the catalog says changed (and those gone) still hold, between them, the contents the
-        digest holds of them: a compaction, a rewrite, an exchange of the same rows. It costs one scan of those
-        leaves and sends nothing; False when some content changed there, and the whole table is scanned."""
+    def _changed_leaves_alone(self, now: AoNow) -> bool:
+        """Whether the leaves the catalog says changed, scanned alone, tell what changed: those with a digest of
+        their own by its difference, the others (and the leaves gone) by their prints, which must show the contents
+        they held (a compaction, a rewrite, an exchange of the same rows). False when some content changed where
+        only a print was kept: the whole table is scanned."""
         state, plan = self._state, self._plan
         changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
         if state.digest_prints is None or len(changed) >= len(now.leaves):  # every leaf changed: scan the table
             return False
         saved = leaf_prints.decode(state.digest_prints)
-        scanned = {}
+        digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items()}
+        scanned, leaf_cells, pairs, sending = {}, {}, [], []
         with cancelled_as_digest("the scan of its contents"):
             for key in changed:
-                scanned[key] = scan_contents(self._client, plan, self._hashing, 1, leaf=now.leaves[key]).print
-        if not leaf_prints.contents_kept(saved, scanned, gone):
+                size = digests[key].sub_size if key in digests else 1
+                scan = scan_contents(self._client, plan, self._hashing, size, leaf=now.leaves[key])
+                if key not in digests:
+                    scanned[key] = scan.print
+                    continue
+                difference = scan.cells.subtract(digests[key])
+                leaf_pairs = difference.peel()
+                if leaf_pairs is None:  # the table's scan gives the leaf a larger one
+                    self._remember(difference.estimated_pairs())
+                    log.info(f"{plan.state_key}: more contents changed in leaf {key} than its digest holds")
+                    return False
+                pairs += leaf_pairs
+                saved[key], leaf_cells[key] = scan.print, scan.cells
+                sending += [now.leaves[key]] if leaf_pairs else []
+        if not leaf_prints.contents_kept(saved, scanned, gone) or (gone and pairs):
             log.info(f"{plan.state_key}: rows changed in {len(changed):,} of its leaves: its contents are scanned")
             return False
         log.info(
-            f"{plan.state_key}: {len(changed):,} leaves rewritten (compacted, exchanged) and {len(gone):,} gone "
-            "hold the contents they held (each scanned): nothing sent"
+            f"{plan.state_key}: {len(changed):,} leaves changed in the catalog and {len(gone):,} gone, each scanned "
+            f"alone: {len(leaf_cells):,} by its own digest, the others hold the contents they held"
         )
         for key in gone:
             saved.pop(key, None)
-        state.digest_prints, state.digest_ao = leaf_prints.encode(saved | scanned), now.text
-        self._remember(0)
-        self._sink.progressed()
+            digests.pop(key, None)
+        self._remember(len(pairs))
+        held = dd.Cells.unpack(state.digest)
+        expected = held.copy()
+        for pair in pairs:
+            expected.add_pair(pair.sign, pair.words, pair.h)
+        digests |= leaf_cells
+        self._send_noting_leaves(held, pairs, expected, now, saved | scanned, digests, sending)
         return True
+
+    def _changed(self, now: AoNow | None) -> list[Leaf] | None:
+        """The leaves the catalog says changed, where the rows of the contents gained lie (None: every leaf)."""
+        if now is None or not self._plan.partitioned:
+            return None
+        return [now.leaves[key] for key in now.changed_since(self._state.digest_ao)]
+
+    def _leaf_sizes(self, now: AoNow | None) -> dict[str, int]:
+        """The leaves that get a digest of their own from the table's scan: those the catalog says changed, when
+        they are few (a load into this month's partition, say), sized for their rows; none when they are many."""
+        state = self._state
+        changed = now.changed_since(state.digest_ao) if now is not None else []
+        if not changed or len(changed) > _LEAVES_WITH_DIGESTS or len(changed) >= len(now.leaves):
+            return {}
+        prints = leaf_prints.decode(state.digest_prints)
+        spread = max(self._plan.estimated_rows // len(now.leaves), 0)
+        contents = {key: prints[key][0] if key in prints else spread for key in changed}
+        recent, words = state.digest_sizes or [], dd.Codec.CONTENT.words
+        sizes = {key: dd.choose_sub_size(count, recent, words) for key, count in contents.items()}
+        cells = sum(size * dd.K for size in sizes.values())
+        return sizes if cells * dd.cell_bytes(dd.Codec.CONTENT.words) <= _LEAF_DIGEST_BYTES else {}
 
     def _why_read_again(self) -> str | None:
         """Why every row is read (after a truncate), or None when the saved digest tells what changed."""
@@ -112,7 +172,7 @@ class KeylessPass:
 
     # What changed: ids gained and lost, content by content.
 
-    def _send(self, held: dd.Cells, pairs: list[dd.Pair]) -> None:
+    def _send(self, held: dd.Cells, pairs: list[dd.Pair], leaves: list[Leaf] | None = None) -> None:
         """Deletes the highest ordinals of the contents held less often, and sends the contents held more often
         under their next ordinals, from one row of each read back. The digest follows what landed, content by
         content, and is saved at every checkpoint; a content whose rows are all gone by the time they are read back
@@ -159,7 +219,7 @@ class KeylessPass:
                         sent += [row | {ROW_ID_COLUMN: row_id(content, n)} for n in range(held_count + 1, count + 1)]
                     return sent
 
-                read = reads.of_contents(plan, self._content, chunk)
+                read = reads.of_contents(plan, self._content, chunk, leaves)
                 self._sink.read_all(lambda read=read: read, copies, on_restart=lambda: None)
         state.digest, state.digest_columns = held.pack(), schema_changes.column_list(plan)
 
@@ -178,7 +238,7 @@ class KeylessPass:
             state.pass_digest = cells.pack()
             state.pass_digest_ao = now.text if now is not None else None
             # ids of an earlier version's go with the truncate
-            state.leaves = state.reading = state.digest = state.digest_prints = None
+            state.leaves = state.reading = state.digest = state.digest_prints = state.leaf_digests = None
         cells = dd.Cells.unpack(state.pass_digest)
         if state.position is not None:
             cells = self._taken_again(cells)
@@ -244,9 +304,11 @@ class KeylessPass:
         state.position = None
         return start.subtract(start)
 
-    def _scan(self, sub_size: int, by_leaf: bool = False) -> ContentScan:
+    def _scan(self, sub_size: int, by_leaf: bool = False, leaf_sizes: dict[str, int] | None = None) -> ContentScan:
         with cancelled_as_digest("the scan of its contents"):
-            return scan_contents(self._client, self._plan, self._hashing, sub_size, by_leaf=by_leaf)
+            return scan_contents(
+                self._client, self._plan, self._hashing, sub_size, by_leaf=by_leaf, leaf_sizes=leaf_sizes
+            )
 
     def _new_cells(self) -> dd.Cells:
         rows = self._plan.estimated_rows if self._plan.estimated_rows > 0 else self._planner_rows()

@@ -251,6 +251,10 @@ def _where(statement: sql.Composable, conditions: list[sql.Composable]) -> sql.C
     return sql.SQL("{} WHERE {}").format(statement, sql.SQL(" AND ").join(conditions))
 
 
+def _literal(leaf: Leaf) -> list[sql.Composable]:
+    return [leaf.literal_condition] if leaf.literal_condition is not None else []
+
+
 def _identifiers(names: tuple[str, ...] | list[str]) -> sql.Composable:
     return sql.SQL(", ").join(Identifier(name) for name in names)
 
@@ -305,9 +309,16 @@ def in_content_order(plan: TablePlan, content: sql.Composable, after: list[str] 
     return Read(sql.SQL("{} ORDER BY {}").format(statement, order), params, (columns, columns + 1))
 
 
-def of_contents(plan: TablePlan, content: sql.Composable, contents: list[int]) -> Read:
-    """One row of each of the given contents (a row of a content is any other's), its content hash last."""
-    hashed = select(plan, None, content)
+def of_contents(
+    plan: TablePlan, content: sql.Composable, contents: list[int], leaves: list[Leaf] | None = None
+) -> Read:
+    """One row of each of the given contents (a row of a content is any other's), its content hash last; of the
+    given leaves alone, where the rows of those contents lie (a row's leaf follows from its values)."""
+    relation = None
+    if leaves:
+        parts = [_where(sql.SQL("SELECT * FROM {}").format(leaf.relation), _literal(leaf)) for leaf in leaves]
+        relation = sql.SQL("({}) AS {}").format(sql.SQL(" UNION ALL ").join(parts), Identifier(SOURCE_ALIAS))
+    hashed = select(plan, relation, content)
     statement = sql.SQL(
         "SELECT DISTINCT ON ({hash}) * FROM ({}) AS hashed WHERE {hash} IN (SELECT unnest(%s::bigint[]))"
     ).format(hashed, hash=_extra(1))

@@ -48,7 +48,9 @@ class TableState:
       read of every row has read so far, saved as `digest` at its end. `digest_ao`: on Greenplum, when every leaf is
       append-optimized, the catalog's facts of them when the digest was taken: unchanged, nothing is scanned
       (`pass_digest_ao`: those taken before a full pass). `digest_prints`: a keyless table's leaves, what the
-      digest's pairs of each come to (`leaf_prints.py`), so that leaves rewritten are scanned alone.
+      digest's pairs of each come to (`leaf_prints.py`), so that leaves rewritten are scanned alone;
+      `leaf_digests`: the digests of its own of each leaf that changed last (a few), so that what changes there next
+      is found by a scan of that leaf.
       `pass_held`: a read of every row in progress (new columns, or a difference past capacity): the digest of the
       keys it read (of the rows, in the form the saved digest hashed, when that one has no digest of keys), which
       names the keys to delete at its end; `pass_ranges`: the key ranges it reads when it reads those that changed
@@ -93,6 +95,7 @@ class TableState:
     digest_ao: str | None = None
     pass_digest_ao: str | None = None
     digest_prints: str | None = None
+    leaf_digests: dict[str, str] | None = None
     pass_held: str | None = None
     pass_ranges: str | None = None
     digest_leaves: dict[str, LeafState] | None = None
@@ -194,6 +197,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("digest_ao", state.digest_ao is None or isinstance(state.digest_ao, str)),
         ("pass_digest_ao", state.pass_digest_ao is None or isinstance(state.pass_digest_ao, str)),
         ("digest_prints", state.digest_prints is None or isinstance(state.digest_prints, str)),
+        ("leaf_digests", state.leaf_digests is None or _texts_by_text(state.leaf_digests)),
         ("pass_held", state.pass_held is None or isinstance(state.pass_held, str)),
         ("pass_ranges", state.pass_ranges is None or isinstance(state.pass_ranges, str)),
         ("digest_leaves", _leaves_valid(state.digest_leaves)),
@@ -259,6 +263,10 @@ def _valid_ao(value: Any) -> bool:
 
 def _texts_or_none(value: Any) -> bool:
     return value is None or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+
+
+def _texts_by_text(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 def _pair(value: Any) -> bool:

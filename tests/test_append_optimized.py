@@ -393,6 +393,32 @@ def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 
+def test_a_leaf_whose_rows_changed_last_finds_its_next_changes_alone(facts: AoFacts, destination: Destination) -> None:
+    """The table's scan gives the few leaves it found changed a digest of their own (this month's partition, taking
+    loads): their next changes cost a scan of that leaf and the rows that changed; a change in another leaf takes the
+    table's scan again, and that leaf gets the digest."""
+    facts.create()
+    facts.sync(destination)
+    january, february = f"{facts.table}_1_prt_1", f"{facts.table}_1_prt_2"
+    facts.insert(5001, 5100, day=MONTHS[1])
+    assert facts.sync(destination) == ((100, 0, 0), set(LEAVES))
+    facts.insert(5101, 5130, day=MONTHS[1], note="again")
+    facts.insert(5101, 5102, day=MONTHS[1], note="again")  # two rows identical to two just inserted
+    assert facts.sync(destination) == ((32, 0, 0), {"facts_1_prt_2"})
+    ((deleted,),) = facts.run(f"SELECT count(*) FROM {february} WHERE id % 7 = 0")
+    facts.run(
+        f"DELETE FROM {february} WHERE id % 7 = 0",
+        f"UPDATE {february} SET note = 'updated' WHERE id BETWEEN 5001 AND 5010 AND id % 7 <> 0",
+    )
+    assert facts.sync(destination) == ((9, deleted + 9, 0), {"facts_1_prt_2"})
+    facts.run(f"DELETE FROM {january} WHERE id = 1")
+    assert facts.sync(destination) == ((0, 1, 0), set(LEAVES))
+    facts.run(f"DELETE FROM {january} WHERE id = 2", f"DELETE FROM {february} WHERE id = 5011")
+    assert facts.sync(destination) == ((0, 2, 0), set(LEAVES)), "February's digest went with the table's scan"
+    facts.run(f"DELETE FROM {january} WHERE id = 4")
+    assert facts.sync(destination) == ((0, 1, 0), {"facts_1_prt_1"}), "January's and February's digests"
+
+
 def test_a_sync_killed_while_it_sends_a_leaf_s_rows_and_the_leaf_changed_back_converges(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,7 +52,13 @@ def test_leaves_changed_kept_their_contents_when_their_prints_sum_to_those_saved
 
 
 def _scan(
-    database: Database, schema: str, table: str, by_leaf: bool, leaf: str | None = None, relation: Leaf | None = None
+    database: Database,
+    schema: str,
+    table: str,
+    by_leaf: bool,
+    leaf: str | None = None,
+    relation: Leaf | None = None,
+    leaf_sizes: dict[str, int] | None = None,
 ) -> ContentScan:
     """A scan of the table's contents (of one leaf's; of another relation's, read through the table's plan)."""
     settings = parse_settings(database.configuration(SCHEMAS=schema))
@@ -65,7 +71,7 @@ def _scan(
         ]
         hashing = hashing_for(info.server_version_num)
         (named,) = named_leaves(client, plan, [leaf]) if leaf else (relation,)
-        return scan_contents(client, plan, hashing, 64, leaf=named, by_leaf=by_leaf)
+        return scan_contents(client, plan, hashing, 64, leaf=named, by_leaf=by_leaf, leaf_sizes=leaf_sizes)
 
 
 def test_a_scan_by_leaf_sums_each_leaf_s_pairs_as_a_scan_of_that_leaf_does(database: Database, schema: str) -> None:
@@ -91,6 +97,11 @@ def test_a_scan_by_leaf_sums_each_leaf_s_pairs_as_a_scan_of_that_leaf_does(datab
     assert whole.print == _scan(database, schema, "p", by_leaf=False).print
     for leaf in (low, high):
         assert _scan(database, schema, "p", by_leaf=False, leaf=leaf).print == whole.leaf_prints[leaf]
+    with_digest = _scan(database, schema, "p", by_leaf=True, leaf_sizes={high: 64})
+    assert set(with_digest.leaf_cells) == {high}
+    alone = _scan(database, schema, "p", by_leaf=False, leaf=high).cells
+    assert with_digest.leaf_cells[high].subtract(alone).is_empty(), "a leaf's own digest, as a scan of it alone"
+    assert not with_digest.leaf_cells[high].subtract(whole.cells).is_empty()
 
 
 def test_a_content_in_two_leaves_leaves_no_print_standing(database: Database, schema: str) -> None:
