@@ -6,9 +6,9 @@
   table's contents (its digest) next to a plain read by the connector without the SDK; the state's size.
 - Greenplum 6 (`--dsn`, by hand): a keyless table of N rows in 12 append-optimized column leaves; rows sent, seconds
   and the leaves each sync scanned (the coordinator's `seq_scan`) for (a) the first sync, (b) nothing changed, (c)
-  0.1% of N appended to one leaf, (d) 0.1% of N inserted and 0.1% deleted across every leaf, as TPC-H's refresh
-  functions change orders, (e) 10% of one leaf deleted, (f) that leaf compacted by VACUUM, (g) VACUUM FULL of the
-  table, (h) a leaf exchanged for a table holding its rows; and the state's size.
+  0.1% of N appended to one leaf, (c2) and again, (d) 0.1% of N inserted and 0.1% deleted across every leaf, as
+  TPC-H's refresh functions change orders, (e) 10% of one leaf deleted, (f) that leaf compacted by VACUUM, (g)
+  VACUUM FULL of the table, (h) a leaf exchanged for a table holding its rows; and the state's size.
 With `--dsn` it creates the schema `bench_changes` and drops it afterwards.
 """
 
@@ -192,6 +192,7 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
         "a_first": (),
         "b_unchanged": (),
         "c_appended": (_FILL.format(day="date '2024-03-15'") % (rows + 1, rows + change),),
+        "c2_appended_again": (_FILL.format(day="date '2024-03-16'") % (rows + 2 * change + 1, rows + 3 * change),),
         "d_spread": (  # new rows on every day of the year, and old rows of every leaf deleted
             _FILL.format(day="date '2024-01-01' + (g %% 366)::int") % (rows + change + 1, rows + 2 * change),
             f"DELETE FROM {SCHEMA}.facts WHERE id <= {rows} AND id % 1000 = 7",
@@ -254,6 +255,9 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
                 for key in ("f_compaction", "g_vacuum_full", "h_exchange")
             ),
             "no truncate after the first sync": all(sync["truncates"] == 0 for sync in later.values()),
+            "a leaf changed again, compacted or exchanged is scanned alone": all(
+                len(syncs[key]["scanned"]) == 1 for key in ("c2_appended_again", "f_compaction", "h_exchange")
+            ),
         },
     }
 
@@ -345,6 +349,7 @@ def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> s
         "a_first": "(a) first sync",
         "b_unchanged": "(b) nothing changed",
         "c_appended": "(c) 0.1% of N appended to one leaf",
+        "c2_appended_again": "(c2) the same again, to that leaf",
         "d_spread": "(d) 0.1% inserted, 0.1% deleted across every leaf",
         "e_leaf_deletes": "(e) 10% of one leaf deleted",
         "f_compaction": "(f) that leaf compacted (VACUUM)",
