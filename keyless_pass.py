@@ -176,7 +176,7 @@ class KeylessPass:
         """Deletes the highest ordinals of the contents held less often, and sends the contents held more often
         under their next ordinals, from one row of each read back. The digest follows what landed, content by
         content, and is saved at every checkpoint; a content whose rows are all gone by the time they are read back
-        keeps what it had."""
+        keeps what it had. The rows are read back from `leaves` alone when given: those where they were gained."""
         state, plan = self._state, self._plan
         before = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign < 0}
         after = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
