@@ -98,10 +98,12 @@ class KeylessPass:
         only a print was kept: the whole table is scanned."""
         state, plan = self._state, self._plan
         changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
-        if state.digest_prints is None or len(changed) >= len(now.leaves):  # every leaf changed: scan the table
+        if state.digest_prints is None:
             return False
-        saved = leaf_prints.decode(state.digest_prints)
         digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items()}
+        if 2 * len([key for key in changed if key not in digests]) > len(now.leaves):
+            return False  # so many leaves to scan in vain if their contents changed: the table's scan costs no more
+        saved = leaf_prints.decode(state.digest_prints)
         scanned, leaf_cells, pairs, sending = {}, {}, [], []
         with cancelled_as_digest("the scan of its contents"):
             for key in changed:
