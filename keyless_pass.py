@@ -98,7 +98,7 @@ class KeylessPass:
         only a print was kept: the whole table is scanned."""
         state, plan = self._state, self._plan
         changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
-        if state.digest_prints is None:
+        if state.digest_prints is None or not _readable_alone(now, changed):
             return False
         digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items()}
         if 2 * len([key for key in changed if key not in digests]) > len(now.leaves):
@@ -144,7 +144,8 @@ class KeylessPass:
         """The leaves the catalog says changed, where the rows of the contents gained lie (None: every leaf)."""
         if now is None or not self._plan.partitioned:
             return None
-        return [now.leaves[key] for key in now.changed_since(self._state.digest_ao)]
+        changed = now.changed_since(self._state.digest_ao)
+        return [now.leaves[key] for key in changed] if _readable_alone(now, changed) else None
 
     def _leaf_sizes(self, now: AoNow | None) -> dict[str, int]:
         """The leaves that get a digest of their own from the table's scan: those the catalog says changed, when
@@ -325,6 +326,12 @@ class KeylessPass:
 
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = dd.with_difference(self._state.digest_sizes, pairs)
+
+
+def _readable_alone(now: AoNow, keys: list[str]) -> bool:
+    """Whether the user may read each of these leaves by its name: else a leaf is read through the table, filtered
+    by tableoid, which scans every leaf."""
+    return all(now.leaves[key].condition is None for key in keys)
 
 
 def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:
