@@ -31,7 +31,7 @@ from table_sink import TableSink
 _CONTENTS_PER_READ = 10_000  # contents whose rows are read back in one statement
 _DELETES_TOGETHER = 10_000  # the most deletes of one content between two checkpoints
 _LEAVES_WITH_DIGESTS = 4  # leaves changed in one sync that get digests of their own, at most
-_LEAF_DIGEST_BYTES = 1_000_000  # and their cells' packed size, at most
+_LEAF_DIGEST_BYTES = 512_000  # and their cells' packed size, at most (the table's own is up to 1 MB)
 
 
 class KeylessPass:
