@@ -4,8 +4,10 @@ its next ordinals) and deletes those it lost (its highest ordinals): the destina
 multiset, and a row that only moved sends nothing.
 
 On Greenplum, a table whose leaves are all append-optimized is not scanned when the catalog's facts of its leaves are
-those saved with the digest. The first sync, a digest that cannot be used (columns changed, ids of an earlier
-version) and a difference past the digest's capacity read every row in content order after a truncate, resumably.
+those saved with the digest; when they say some leaves changed, those are scanned alone where their prints
+(`leaf_prints.py`) or digests of their own, kept for the few leaves that changed last, tell what changed. The first
+sync, a digest that cannot be used (columns changed, ids of an earlier version) and a difference past the digest's
+capacity read every row in content order after a truncate, resumably.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ identical rows lie in one leaf and the table's pairs are the union of its leaves
 When the catalog says some leaves changed (a VACUUM compacted one, VACUUM FULL or a redistribution rewrote one, an
 exchanged partition replaced one), a scan of those leaves alone tells whether they still hold, between them, the
 contents their saved prints say: then the table's digest stands, nothing is sent and no other leaf is read. A print
-is a sum, so an exchange shows as a leaf gone and one come with the same print. Anything else (rows inserted or
-deleted there) goes to the scan of the whole table, which takes the prints again.
+is a sum, so an exchange shows as a leaf gone and one come with the same print. Rows inserted or deleted there are
+told by the leaf's own digest when it has one (`keyless_pass`), else by the scan of the whole table, which takes the
+prints again.
 """
 
 from __future__ import annotations
