@@ -4,8 +4,8 @@ its next ordinals) and deletes those it lost (its highest ordinals): the destina
 multiset, and a row that only moved sends nothing.
 
 On Greenplum, a table whose leaves are all append-optimized is not scanned when the catalog's facts of its leaves are
-those saved with the digest; when they say some leaves changed, those are scanned alone where their prints
-(`leaf_prints.py`) or digests of their own, kept for the few leaves that changed last, tell what changed. The first
+those saved with the digest; when they say some leaves changed, those are scanned alone where their prints or
+digests of their own tell what changed (`changed_leaves.py`), and the rows sent are read from them. The first
 sync, a digest that cannot be used (columns changed, ids of an earlier version) and a difference past the digest's
 capacity read every row in content order after a truncate, resumably.
 """
@@ -19,6 +19,7 @@ import numpy as np
 from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
+import changed_leaves
 import difference_digest as dd
 import leaf_prints
 import reads
@@ -32,8 +33,6 @@ from table_sink import TableSink
 
 _CONTENTS_PER_READ = 10_000  # contents whose rows are read back in one statement
 _DELETES_TOGETHER = 10_000  # the most deletes of one content between two checkpoints
-_LEAVES_WITH_DIGESTS = 4  # leaves changed in one sync that get digests of their own, at most
-_LEAF_DIGEST_BYTES = 512_000  # and their cells' packed size, at most (the table's own is up to 1 MB)
 
 
 class KeylessPass:
@@ -55,11 +54,14 @@ class KeylessPass:
         if now is not None and now.text == state.digest_ao:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return
-        if now is not None and self._changed_leaves_alone(now):
+        found = changed_leaves.scan_alone(self._client, plan, self._hashing, state, now) if now is not None else None
+        if found is not None:
+            self._remember(len(found.pairs))
+            self._send_noting_leaves(dd.Cells.unpack(state.digest), found, now)
             return
         saved = dd.Cells.unpack(state.digest)
         by_leaf = now is not None and plan.partitioned
-        scan = self._scan(saved.sub_size, by_leaf, self._leaf_sizes(now) if by_leaf else None)
+        scan = self._scan(saved.sub_size, by_leaf, changed_leaves.digest_sizes(plan, state, now) if by_leaf else None)
         difference = scan.cells.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
@@ -67,102 +69,23 @@ class KeylessPass:
             self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
             return
         self._remember(len(pairs))
-        self._send_noting_leaves(saved, pairs, scan.cells, now, scan.leaf_prints, scan.leaf_cells, self._changed(now))
+        gained = changed_leaves.where_gained(plan, state, now)
+        found = changed_leaves.Found(pairs, scan.cells, scan.leaf_prints, scan.leaf_cells, gained)
+        self._send_noting_leaves(saved, found, now)
 
-    def _send_noting_leaves(
-        self,
-        held: dd.Cells,
-        pairs: list[dd.Pair],
-        expected: dd.Cells,
-        now: AoNow | None,
-        prints: dict[str, leaf_prints.Print] | None,
-        leaf_cells: dict[str, dd.Cells],
-        leaves: list[Leaf] | None,
-    ) -> None:
+    def _send_noting_leaves(self, held: dd.Cells, found: changed_leaves.Found, now: AoNow | None) -> None:
         """Sends the difference, then saves the leaves' prints and digests, which stand for what the digest holds:
         only when it holds what was expected (a content whose rows were gone by the time they were read back keeps
         what it had). None is saved while the rows land, as the digest moves content by content: a sync killed then,
-        and its leaves changed back, would find them as printed and keep what had landed. The rows sent are read from
-        `leaves` alone, when given."""
+        and its leaves changed back, would find them as printed and keep what had landed."""
         state = self._state
         state.digest_prints = state.leaf_digests = None
-        self._send(held, pairs, leaves)
+        self._send(held, found.pairs, found.leaves)
         state.digest_ao = now.text if now is not None else None
-        if prints is not None and held.fingerprint() == expected.fingerprint():
-            state.digest_prints = leaf_prints.encode(prints)
-            state.leaf_digests = {key: cells.pack() for key, cells in leaf_cells.items()} or None
+        if found.prints is not None and held.fingerprint() == found.expected.fingerprint():
+            state.digest_prints = leaf_prints.encode(found.prints)
+            state.leaf_digests = {key: cells.pack() for key, cells in found.digests.items()} or None
         self._sink.progressed()
-
-    def _changed_leaves_alone(self, now: AoNow) -> bool:
-        """Whether the leaves the catalog says changed, scanned alone, tell what changed: those with a digest of
-        their own by its difference, the others (and the leaves gone) by their prints, which must show the contents
-        they held (a compaction, a rewrite, an exchange of the same rows). False when some content changed where
-        only a print was kept: the whole table is scanned."""
-        state, plan = self._state, self._plan
-        changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
-        if state.digest_prints is None or not _readable_alone(now, changed):
-            return False
-        digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items()}
-        if 2 * len([key for key in changed if key not in digests]) > len(now.leaves):
-            return False  # so many leaves to scan in vain if their contents changed: the table's scan costs no more
-        saved = leaf_prints.decode(state.digest_prints)
-        scanned, leaf_cells, pairs, sending = {}, {}, [], []
-        with cancelled_as_digest("the scan of its contents"):
-            for key in changed:
-                size = digests[key].sub_size if key in digests else 1
-                scan = scan_contents(self._client, plan, self._hashing, size, leaf=now.leaves[key])
-                if key not in digests:
-                    scanned[key] = scan.print
-                    continue
-                difference = scan.cells.subtract(digests[key])
-                leaf_pairs = difference.peel()
-                if leaf_pairs is None:  # the table's scan gives the leaf a larger one
-                    self._remember(difference.estimated_pairs())
-                    log.info(f"{plan.state_key}: more contents changed in leaf {key} than its digest holds")
-                    return False
-                pairs += leaf_pairs
-                saved[key], leaf_cells[key] = scan.print, scan.cells
-                sending += [now.leaves[key]] if leaf_pairs else []
-        if not leaf_prints.contents_kept(saved, scanned, gone) or (gone and pairs):
-            log.info(f"{plan.state_key}: rows changed in {len(changed):,} of its leaves: its contents are scanned")
-            return False
-        log.info(
-            f"{plan.state_key}: {len(changed):,} leaves changed in the catalog and {len(gone):,} gone, each scanned "
-            f"alone: {len(leaf_cells):,} by its own digest, the others hold the contents they held"
-        )
-        for key in gone:
-            saved.pop(key, None)
-            digests.pop(key, None)
-        self._remember(len(pairs))
-        held = dd.Cells.unpack(state.digest)
-        expected = held.copy()
-        for pair in pairs:
-            expected.add_pair(pair.sign, pair.words, pair.h)
-        digests |= leaf_cells
-        self._send_noting_leaves(held, pairs, expected, now, saved | scanned, digests, sending)
-        return True
-
-    def _changed(self, now: AoNow | None) -> list[Leaf] | None:
-        """The leaves the catalog says changed, where the rows of the contents gained lie (None: every leaf)."""
-        if now is None or not self._plan.partitioned:
-            return None
-        changed = now.changed_since(self._state.digest_ao)
-        return [now.leaves[key] for key in changed] if _readable_alone(now, changed) else None
-
-    def _leaf_sizes(self, now: AoNow | None) -> dict[str, int]:
-        """The leaves that get a digest of their own from the table's scan: those the catalog says changed, when
-        they are few (a load into this month's partition, say), sized for their rows; none when they are many."""
-        state = self._state
-        changed = now.changed_since(state.digest_ao) if now is not None else []
-        if not changed or len(changed) > _LEAVES_WITH_DIGESTS or len(changed) >= len(now.leaves):
-            return {}
-        prints = leaf_prints.decode(state.digest_prints)
-        spread = max(self._plan.estimated_rows // len(now.leaves), 0)
-        contents = {key: prints[key][0] if key in prints else spread for key in changed}
-        recent, words = state.digest_sizes or [], dd.Codec.CONTENT.words
-        sizes = {key: dd.choose_sub_size(count, recent, words) for key, count in contents.items()}
-        cells = sum(size * dd.K for size in sizes.values())
-        return sizes if cells * dd.cell_bytes(dd.Codec.CONTENT.words) <= _LEAF_DIGEST_BYTES else {}
 
     def _why_read_again(self) -> str | None:
         """Why every row is read (after a truncate), or None when the saved digest tells what changed."""
@@ -328,12 +251,6 @@ class KeylessPass:
 
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = dd.with_difference(self._state.digest_sizes, pairs)
-
-
-def _readable_alone(now: AoNow, keys: list[str]) -> bool:
-    """Whether the user may read each of these leaves by its name: else a leaf is read through the table, filtered
-    by tableoid, which scans every leaf."""
-    return all(now.leaves[key].condition is None for key in keys)
 
 
 def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:

@@ -1,0 +1,115 @@
+"""Which leaves of a keyless append-optimized table (Greenplum) changed, and what scanning them alone tells: each
+leaf's print (`leaf_prints.py`) says whether it still holds the contents it held, and the few leaves that changed
+last keep a digest of contents of their own, which names what changed there. The keyless pass (`keyless_pass.py`)
+sends what this finds and saves the prints and digests back; nothing here sends.
+
+A leaf is tried alone only where the user may read it by its name (read through the table, filtered by tableoid, a
+leaf costs a scan of every leaf), and not when more than half the leaves changed with only a print: scanned in vain
+when their contents changed, they would cost more than the table's scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fivetran_connector_sdk import Logging as log
+
+import difference_digest as dd
+import leaf_prints
+from ao_keyed import AoNow
+from block_ranges import Hashing, cancelled_as_digest
+from content_digest import scan_contents
+from greenplum_client import GreenplumClient
+from leaves import Leaf
+from planning import TablePlan
+from state import TableState
+
+_LEAVES_WITH_DIGESTS = 4  # leaves changed in one sync that get digests of their own, at most
+_LEAF_DIGEST_BYTES = 512_000  # and their cells' packed size, at most (the table's own is up to 1 MB)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a scan found (of the changed leaves alone, or of the table): the difference to send, the table's digest
+    once it has landed, every leaf's print then (None: not known) and the leaves' own digests, and the leaves where
+    the rows of the contents gained lie (None: read the table)."""
+
+    pairs: list[dd.Pair]
+    expected: dd.Cells
+    prints: dict[str, leaf_prints.Print] | None
+    digests: dict[str, dd.Cells]
+    leaves: list[Leaf] | None
+
+
+def scan_alone(
+    client: GreenplumClient, plan: TablePlan, hashing: Hashing, state: TableState, now: AoNow
+) -> Found | None:
+    """What changed, from the leaves the catalog says changed: those with a digest of their own by its difference,
+    the others (and the leaves gone) by their prints, which must show the contents they held (a compaction, a
+    rewrite, an exchange of the same rows). None when some content changed where only a print was kept, or more than
+    a leaf's digest holds (its estimate joins the table's recent differences): the whole table is to be scanned."""
+    changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
+    if state.digest_prints is None or not _readable_alone(now, changed):
+        return None
+    digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items()}
+    if 2 * len([key for key in changed if key not in digests]) > len(now.leaves):
+        return None
+    saved = leaf_prints.decode(state.digest_prints)
+    scanned, leaf_cells, pairs, sending = {}, {}, [], []
+    with cancelled_as_digest("the scan of its contents"):
+        for key in changed:
+            size = digests[key].sub_size if key in digests else 1
+            scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
+            if key not in digests:
+                scanned[key] = scan.print
+                continue
+            difference = scan.cells.subtract(digests[key])
+            leaf_pairs = difference.peel()
+            if leaf_pairs is None:  # the table's scan gives the leaf a larger one
+                state.digest_sizes = dd.with_difference(state.digest_sizes, difference.estimated_pairs())
+                log.info(f"{plan.state_key}: more contents changed in leaf {key} than its digest holds")
+                return None
+            pairs += leaf_pairs
+            saved[key], leaf_cells[key] = scan.print, scan.cells
+            sending += [now.leaves[key]] if leaf_pairs else []
+    if not leaf_prints.contents_kept(saved, scanned, gone) or (gone and pairs):
+        log.info(f"{plan.state_key}: rows changed in {len(changed):,} of its leaves: its contents are scanned")
+        return None
+    log.info(
+        f"{plan.state_key}: {len(changed):,} leaves changed in the catalog and {len(gone):,} gone, each scanned "
+        f"alone: {len(leaf_cells):,} by its own digest, the others hold the contents they held"
+    )
+    for key in gone:
+        saved.pop(key, None)
+        digests.pop(key, None)
+    expected = dd.Cells.unpack(state.digest).copy()
+    for pair in pairs:
+        expected.add_pair(pair.sign, pair.words, pair.h)
+    return Found(pairs, expected, saved | scanned, digests | leaf_cells, sending)
+
+
+def where_gained(plan: TablePlan, state: TableState, now: AoNow | None) -> list[Leaf] | None:
+    """The leaves the catalog says changed, where the rows of the contents gained lie (None: read the table)."""
+    if now is None or not plan.partitioned:
+        return None
+    changed = now.changed_since(state.digest_ao)
+    return [now.leaves[key] for key in changed] if _readable_alone(now, changed) else None
+
+
+def digest_sizes(plan: TablePlan, state: TableState, now: AoNow | None) -> dict[str, int]:
+    """The leaves that get a digest of their own from the table's scan: those the catalog says changed, when they
+    are few (a load into this month's partition, say), sized for their rows; none when they are many."""
+    changed = now.changed_since(state.digest_ao) if now is not None else []
+    if not changed or len(changed) > _LEAVES_WITH_DIGESTS or len(changed) >= len(now.leaves):
+        return {}
+    prints = leaf_prints.decode(state.digest_prints)
+    spread = max(plan.estimated_rows // len(now.leaves), 0)
+    contents = {key: prints[key][0] if key in prints else spread for key in changed}
+    recent, words = state.digest_sizes or [], dd.Codec.CONTENT.words
+    sizes = {key: dd.choose_sub_size(count, recent, words) for key, count in contents.items()}
+    cells = sum(size * dd.K for size in sizes.values())
+    return sizes if cells * dd.cell_bytes(words) <= _LEAF_DIGEST_BYTES else {}
+
+
+def _readable_alone(now: AoNow, keys: list[str]) -> bool:
+    return all(now.leaves[key].condition is None for key in keys)
