@@ -213,6 +213,8 @@ def _array(text: str) -> np.ndarray:
 
 
 def keys_of(shift: int, ranges: np.ndarray) -> np.ndarray:
-    """Every integer key the given ranges span, ascending."""
+    """Every integer key the given ranges span, ascending (none for no range, however wide ranges are)."""
+    if not len(ranges):
+        return np.zeros(0, np.int64)
     width = 1 << shift
     return (ranges.astype(np.int64)[:, None] * width + np.arange(width, dtype=np.int64)[None, :]).ravel()

@@ -124,6 +124,8 @@ def test_ranges_emptied_are_those_that_held_rows_and_hold_none_now() -> None:
     assert now.emptied(before, shift, changed).tolist() == [1]
     assert now.emptied(before, shift, np.array([1, 2, 9])).tolist() == [1], "a range that never held a row"
     assert keys_of(shift, np.array([1, 3])).tolist() == [*range(16, 32), *range(48, 64)]
+    # No range emptied, ranges as wide as keys 2^40 apart make them: nothing to list (not an array of 2^44 keys).
+    assert keys_of(44, np.zeros(0, np.int64)).tolist() == []
 
 
 def test_ranges_saved_for_a_read_come_back_as_its_conditions_and_the_keys_emptied(source) -> None:

@@ -19,6 +19,7 @@ KEYS = {
         "id int, at timestamptz, day date, PRIMARY KEY (id, at, day)",
         "i, now() - i * interval '1 s', '2024-1-1'",
     ),
+    "sparse": ("id bigint PRIMARY KEY", "i * 1099511627776"),  # 2^40 apart, as ids made of a time and a machine
 }
 ROWS = 3000
 
@@ -211,6 +212,12 @@ STRETCH = (
     "DELETE FROM {t} WHERE id IN (1100, 1200)",
     "INSERT INTO {t} SELECT i, 'new', 1 FROM generate_series(5001, 5003) i",
 )
+# The same with keys 2^40 apart: ranges as wide as 2^44 keys, which no list of their keys could hold.
+STRETCH_SPARSE = (
+    "UPDATE {t} SET note = 'changed' WHERE id BETWEEN 1001 * 1099511627776 AND 2200 * 1099511627776",
+    "DELETE FROM {t} WHERE id IN (1100 * 1099511627776, 1200 * 1099511627776)",
+    "INSERT INTO {t} SELECT {values}, 'new', 1 FROM generate_series(5001, 5003) i",
+)
 PURGE = ("DELETE FROM {t} WHERE id BETWEEN 1001 AND 2200", "UPDATE {t} SET note = 'changed' WHERE id = 8")
 GAPS = "DELETE FROM {t} WHERE id % 100 = 7"
 
@@ -222,6 +229,7 @@ GAPS = "DELETE FROM {t} WHERE id % 100 = 7"
         # 188 ranges of 16 keys (3,000 rows, one range per 8 to 16): the 76 ranges of 1001 to 2200 (992 to 2207 less
         # the two deleted), and the new keys' one.
         ("integer", (), STRETCH, "every row of the key ranges changed is sent again, no truncate", 1216 - 2 + 3, 2),
+        ("sparse", (), STRETCH_SPARSE, "every row of the key ranges changed is sent again, no truncate", 1217, 2),
         # The 74 ranges from 1008 to 2191 emptied, their 1,184 keys deleted without naming; 992 to 1000 and 2201 to
         # 2207 sent again, 1001 to 1007 and 2192 to 2200 deleted as the digest of keys names them; 1 to 15 sent again
         # for 8 changed.
@@ -233,6 +241,7 @@ GAPS = "DELETE FROM {t} WHERE id % 100 = 7"
     ids=[
         *(f"inserted in bulk, {kind} key" for kind in KEYS),
         "updated in a stretch of keys",
+        "updated in a stretch of keys 2^40 apart",
         "deleted in a stretch of keys",
         "deleted in a stretch of keys with gaps",
     ],
