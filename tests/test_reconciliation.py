@@ -15,9 +15,9 @@ KEYS = {
     "integer": ("id int PRIMARY KEY", "i"),
     "text": ("id text PRIMARY KEY", "'k-' || i || 'é'"),
     "composite": ("id int, part text, PRIMARY KEY (id, part)", "i, 'p, \"' || (i % 3)"),
-    "dated": (
+    "dated": (  # a fixed time: the rows' hashes, and so whether a digest near its capacity peels, are the same each run
         "id int, at timestamptz, day date, PRIMARY KEY (id, at, day)",
-        "i, now() - i * interval '1 s', '2024-1-1'",
+        "i, timestamptz '2024-06-01 12:00:00+00' - i * interval '1 s', '2024-1-1'",
     ),
     "sparse": ("id bigint PRIMARY KEY", "i * 1099511627776"),  # 2^40 apart, as ids made of a time and a machine
 }
