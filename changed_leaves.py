@@ -42,12 +42,13 @@ class Found:
 
 
 def scan_alone(
-    client: GreenplumClient, plan: TablePlan, hashing: Hashing, state: TableState, now: AoNow
+    client: GreenplumClient, plan: TablePlan, hashing: Hashing, state: TableState, held: dd.Cells, now: AoNow
 ) -> Found | None:
-    """What changed, from the leaves the catalog says changed: those with a digest of their own by its difference,
-    the others (and the leaves gone) by their prints, which must show the contents they held (a compaction, a
-    rewrite, an exchange of the same rows). None when some content changed where only a print was kept, or more than
-    a leaf's digest holds (its estimate joins the table's recent differences): the whole table is to be scanned."""
+    """What changed since `held` (the table's saved digest), from the leaves the catalog says changed: those with a
+    digest of their own by its difference, the others (and the leaves gone) by their prints, which must show the
+    contents they held (a compaction, a rewrite, an exchange of the same rows). None when some content changed where
+    only a print was kept, or more than a leaf's digest holds (its estimate joins the table's recent differences):
+    the whole table is to be scanned."""
     changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
     if state.digest_prints is None or not _readable_alone(now, changed):
         return None
@@ -82,7 +83,7 @@ def scan_alone(
     for key in gone:
         saved.pop(key, None)
         digests.pop(key, None)
-    expected = dd.Cells.unpack(state.digest).copy()
+    expected = held.copy()
     for pair in pairs:
         expected.add_pair(pair.sign, pair.words, pair.h)
     return Found(pairs, expected, saved | scanned, digests | leaf_cells, sending)
@@ -96,7 +97,7 @@ def where_gained(plan: TablePlan, state: TableState, now: AoNow | None) -> list[
     return [now.leaves[key] for key in changed] if _readable_alone(now, changed) else None
 
 
-def digest_sizes(plan: TablePlan, state: TableState, now: AoNow | None) -> dict[str, int]:
+def leaf_digest_sizes(plan: TablePlan, state: TableState, now: AoNow | None) -> dict[str, int]:
     """The leaves that get a digest of their own from the table's scan: those the catalog says changed, when they
     are few (a load into this month's partition, say), sized for their rows; none when they are many."""
     changed = now.changed_since(state.digest_ao) if now is not None else []

@@ -54,14 +54,16 @@ class KeylessPass:
         if now is not None and now.text == state.digest_ao:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return
-        found = changed_leaves.scan_alone(self._client, plan, self._hashing, state, now) if now is not None else None
-        if found is not None:
-            self._remember(len(found.pairs))
-            self._send_noting_leaves(dd.Cells.unpack(state.digest), found, now)
-            return
         saved = dd.Cells.unpack(state.digest)
+        if now is not None:
+            found = changed_leaves.scan_alone(self._client, plan, self._hashing, state, saved, now)
+            if found is not None:
+                self._remember(len(found.pairs))
+                self._send_noting_leaves(saved, found, now)
+                return
         by_leaf = now is not None and plan.partitioned
-        scan = self._scan(saved.sub_size, by_leaf, changed_leaves.digest_sizes(plan, state, now) if by_leaf else None)
+        sizes = changed_leaves.leaf_digest_sizes(plan, state, now) if by_leaf else None
+        scan = self._scan(saved.sub_size, by_leaf, sizes)
         difference = scan.cells.subtract(saved)
         pairs = difference.peel()
         if pairs is None:
