@@ -47,14 +47,14 @@ class KeylessPass:
     def run(self) -> None:
         state, plan = self._state, self._plan
         now = append_optimized_now(self._client, self._sink.source.flavour, plan)
-        why = self._why_read_again()
+        saved = dd.Cells.unpack(state.digest) if state.digest is not None else None
+        why = self._why_read_again(saved)
         if why is not None or state.in_pass:
             self._full_pass(now, why)
             return
         if now is not None and now.text == state.digest_ao:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return
-        saved = dd.Cells.unpack(state.digest)
         if now is not None:
             found = changed_leaves.scan_alone(self._client, plan, self._hashing, state, saved, now)
             if found is not None:
@@ -89,12 +89,12 @@ class KeylessPass:
             state.leaf_digests = {key: cells.pack() for key, cells in found.digests.items()} or None
         self._sink.progressed()
 
-    def _why_read_again(self) -> str | None:
+    def _why_read_again(self, saved: dd.Cells | None) -> str | None:
         """Why every row is read (after a truncate), or None when the saved digest tells what changed."""
         state = self._state
-        if state.digest is None and state.leaves is None:
+        if saved is None and state.leaves is None:
             return "its first sync"
-        if state.digest is None or dd.Cells.unpack(state.digest).codec is not dd.Codec.CONTENT:
+        if saved is None or saved.codec is not dd.Codec.CONTENT:
             return "its rows had ids of where they lay (an earlier version): they are known by their content now"
         if state.digest_columns != schema_changes.column_list(self._plan):
             return "its columns changed, and with them every row's content"
