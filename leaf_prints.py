@@ -6,7 +6,7 @@ When the catalog says some leaves changed (a VACUUM compacted one, VACUUM FULL o
 exchanged partition replaced one), a scan of those leaves alone tells whether they still hold, between them, the
 contents their saved prints say: then the table's digest stands, nothing is sent and no other leaf is read. A print
 is a sum, so an exchange shows as a leaf gone and one come with the same print. Rows inserted or deleted there are
-told by the leaf's own digest when it has one (`keyless_pass`), else by the scan of the whole table, which takes the
+told by the leaf's own digest when it has one (`changed_leaves`), else by the scan of the whole table, which takes the
 prints again.
 """
 
