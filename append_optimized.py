@@ -49,6 +49,7 @@ class AoFacts:
 
     relfilenode: int
     fingerprint: str
+    rows: int = 0  # rows its segment files were written, the deleted among them: what a digest of it is sized for
 
 
 @dataclass
@@ -154,7 +155,8 @@ def fetch_facts(client: GreenplumClient, flavour: Flavour, leaves: list[Leaf]) -
         sql.SQL("SELECT count(*) FROM ({}) AS hidden").format(sql.SQL(catalog_sql.AO_HIDDEN_ROWS)),
         {"leaf": int(leaves[0].key)},
     )
-    return {leaf.key: AoFacts(leaf.relfilenode, _fingerprint(files[leaf.key])) for leaf in leaves}
+    written = {key: sum(numbers[1] for numbers in leaf_files) for key, leaf_files in files.items()}
+    return {leaf.key: AoFacts(leaf.relfilenode, _fingerprint(files[leaf.key]), written[leaf.key]) for leaf in leaves}
 
 
 def _fingerprint(files: list[tuple[int, ...]]) -> str:

@@ -10,7 +10,7 @@ when their contents changed, they would cost more than the table's scan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fivetran_connector_sdk import Logging as log
 
@@ -20,7 +20,7 @@ from ao_keyed import AoNow
 from block_ranges import Hashing, cancelled_as_digest
 from content_digest import scan_contents
 from greenplum_client import GreenplumClient
-from leaves import Leaf
+from leaves import Leaf, leaf_order
 from planning import TablePlan
 from state import TableState
 
@@ -31,14 +31,16 @@ _LEAF_DIGEST_BYTES = 512_000  # and their cells' packed size, at most (the table
 @dataclass(frozen=True)
 class Found:
     """What a scan found (of the changed leaves alone, or of the table): the difference to send, the table's digest
-    once it has landed, every leaf's print then (None: not known) and the leaves' own digests, and the leaves where
-    the rows of the contents gained lie (None: read the table)."""
+    once it has landed, every leaf's print then (None: not known) and the leaves' own digests, the leaves where
+    the rows of the contents gained lie (None: read the table), and the leaves that held nothing, whose every row is
+    sent: the digest, prints and digests then take their contents as they are read."""
 
     pairs: list[dd.Pair]
     expected: dd.Cells
     prints: dict[str, leaf_prints.Print] | None
     digests: dict[str, dd.Cells]
     leaves: list[Leaf] | None
+    filled: dict[str, int] = field(default_factory=dict)  # leaf -> its digest's size (0: none)
 
 
 def scan_alone(
@@ -46,19 +48,23 @@ def scan_alone(
 ) -> Found | None:
     """What changed since `held` (the table's saved digest), from the leaves the catalog says changed: those with a
     digest of their own by its difference, the others (and the leaves gone) by their prints, which must show the
-    contents they held (a compaction, a rewrite, an exchange of the same rows). None when some content changed where
-    only a print was kept, or more than a leaf's digest holds (its estimate joins the table's recent differences):
-    the whole table is to be scanned."""
+    contents they held (a compaction, a rewrite, an exchange of the same rows). A leaf that held nothing (a partition
+    added, or one created ahead and loaded since) is not scanned: its rows are all gained, whatever their number, and
+    no other leaf holds their contents. None when some content changed where only a print was kept, or more than a
+    leaf's digest holds (its estimate joins the table's recent differences): the whole table is to be scanned."""
     changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
     if state.digest_prints is None or not _readable_alone(now, changed):
         return None
     digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items()}
-    if 2 * len([key for key in changed if key not in digests]) > len(now.leaves):
-        return None
     saved = leaf_prints.decode(state.digest_prints)
+    filled = held_nothing(saved, changed, gone)
+    if 2 * len([key for key in changed if key not in digests and key not in filled]) > len(now.leaves):
+        return None
     scanned, leaf_cells, pairs, sending = {}, {}, [], []
     with cancelled_as_digest("the scan of its contents"):
         for key in changed:
+            if key in filled:
+                continue
             size = digests[key].sub_size if key in digests else 1
             scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
             if key not in digests:
@@ -78,7 +84,8 @@ def scan_alone(
         return None
     log.info(
         f"{plan.state_key}: {len(changed):,} leaves changed in the catalog and {len(gone):,} gone, each scanned "
-        f"alone: {len(leaf_cells):,} by its own digest, the others hold the contents they held"
+        f"alone: {len(leaf_cells):,} by its own digest, {len(filled):,} that held nothing read whole, the others hold "
+        "the contents they held"
     )
     for key in gone:
         saved.pop(key, None)
@@ -86,7 +93,31 @@ def scan_alone(
     expected = held.copy()
     for pair in pairs:
         expected.add_pair(pair.sign, pair.words, pair.h)
-    return Found(pairs, expected, saved | scanned, digests | leaf_cells, sending)
+    kept, fill_sizes = _digests_with_filled(now, digests | leaf_cells, filled, state.digest_sizes or [])
+    return Found(pairs, expected, saved | scanned, kept, sending, fill_sizes)
+
+
+def held_nothing(saved: dict[str, leaf_prints.Print], changed: list[str], gone: list[str]) -> list[str]:
+    """The changed leaves that held no row when the prints were saved (none printed, or printed empty): when no
+    leaf is gone, for a leaf exchanged in for one gone may hold the contents that one held."""
+    return [] if gone else [key for key in changed if saved.get(key, (0, 0))[0] == 0]
+
+
+def _digests_with_filled(
+    now: AoNow, digests: dict[str, dd.Cells], filled: list[str], recent: list[int]
+) -> tuple[dict[str, dd.Cells], dict[str, int]]:
+    """The leaves' own digests kept, and the sizes of those the leaves that held nothing get as they are read: the
+    newest leaves' (the likeliest to change next), at most `_LEAVES_WITH_DIGESTS` within `_LEAF_DIGEST_BYTES`."""
+    words = dd.Codec.CONTENT.words
+    sizes = {key: cells.sub_size for key, cells in digests.items()}
+    sizes |= {key: dd.choose_sub_size(now.facts[key].rows, recent, words, _LEAF_DIGEST_BYTES) for key in filled}
+    chosen, cells, most = set(), 0, _LEAF_DIGEST_BYTES // dd.cell_bytes(words)
+    for key in sorted(sizes, key=leaf_order, reverse=True):
+        if len(chosen) < _LEAVES_WITH_DIGESTS and cells + sizes[key] * dd.K <= most:
+            chosen.add(key)
+            cells += sizes[key] * dd.K
+    kept = {key: cells for key, cells in digests.items() if key in chosen and key not in filled}
+    return kept, {key: sizes[key] if key in chosen else 0 for key in filled}
 
 
 def where_gained(plan: TablePlan, state: TableState, now: AoNow | None) -> list[Leaf] | None:

@@ -12,6 +12,7 @@ capacity read every row in content order after a truncate, resumably.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -83,11 +84,63 @@ class KeylessPass:
         state = self._state
         state.digest_prints = state.leaf_digests = None
         self._send(held, found.pairs, found.leaves)
+        prints, digests = dict(found.prints or {}), dict(found.digests)
+        for key, digest_size in found.filled.items():
+            prints[key], cells = self._fill(held, found.expected, now.leaves[key], digest_size)
+            digests |= {key: cells} if cells is not None and prints[key][0] else {}
         state.digest_ao = now.text if now is not None else None
         if found.prints is not None and held.fingerprint() == found.expected.fingerprint():
-            state.digest_prints = leaf_prints.encode(found.prints)
-            state.leaf_digests = {key: cells.pack() for key, cells in found.digests.items()} or None
+            state.digest_prints = leaf_prints.encode({key: print_ for key, print_ in prints.items() if print_[0]})
+            state.leaf_digests = {key: cells.pack() for key, cells in digests.items()} or None
         self._sink.progressed()
+
+    def _fill(
+        self, held: dd.Cells, expected: dd.Cells, leaf: Leaf, digest_size: int
+    ) -> tuple[leaf_prints.Print, dd.Cells | None]:
+        """Every row of a leaf that held nothing, in content order under ordinals from 1: no other leaf holds their
+        contents (a row's leaf follows from its values), so no digest need name them, however many. Each content's
+        pair joins the table's digest (saved at each checkpoint: a sync killed here leaves the rest to the next
+        one's scan of the table), the digest expected, the leaf's print and its own digest (of `digest_size`, 0:
+        none) as its run of rows ends."""
+        state, plan = self._state, self._plan
+        print_: leaf_prints.Print = (0, 0)
+        cells = dd.Cells(digest_size, dd.Codec.CONTENT) if digest_size else None
+        noted: set[int] = set()  # a read started again after a lost connection reads them again
+        run: list[int] = []  # the content of the rows read last, and its highest ordinal: the run not yet ended
+
+        def note(contents: np.ndarray, counts: np.ndarray) -> None:
+            nonlocal print_
+            new = np.array([content not in noted for content in contents.tolist()], bool)
+            noted.update(contents.tolist())
+            words = np.stack([contents[new], counts[new]], axis=1).astype(np.int64)
+            hashes = dd.key_hashes(words)
+            for digest in filter(None, (held, expected, cells)):
+                digest.add_pairs(words, hashes)
+            print_ = leaf_prints.add_prints(print_, hashes)
+
+        def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            contents = np.array([raw[-2] for raw in batch], np.int64)
+            ordinals = np.array([raw[-1] for raw in batch], np.int64)
+            for raw, row in zip(batch, rows, strict=True):
+                row[ROW_ID_COLUMN] = row_id(raw[-2], raw[-1])
+            if run and run[0] != contents[0]:
+                note(np.array(run[:1]), np.array(run[1:]))
+            ends = np.flatnonzero(contents[:-1] != contents[1:])  # the last row of each run the batch ends
+            note(contents[ends], ordinals[ends])
+            run[:] = [int(contents[-1]), int(ordinals[-1])]
+            return rows
+
+        def save() -> None:
+            state.digest = held.pack()
+
+        read = dataclasses.replace(reads.in_content_order(plan, self._content, None, leaf), position_columns=())
+        with self._sink.saving(save):
+            self._sink.read_all(lambda: read, number, on_restart=run.clear)
+            if run:
+                note(np.array(run[:1]), np.array(run[1:]))
+        state.digest = held.pack()
+        log.info(f"{plan.state_key}: leaf {leaf.key} held nothing: its {print_[0]:,} contents are sent whole")
+        return print_, cells
 
     def _why_read_again(self, saved: dd.Cells | None) -> str | None:
         """Why every row is read (after a truncate), or None when the saved digest tells what changed."""
@@ -197,23 +250,29 @@ class KeylessPass:
             self._sink.read_all(lambda: reads.in_content_order(plan, self._content, state.position), number)
         if run:
             add_contents(cells, np.array([run[0]]), np.array([run[1]]))
-        cells = self._sized(cells)
+        cells, prints = self._taken_whole(cells, now)
         state.digest, state.digest_columns = cells.pack(), schema_changes.column_list(plan)
+        state.digest_prints = leaf_prints.encode(prints) if prints is not None else None
         state.digest_ao, state.pass_digest_ao = state.pass_digest_ao, None
         state.in_pass, state.position, state.pass_digest, state.pass_noted = False, None, None, None
         self._sink.progressed()
 
-    def _sized(self, cells: dd.Cells) -> dd.Cells:
-        """The pass's digest, or one of the size its rows call for, taken again from the source, when the table held
-        more rows than its estimate said (a table never analyzed) and the rows are still those read."""
+    def _taken_whole(self, cells: dd.Cells, now: AoNow | None) -> tuple[dd.Cells, dict[str, leaf_prints.Print] | None]:
+        """The pass's digest, and each leaf's print where the leaves are append-optimized partitions (so that the
+        leaves the catalog next says changed can be scanned alone), from one more scan of the source, whose digest is
+        kept when the rows there are still those read; it is taken at the size the rows call for when the table held
+        more than its estimate said (a table never analyzed). Elsewhere, and when the size is enough, no scan."""
         sub_size = dd.choose_sub_size(self._read_rows, self._state.digest_sizes or [], dd.Codec.CONTENT.words)
-        if sub_size <= cells.sub_size:
-            return cells
-        larger = self._scan(sub_size).cells
-        if larger.fingerprint() != cells.fingerprint():  # a fingerprint holds whatever the size: their pairs differ
-            return cells
-        log.info(f"{self._plan.state_key}: its digest is taken again at the size its {self._read_rows:,} rows call for")
-        return larger
+        by_leaf = now is not None and self._plan.partitioned
+        if sub_size <= cells.sub_size and not by_leaf:
+            return cells, None
+        scan = self._scan(max(sub_size, cells.sub_size), by_leaf)
+        if scan.cells.fingerprint() != cells.fingerprint():  # a fingerprint holds whatever the size: their pairs differ
+            return cells, None
+        if sub_size > cells.sub_size:
+            rows = f"{self._read_rows:,} rows"
+            log.info(f"{self._plan.state_key}: its digest is taken again at the size its {rows} call for")
+        return scan.cells, scan.leaf_prints
 
     def _taken_again(self, start: dd.Cells) -> dd.Cells:
         """The digest of a pass killed partway: the contents before the one its noted position reached, and that one

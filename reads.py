@@ -291,11 +291,17 @@ def _minus_lookback(cursor: str, kind: str, lookback_seconds: int) -> str:
         return cursor  # infinity or a year the library cannot hold: compare as saved
 
 
-def in_content_order(plan: TablePlan, content: sql.Composable, after: list[str] | None) -> Read:
-    """A keyless table's rows with their content hash and their ordinal among the rows identical to them last, in
-    (hash, ordinal) order, after a position: the order of a full pass by content, which a read started again gives
-    again (identical rows are interchangeable)."""
-    hashed = select(plan, None, content)
+def in_content_order(
+    plan: TablePlan, content: sql.Composable, after: list[str] | None, leaf: Leaf | None = None
+) -> Read:
+    """A keyless table's rows (or one leaf's) with their content hash and their ordinal among the
+    rows identical to them last, in (hash, ordinal) order, after a position: the order of a full pass by content,
+    which a read started again gives again (identical rows are interchangeable)."""
+    relation = None
+    if leaf is not None:
+        rows = _where(sql.SQL("SELECT * FROM {}").format(leaf.relation), _literal(leaf))
+        relation = sql.SQL("({}) AS {}").format(rows, Identifier(SOURCE_ALIAS))
+    hashed = select(plan, relation, content)
     columns = len(plan.columns)
     numbered = sql.SQL(
         "SELECT hashed.*, row_number() OVER (PARTITION BY {hash}) AS {ordinal} FROM ({}) AS hashed"

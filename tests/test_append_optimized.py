@@ -359,8 +359,8 @@ def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
     facts: AoFacts, destination: Destination
 ) -> None:
     """Known by their contents, the leaves the catalog says changed are scanned alone when they still hold what they
-    held (a compaction, VACUUM FULL, an exchange of the same rows): nothing is sent and no other leaf is read. What
-    each leaf holds comes from the table's scan, so the first change after a first sync takes that one."""
+    held (a compaction, VACUUM FULL, an exchange of the same rows): nothing is sent and no other leaf is read. Rows
+    changed in a leaf of which only a print is kept take the table's scan."""
     facts.create()
     facts.sync(destination)
     january, february = f"{facts.table}_1_prt_1", f"{facts.table}_1_prt_2"
@@ -417,6 +417,64 @@ def test_a_leaf_whose_rows_changed_last_finds_its_next_changes_alone(facts: AoFa
     assert facts.sync(destination) == ((0, 2, 0), set(LEAVES)), "February's digest went with the table's scan"
     facts.run(f"DELETE FROM {january} WHERE id = 4")
     assert facts.sync(destination) == ((0, 1, 0), {"facts_1_prt_1"}), "January's and February's digests"
+
+
+def test_a_partition_added_or_created_ahead_sends_its_rows_alone_however_many(
+    facts: AoFacts, destination: Destination
+) -> None:
+    """A leaf that held nothing (a partition added, or one created ahead and loaded since) is read alone, and every
+    row of it sent, more than the table's digest could name: no other leaf holds their contents, so none need be
+    named. The leaf gets a digest of its own, for the loads that follow. The first sync prints each leaf, so a
+    rewrite right after it costs that leaf alone."""
+    facts.create()
+    assert facts.sync(destination)[0] == (3000, 0, 1)
+    march = f"{facts.table}_1_prt_3"
+    facts.run(
+        f"INSERT INTO {march} VALUES (0, date '{MONTHS[2]}', 'x')",
+        f"DELETE FROM {march} WHERE id = 0",
+        f"VACUUM FULL {march}",
+    )
+    assert facts.sync(destination) == ((0, 0, 0), {"facts_1_prt_3"}), "the first sync's prints"
+
+    def added(start: str, end: str) -> str:
+        storage = "WITH (appendonly=true, orientation=column)"  # else a heap leaf, on Greenplum 6
+        facts.run(f"ALTER TABLE {facts.table} ADD PARTITION START (date '{start}') END (date '{end}') {storage}")
+        leaves = (
+            f"SELECT partitiontablename, partitionrangestart FROM pg_partitions WHERE schemaname = '{facts.schema}'"
+        )
+        return next(name for name, bound in facts.run(leaves) if start in bound)
+
+    april = added(MONTHS[3], MONTHS[4])
+    facts.insert(10001, 15000, day=MONTHS[3])
+    facts.insert(10001, 10002, day=MONTHS[3])  # two rows identical to two just inserted
+    assert facts.sync(destination) == ((5002, 0, 0), {april}), "5,002 rows, past the digest of 3,000: no truncate"
+    facts.insert(15001, 15030, day=MONTHS[3])
+    assert facts.sync(destination) == ((30, 0, 0), {april}), "the leaf's own digest"
+    may = added(MONTHS[4], "2024-06-01")
+    assert facts.sync(destination)[0] == (0, 0, 0)
+    facts.insert(20001, 24000, day=MONTHS[4])
+    facts.run(f"DELETE FROM {facts.schema}.{april} WHERE id % 100 = 0")
+    assert facts.sync(destination) == ((4000, 50, 0), {april, may})
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
+def test_a_sync_killed_while_it_sends_a_leaf_that_held_nothing_converges(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed while it sends a partition added, whose rows then change: the digest saved holds the contents whose
+    rows all landed, and the next sync finds the rest by the table's scan (here past its digest: a read of every
+    row)."""
+    facts.create()
+    facts.sync(destination)
+    april = f"START (date '{MONTHS[3]}') END (date '{MONTHS[4]}') WITH (appendonly=true, orientation=column)"
+    facts.run(f"ALTER TABLE {facts.table} ADD PARTITION {april}")
+    facts.insert(10001, 12000, day=MONTHS[3])
+    state = killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table)
+    landed = destination.query(f'SELECT count(*) FROM "tester_{facts.schema}".facts WHERE id > 10000')[0][0]
+    assert 0 < landed < 2000, "the sync was killed among the rows it sent"
+    facts.run(f"DELETE FROM {facts.table} WHERE id > 10000 AND id % 5 = 0")
+    facts.sync(destination, state=state)
+    assert facts.sync(destination) == ((0, 0, 0), set())
 
 
 def test_a_sync_killed_while_it_sends_a_leaf_s_rows_and_the_leaf_changed_back_converges(

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from conftest import Database
 
+import changed_leaves
 import leaf_prints
+import reads
 from block_ranges import hashing_for
 from catalog import detect_flavour, discover, server_info
 from configuration import parse_settings
-from content_digest import ContentScan, scan_contents
+from content_digest import ContentScan, content_hash, scan_contents
 from greenplum_client import GreenplumClient
 from leaves import Leaf, named_leaves
 from planning import plan_tables
@@ -49,6 +51,22 @@ def test_leaves_changed_kept_their_contents_when_their_prints_sum_to_those_saved
 ) -> None:
     saved = {"1": (4, 100), "2": (2, 50), "3": (7, 9)}
     assert leaf_prints.contents_kept(saved, scanned, gone) is kept
+
+
+@pytest.mark.parametrize(
+    ("changed", "gone", "held_nothing"),
+    [
+        (["1", "9"], [], ["9"]),  # a leaf added: not printed
+        (["3"], [], ["3"]),  # a leaf created ahead, printed empty
+        (["2"], [], []),  # a leaf with rows
+        (["9"], ["1"], []),  # an exchange: the leaf come may hold the contents of the one gone
+    ],
+)
+def test_a_leaf_held_nothing_when_its_print_said_so_and_no_leaf_is_gone(
+    changed: list, gone: list, held_nothing: list
+) -> None:
+    saved = {"1": (4, 100), "2": (2, 50), "3": (0, 0)}
+    assert changed_leaves.held_nothing(saved, changed, gone) == held_nothing
 
 
 def _scan(
@@ -121,3 +139,36 @@ def test_a_content_in_two_leaves_leaves_no_print_standing(database: Database, sc
         cursor.execute(f"INSERT INTO {schema}.child VALUES (7, 'n')")
     scan = _scan(database, schema, "parent", by_leaf=True, relation=with_children)
     assert scan.leaf_prints is None and scan.rows == 101
+
+
+def test_a_leaf_is_read_in_content_order_with_ordinals_among_its_own_rows(database: Database, schema: str) -> None:
+    """The read that sends every row of a leaf that held nothing: that leaf's rows alone, each content's rows numbered
+    from 1."""
+    flavour = detect_flavour(database.version)
+    if flavour.is_greenplum:
+        pytest.skip(f"PostgreSQL's declarative partitions; {flavour.value}'s are read in test_append_optimized")
+    with database.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE TABLE {schema}.p (id int, note text) PARTITION BY RANGE (id);
+            CREATE TABLE {schema}.p_low PARTITION OF {schema}.p FOR VALUES FROM (0) TO (100);
+            CREATE TABLE {schema}.p_high PARTITION OF {schema}.p FOR VALUES FROM (100) TO (1000);
+            INSERT INTO {schema}.p SELECT i % 200, 'n' FROM generate_series(1, 500) i;
+            SELECT '{schema}.p_high'::regclass::oid"""
+        )
+        (high,) = cursor.fetchone()
+    settings = parse_settings(database.configuration(SCHEMAS=schema))
+    with GreenplumClient(settings) as client:
+        info = server_info(client)
+        (plan,) = [
+            p
+            for p in plan_tables(settings, discover(client, info, [schema]), client, strict=True).plans
+            if p.state_key == f"{schema}.p"
+        ]
+        (leaf,) = named_leaves(client, plan, [str(high)])
+        read = reads.in_content_order(plan, content_hash(plan, hashing_for(info.server_version_num)), None, leaf)
+        rows = client.query(read.statement, read.params)
+    assert sorted(row[0] for row in rows) == sorted(i % 200 for i in range(1, 501) if i % 200 >= 100)
+    assert [row[-2:] for row in rows] == sorted(row[-2:] for row in rows), "in (content, ordinal) order"
+    for number in {row[0] for row in rows}:
+        ordinals = sorted(row[-1] for row in rows if row[0] == number)
+        assert ordinals == list(range(1, len(ordinals) + 1))
