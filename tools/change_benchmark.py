@@ -212,6 +212,11 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
             f"ALTER TABLE {SCHEMA}.facts EXCHANGE PARTITION FOR (date '2024-07-01') WITH TABLE {SCHEMA}.stage",
             f"DROP TABLE {SCHEMA}.stage",
         ),
+        "h2_partition_added": (
+            f"ALTER TABLE {SCHEMA}.facts ADD PARTITION START (date '2025-01-01') END (date '2025-02-01') "
+            "WITH (appendonly=true, orientation=column)",
+            _FILL.format(day="date '2025-01-15'") % (rows + 3 * change + 1, rows + 3 * change + rows // 10),
+        ),
         "i_unchanged": (),
     }
     syncs: dict[str, dict[str, Any]] = {}
@@ -255,8 +260,9 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
                 for key in ("f_compaction", "g_vacuum_full", "h_exchange")
             ),
             "no truncate after the first sync": all(sync["truncates"] == 0 for sync in later.values()),
-            "a leaf changed again, compacted or exchanged is scanned alone": all(
-                len(syncs[key]["scanned"]) == 1 for key in ("c2_appended_again", "f_compaction", "h_exchange")
+            "a leaf changed again, compacted, exchanged or added is scanned alone": all(
+                len(syncs[key]["scanned"]) == 1
+                for key in ("c2_appended_again", "f_compaction", "h_exchange", "h2_partition_added")
             ),
         },
     }
@@ -355,6 +361,7 @@ def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> s
         "f_compaction": "(f) that leaf compacted (VACUUM)",
         "g_vacuum_full": "(g) VACUUM FULL of the table",
         "h_exchange": "(h) a leaf exchanged for a table of its rows",
+        "h2_partition_added": "(h2) a partition added, 10% of N loaded into it",
         "i_unchanged": "(i) nothing changed",
     }
     lines += _sync_lines(
