@@ -105,13 +105,14 @@ class KeylessPass:
         state, plan = self._state, self._plan
         print_: leaf_prints.Print = (0, 0)
         cells = dd.Cells(digest_size, dd.Codec.CONTENT) if digest_size else None
-        noted: set[int] = set()  # a read started again after a lost connection reads them again
+        noted: list[int] = []  # the highest content noted: a read started again after a lost connection reads it again
         run: list[int] = []  # the content of the rows read last, and its highest ordinal: the run not yet ended
 
         def note(contents: np.ndarray, counts: np.ndarray) -> None:
             nonlocal print_
-            new = np.array([content not in noted for content in contents.tolist()], bool)
-            noted.update(contents.tolist())
+            new = contents > noted[0] if noted else np.ones(len(contents), bool)  # contents arrive in order
+            if new.any():
+                noted[:] = [int(contents[new].max())]
             words = np.stack([contents[new], counts[new]], axis=1).astype(np.int64)
             hashes = dd.key_hashes(words)
             for digest in filter(None, (held, expected, cells)):
