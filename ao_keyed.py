@@ -72,6 +72,19 @@ class AoNow:
             key=leaf_order,
         )
 
+    def only_appended_since(self, saved_text: str | None, key: str) -> bool:
+        """Whether the catalog shows no more than rows appended to the leaf since the facts saved: the same storage,
+        and each segment file there then written no fewer rows (a compaction empties or drops the files it moves
+        rows from). Rows deleted or updated since show only as rows hidden, which the caller checks."""
+        saved = dict(part.split("=", 1) for part in (saved_text or "").split(";") if part)
+        if key not in saved or key not in self.facts:
+            return False
+        relfilenode, fingerprint = saved[key].split("/", 1)
+        if int(relfilenode) != self.facts[key].relfilenode:
+            return False
+        written_now = ao.rows_written_per_file(self.facts[key].fingerprint)
+        return all(written_now.get(segno, -1) >= rows for segno, rows in ao.rows_written_per_file(fingerprint).items())
+
     def gone_since(self, saved_text: str | None) -> list[str]:
         return sorted({part.split("=", 1)[0] for part in (saved_text or "").split(";") if part} - set(self.facts))
 

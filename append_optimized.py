@@ -163,6 +163,12 @@ def _fingerprint(files: list[tuple[int, ...]]) -> str:
     return ",".join(":".join(map(str, numbers)) for numbers in sorted(files))
 
 
+def rows_written_per_file(fingerprint: str) -> dict[int, int]:
+    """segment file -> rows written there, from a fingerprint (`_fingerprint`: segno, rows written, then counts)."""
+    files = (part.split(":") for part in fingerprint.split(",") if part)
+    return {int(numbers[0]): int(numbers[1]) for numbers in files}
+
+
 def fetch_hidden_counts(client: GreenplumClient, flavour: Flavour, leaf: Leaf) -> dict[tuple[int, int], int]:
     """(segment, segment file) -> how many rows are hidden there (files with none left out)."""
     legacy = flavour in (Flavour.GREENPLUM5, Flavour.GREENPLUM6)

@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fivetran_connector_sdk import Logging as log
+from psycopg2 import sql
 
 import difference_digest as dd
 import leaf_prints
 from ao_keyed import AoNow
 from block_ranges import Hashing, cancelled_as_digest
+from catalog import Flavour
 from content_digest import scan_contents
 from greenplum_client import GreenplumClient
 from leaves import Leaf, leaf_order
@@ -118,6 +120,47 @@ def _digests_with_filled(
             cells += sizes[key] * dd.K
     kept = {key: cells for key, cells in digests.items() if key in chosen and key not in filled}
     return kept, {key: sizes[key] if key in chosen else 0 for key in filled}
+
+
+def appended_alone(
+    client: GreenplumClient,
+    flavour: Flavour,
+    plan: TablePlan,
+    hashing: Hashing,
+    state: TableState,
+    now: AoNow,
+    sub_size: int,
+) -> Found | None:
+    """Past the digest's capacity, when the leaves the catalog says changed only had rows appended (or held
+    nothing): no row left them, so nothing need be deleted, and sending their every row again (under ordinals from
+    1, as a leaf that held nothing is sent) lands them whole, without a truncate or a read of the other leaves. The
+    digest expected is the other leaves', scanned now and printed as they were saved (else None: a leaf changed
+    since the catalog was read), to which the leaves sent add theirs as they are read."""
+    changed, gone = now.changed_since(state.digest_ao), now.gone_since(state.digest_ao)
+    if state.digest_prints is None or gone or not changed or not _readable_alone(now, changed):
+        return None
+    saved = leaf_prints.decode(state.digest_prints)
+    grown = [key for key in changed if saved.get(key, (0, 0))[0] and now.only_appended_since(state.digest_ao, key)]
+    if set(changed) - set(grown) - set(held_nothing(saved, changed, gone)):
+        return None
+    if any(now.hidden_counts(client, flavour, grown).values()):  # rows deleted or updated away since, or before
+        return None
+    listed = sql.SQL(", ").join(sql.Literal(int(key)) for key in changed)
+    with cancelled_as_digest("the scan of its contents"):
+        others = scan_contents(
+            client, plan, hashing, sub_size, sql.SQL("tableoid NOT IN ({})").format(listed), by_leaf=True
+        )
+    unchanged = (set(saved) | set(others.leaf_prints or {})) - set(changed)
+    printed = others.leaf_prints
+    if printed is None or any(printed.get(key, (0, 0)) != saved.get(key, (0, 0)) for key in unchanged):
+        return None
+    log.info(
+        f"{plan.state_key}: the {len(changed):,} leaves that changed only gained rows (the catalog says so): "
+        "their rows are sent again whole, without a truncate"
+    )
+    digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items() if key not in changed}
+    kept, fill_sizes = _digests_with_filled(now, digests, changed, state.digest_sizes or [])
+    return Found([], others.cells, dict(printed), kept, None, fill_sizes)
 
 
 def where_gained(plan: TablePlan, state: TableState, now: AoNow | None) -> list[Leaf] | None:

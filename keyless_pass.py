@@ -69,6 +69,15 @@ class KeylessPass:
         pairs = difference.peel()
         if pairs is None:
             self._remember(difference.estimated_pairs())
+            found = None
+            if by_leaf:
+                flavour = self._sink.source.flavour
+                found = changed_leaves.appended_alone(
+                    self._client, flavour, plan, self._hashing, state, now, saved.sub_size
+                )
+            if found is not None:
+                self._send_noting_leaves(found.expected.copy(), found, now)
+                return
             self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
             return
         self._remember(len(pairs))

@@ -15,6 +15,7 @@ from conftest import Database, Destination, killed_after_checkpoint
 
 import ao_keyed
 import append_optimized as ao
+import difference_digest as dd
 import sync
 from catalog import Flavour, detect_flavour
 from state import LeafState, SyncState, TableState, load_state
@@ -455,6 +456,27 @@ def test_a_partition_added_or_created_ahead_sends_its_rows_alone_however_many(
     facts.insert(20001, 24000, day=MONTHS[4])
     facts.run(f"DELETE FROM {facts.schema}.{april} WHERE id % 100 = 0")
     assert facts.sync(destination) == ((4000, 50, 0), {april, may})
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
+def test_rows_appended_past_the_digest_send_the_leaves_that_only_gained_again_not_the_table(
+    facts: AoFacts, destination: Destination
+) -> None:
+    """Past the digest's capacity, the leaves the catalog says only gained rows (none hidden since, no file emptied)
+    are sent again whole: no truncate, and the other leaves' rows are not sent. A row deleted with such a load takes
+    the read of every row after a truncate, as nothing else names it."""
+    facts.create()
+    facts.sync(destination)
+    saved = destination.saved_state()["tables"][facts.table]["digest"]
+    capacity = dd.capacity(dd.Cells.unpack(saved).sub_size)
+    february = f"{facts.table}_1_prt_2"
+    facts.insert(10001, 10000 + 2 * capacity, day=MONTHS[1])
+    ((held,),) = facts.run(f"SELECT count(*) FROM {february}")
+    assert facts.sync(destination)[0] == (held, 0, 0), "February's rows, all of them"
+    assert facts.sync(destination) == ((0, 0, 0), set())
+    facts.insert(30001, 30000 + 2 * capacity, day=MONTHS[1])
+    facts.run(f"DELETE FROM {february} WHERE id = 10001")
+    assert facts.sync(destination)[0][2] == 1, "a row deleted: the read of every row"
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 
