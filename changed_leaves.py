@@ -17,7 +17,7 @@ from psycopg2 import sql
 
 import difference_digest as dd
 import leaf_prints
-from ao_keyed import AoNow
+from ao_keyed import AoNow, append_optimized_now
 from block_ranges import Hashing, cancelled_as_digest
 from catalog import Flavour
 from content_digest import scan_contents
@@ -43,6 +43,7 @@ class Found:
     digests: dict[str, dd.Cells]
     leaves: list[Leaf] | None
     filled: dict[str, int] = field(default_factory=dict)  # leaf -> its digest's size (0: none)
+    grown: list[str] = field(default_factory=list)  # of those, the leaves that held rows (`appended_alone`)
 
 
 def scan_alone(
@@ -160,7 +161,20 @@ def appended_alone(
     )
     digests = {key: dd.Cells.unpack(text) for key, text in (state.leaf_digests or {}).items() if key not in changed}
     kept, fill_sizes = _digests_with_filled(now, digests, changed, state.digest_sizes or [])
-    return Found([], others.cells, dict(printed), kept, None, fill_sizes)
+    return Found([], others.cells, dict(printed), kept, None, fill_sizes, grown)
+
+
+def still_only_appended(
+    client: GreenplumClient, flavour: Flavour, plan: TablePlan, saved_ao: str, grown: list[str]
+) -> bool:
+    """Whether the leaves `appended_alone` sent again still show only rows appended since `saved_ao`, once they were
+    read: a row deleted there before the read began and after the catalog was first read would stay live."""
+    if not grown:
+        return True
+    now = append_optimized_now(client, flavour, plan)
+    if now is None or not all(now.only_appended_since(saved_ao, key) for key in grown):
+        return False
+    return not any(now.hidden_counts(client, flavour, grown).values())
 
 
 def where_gained(plan: TablePlan, state: TableState, now: AoNow | None) -> list[Leaf] | None:

@@ -69,14 +69,17 @@ class KeylessPass:
         pairs = difference.peel()
         if pairs is None:
             self._remember(difference.estimated_pairs())
-            found = None
+            found, flavour, saved_ao = None, self._sink.source.flavour, state.digest_ao
             if by_leaf:
-                flavour = self._sink.source.flavour
                 found = changed_leaves.appended_alone(
                     self._client, flavour, plan, self._hashing, state, now, saved.sub_size
                 )
             if found is not None:
                 self._send_noting_leaves(found.expected.copy(), found, now)
+                if changed_leaves.still_only_appended(self._client, flavour, plan, saved_ao, found.grown):
+                    return
+                why = "rows were deleted from the leaves sent again while they were read"
+                self._full_pass(append_optimized_now(self._client, flavour, plan), why)
                 return
             self._full_pass(now, f"more than {dd.capacity(saved.sub_size):,} contents changed, past its digest")
             return

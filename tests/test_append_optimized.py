@@ -15,6 +15,7 @@ from conftest import Database, Destination, killed_after_checkpoint
 
 import ao_keyed
 import append_optimized as ao
+import changed_leaves
 import difference_digest as dd
 import sync
 from catalog import Flavour, detect_flavour
@@ -477,6 +478,30 @@ def test_rows_appended_past_the_digest_send_the_leaves_that_only_gained_again_no
     facts.insert(30001, 30000 + 2 * capacity, day=MONTHS[1])
     facts.run(f"DELETE FROM {february} WHERE id = 10001")
     assert facts.sync(destination)[0][2] == 1, "a row deleted: the read of every row"
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
+def test_a_row_deleted_before_the_leaves_that_only_gained_are_read_again_is_deleted(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row deleted from such a leaf after the catalog said it only gained rows, before its rows are read: the read
+    misses it, so it would stay live; the catalog read again says so, and the sync reads every row after a
+    truncate."""
+    facts.create()
+    facts.sync(destination)
+    capacity = dd.capacity(dd.Cells.unpack(destination.saved_state()["tables"][facts.table]["digest"]).sub_size)
+    facts.insert(10001, 10000 + 2 * capacity, day=MONTHS[1])
+    real = changed_leaves.appended_alone
+
+    def then_delete(*args, **kwargs):
+        found = real(*args, **kwargs)
+        facts.run(f"DELETE FROM {facts.table} WHERE id = 35")  # a February row the destination holds
+        return found
+
+    monkeypatch.setattr(changed_leaves, "appended_alone", then_delete)
+    sent, _ = facts.sync(destination)
+    assert sent[2] == 1, "every row, after a truncate"
+    monkeypatch.undo()
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 
