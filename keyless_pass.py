@@ -132,15 +132,7 @@ class KeylessPass:
             print_ = leaf_prints.add_prints(print_, hashes)
 
         def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            contents = np.array([raw[-2] for raw in batch], np.int64)
-            ordinals = np.array([raw[-1] for raw in batch], np.int64)
-            for raw, row in zip(batch, rows, strict=True):
-                row[ROW_ID_COLUMN] = row_id(raw[-2], raw[-1])
-            if run and run[0] != contents[0]:
-                note(np.array(run[:1]), np.array(run[1:]))
-            ends = np.flatnonzero(contents[:-1] != contents[1:])  # the last row of each run the batch ends
-            note(contents[ends], ordinals[ends])
-            run[:] = [int(contents[-1]), int(ordinals[-1])]
+            note(*_numbered(batch, rows, run))
             return rows
 
         def save() -> None:
@@ -243,15 +235,7 @@ class KeylessPass:
             run = [int(state.position[0]), int(state.position[1])]
 
         def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            contents = np.array([raw[-2] for raw in batch], np.int64)
-            ordinals = np.array([raw[-1] for raw in batch], np.int64)
-            for raw, row in zip(batch, rows, strict=True):
-                row[ROW_ID_COLUMN] = row_id(raw[-2], raw[-1])
-            ends = np.flatnonzero(contents[:-1] != contents[1:])  # the last row of each run the batch ends
-            if run and run[0] != contents[0]:
-                add_contents(cells, np.array([run[0]]), np.array([run[1]]))
-            add_contents(cells, contents[ends], ordinals[ends])
-            run[:] = [int(contents[-1]), int(ordinals[-1])]
+            add_contents(cells, *_numbered(batch, rows, run))
             self._read_rows += len(batch)
             return rows
 
@@ -325,6 +309,25 @@ class KeylessPass:
 
     def _remember(self, pairs: int) -> None:
         self._state.digest_sizes = dd.with_difference(self._state.digest_sizes, pairs)
+
+
+def _numbered(batch: list[tuple], rows: list[dict[str, Any]], run: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Gives the rows of a batch read in content order their ids, and returns the contents whose runs of rows the
+    batch ended (the run under way before it among them, when the batch starts another) and how many rows hold
+    each; `run` becomes the one it ends in, not yet ended (content, highest ordinal)."""
+    contents = np.array([raw[-2] for raw in batch], np.int64)
+    ordinals = np.array([raw[-1] for raw in batch], np.int64)
+    for raw, row in zip(batch, rows, strict=True):
+        row[ROW_ID_COLUMN] = row_id(raw[-2], raw[-1])
+    ends = np.flatnonzero(contents[:-1] != contents[1:])  # the last row of each run the batch ends
+    ended, counts = contents[ends], ordinals[ends]
+    if run and run[0] != contents[0]:
+        ended, counts = (
+            np.concatenate([np.array(run[:1], np.int64), ended]),
+            np.concatenate([np.array(run[1:], np.int64), counts]),
+        )
+    run[:] = [int(contents[-1]), int(ordinals[-1])]
+    return ended, counts
 
 
 def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:
