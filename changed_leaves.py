@@ -1,7 +1,8 @@
 """Which leaves of a keyless append-optimized table (Greenplum) changed, and what scanning them alone tells: each
 leaf's print (`leaf_prints.py`) says whether it still holds the contents it held, and the few leaves that changed
-last keep a digest of contents of their own, which names what changed there. The keyless pass (`keyless_pass.py`)
-sends what this finds and saves the prints and digests back; nothing here sends.
+last keep a digest of contents of their own, which names what changed there. A leaf that held nothing, and past
+the table's digest a leaf that only gained rows, need no naming: it is sent whole. The keyless pass
+(`keyless_pass.py`) sends what this finds and saves the prints and digests back; nothing here sends.
 
 A leaf is tried alone only where the user may read it by its name (read through the table, filtered by tableoid, a
 leaf costs a scan of every leaf), and not when more than half the leaves changed with only a print: scanned in vain
