@@ -71,9 +71,8 @@ class KeylessPass:
             self._remember(difference.estimated_pairs())
             found, flavour, saved_ao = None, self._sink.source.flavour, state.digest_ao
             if by_leaf:
-                found = changed_leaves.appended_alone(
-                    self._client, flavour, plan, self._hashing, state, now, saved.sub_size
-                )
+                larger = self._new_cells().sub_size  # sized for the difference just seen, as a pass's would be
+                found = changed_leaves.appended_alone(self._client, flavour, plan, self._hashing, state, now, larger)
             if found is not None:
                 self._send_noting_leaves(found.expected.copy(), found, now)
                 if changed_leaves.still_only_appended(self._client, flavour, plan, saved_ao, found.grown):
@@ -109,11 +108,11 @@ class KeylessPass:
     def _fill(
         self, held: dd.Cells, expected: dd.Cells, leaf: Leaf, digest_size: int
     ) -> tuple[leaf_prints.Print, dd.Cells | None]:
-        """Every row of a leaf that held nothing, in content order under ordinals from 1: no other leaf holds their
-        contents (a row's leaf follows from its values), so no digest need name them, however many. Each content's
-        pair joins the table's digest (saved at each checkpoint: a sync killed here leaves the rest to the next
-        one's scan of the table), the digest expected, the leaf's print and its own digest (of `digest_size`, 0:
-        none) as its run of rows ends."""
+        """Every row of a leaf sent whole (it held nothing, or only gained rows), in content order under ordinals
+        from 1, over those that landed: no other leaf holds their contents (a row's leaf follows from its values), so
+        no digest need name them, however many. Each content's pair joins the table's digest (saved at each
+        checkpoint: a sync killed here leaves the rest to the next one's scan of the table), the digest expected, the
+        leaf's print and its own digest (of `digest_size`, 0: none) as its run of rows ends."""
         state, plan = self._state, self._plan
         print_: leaf_prints.Print = (0, 0)
         cells = dd.Cells(digest_size, dd.Codec.CONTENT) if digest_size else None
@@ -144,7 +143,7 @@ class KeylessPass:
             if run:
                 note(np.array(run[:1]), np.array(run[1:]))
         state.digest = held.pack()
-        log.info(f"{plan.state_key}: leaf {leaf.key} held nothing: its {print_[0]:,} contents are sent whole")
+        log.info(f"{plan.state_key}: leaf {leaf.key} sent whole: {print_[0]:,} contents")
         return print_, cells
 
     def _why_read_again(self, saved: dd.Cells | None) -> str | None:

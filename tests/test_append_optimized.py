@@ -475,7 +475,9 @@ def test_rows_appended_past_the_digest_send_the_leaves_that_only_gained_again_no
     ((held,),) = facts.run(f"SELECT count(*) FROM {february}")
     assert facts.sync(destination)[0] == (held, 0, 0), "February's rows, all of them"
     assert facts.sync(destination) == ((0, 0, 0), set())
-    facts.insert(30001, 30000 + 2 * capacity, day=MONTHS[1])
+    larger = dd.capacity(dd.Cells.unpack(destination.saved_state()["tables"][facts.table]["digest"]).sub_size)
+    assert larger > capacity, "the digest is sized for the difference seen"
+    facts.insert(30001, 30000 + 2 * larger, day=MONTHS[1])
     facts.run(f"DELETE FROM {february} WHERE id = 10001")
     assert facts.sync(destination)[0][2] == 1, "a row deleted: the read of every row"
     assert facts.sync(destination) == ((0, 0, 0), set())
