@@ -124,6 +124,17 @@ def _digests_with_filled(
     return kept, {key: sizes[key] if key in chosen else 0 for key in filled}
 
 
+def newest_leaf_digest_size(now: AoNow, recent: list[int]) -> dict[str, int]:
+    """The leaf that gets a digest of its own from a first sync's scan, sized for its rows: the newest holding rows
+    (partitions are created in order: the one taking loads, likeliest), when its digest fits `_LEAF_DIGEST_BYTES`."""
+    holding = sorted((key for key, facts in now.facts.items() if facts.rows), key=leaf_order)
+    if not holding:
+        return {}
+    key, words = holding[-1], dd.Codec.CONTENT.words
+    size = dd.choose_sub_size(now.facts[key].rows, recent, words, _LEAF_DIGEST_BYTES)
+    return {key: size}
+
+
 def appended_alone(
     client: GreenplumClient,
     flavour: Flavour,

@@ -246,29 +246,34 @@ class KeylessPass:
             self._sink.read_all(lambda: reads.in_content_order(plan, self._content, state.position), number)
         if run:
             add_contents(cells, np.array([run[0]]), np.array([run[1]]))
-        cells, prints = self._taken_whole(cells, now)
+        cells, prints, leaf_cells = self._taken_whole(cells, now)
         state.digest, state.digest_columns = cells.pack(), schema_changes.column_list(plan)
         state.digest_prints = leaf_prints.encode(prints) if prints is not None else None
+        state.leaf_digests = {key: leaf.pack() for key, leaf in leaf_cells.items()} or None
         state.digest_ao, state.pass_digest_ao = state.pass_digest_ao, None
         state.in_pass, state.position, state.pass_digest, state.pass_noted = False, None, None, None
         self._sink.progressed()
 
-    def _taken_whole(self, cells: dd.Cells, now: AoNow | None) -> tuple[dd.Cells, dict[str, leaf_prints.Print] | None]:
-        """The pass's digest, and each leaf's print where the leaves are append-optimized partitions (so that the
-        leaves the catalog next says changed can be scanned alone), from one more scan of the source, whose digest is
-        kept when the rows there are still those read; it is taken at the size the rows call for when the table held
-        more than its estimate said (a table never analyzed). Elsewhere, and when the size is enough, no scan."""
+    def _taken_whole(
+        self, cells: dd.Cells, now: AoNow | None
+    ) -> tuple[dd.Cells, dict[str, leaf_prints.Print] | None, dict[str, dd.Cells]]:
+        """The pass's digest, and where the leaves are append-optimized partitions each leaf's print and the newest
+        one's own digest (so that the leaves the catalog next says changed can be scanned alone), from one more scan
+        of the source, whose digest is kept when the rows there are still those read; it is taken at the size the
+        rows call for when the table held more than its estimate said (a table never analyzed). Elsewhere, and when
+        the size is enough, no scan."""
         sub_size = dd.choose_sub_size(self._read_rows, self._state.digest_sizes or [], dd.Codec.CONTENT.words)
         by_leaf = now is not None and self._plan.partitioned
         if sub_size <= cells.sub_size and not by_leaf:
-            return cells, None
-        scan = self._scan(max(sub_size, cells.sub_size), by_leaf)
+            return cells, None, {}
+        newest = changed_leaves.newest_leaf_digest_size(now, self._state.digest_sizes or []) if by_leaf else None
+        scan = self._scan(max(sub_size, cells.sub_size), by_leaf, newest)
         if scan.cells.fingerprint() != cells.fingerprint():  # a fingerprint holds whatever the size: their pairs differ
-            return cells, None
+            return cells, None, {}
         if sub_size > cells.sub_size:
             rows = f"{self._read_rows:,} rows"
             log.info(f"{self._plan.state_key}: its digest is taken again at the size its {rows} call for")
-        return scan.cells, scan.leaf_prints
+        return scan.cells, scan.leaf_prints, scan.leaf_cells
 
     def _taken_again(self, start: dd.Cells) -> dd.Cells:
         """The digest of a pass killed partway: the contents before the one its noted position reached, and that one

@@ -398,10 +398,12 @@ def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
 def test_a_leaf_whose_rows_changed_last_finds_its_next_changes_alone(facts: AoFacts, destination: Destination) -> None:
     """The table's scan gives the few leaves it found changed a digest of their own (this month's partition, taking
     loads): their next changes cost a scan of that leaf and the rows that changed; a change in another leaf takes the
-    table's scan again, and that leaf gets the digest."""
+    table's scan again, and that leaf gets the digest. The first sync gives one to the newest leaf holding rows."""
     facts.create()
     facts.sync(destination)
     january, february = f"{facts.table}_1_prt_1", f"{facts.table}_1_prt_2"
+    facts.insert(6001, 6050, day=MONTHS[2])
+    assert facts.sync(destination) == ((50, 0, 0), {"facts_1_prt_3"}), "March's digest, from the first sync"
     facts.insert(5001, 5100, day=MONTHS[1])
     assert facts.sync(destination) == ((100, 0, 0), set(LEAVES))
     facts.insert(5101, 5130, day=MONTHS[1], note="again")
