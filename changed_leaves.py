@@ -177,7 +177,7 @@ def appended_alone(
 
 
 def still_only_appended(
-    client: GreenplumClient, flavour: Flavour, plan: TablePlan, saved_ao: str, grown: list[str]
+    client: GreenplumClient, flavour: Flavour, plan: TablePlan, saved_ao: str | None, grown: list[str]
 ) -> bool:
     """Whether the leaves `appended_alone` sent again still show only rows appended since `saved_ao`, once they were
     read: a row deleted there before the read began and after the catalog was first read would stay live."""

@@ -69,13 +69,12 @@ class KeylessPass:
         pairs = difference.peel()
         if pairs is None:
             self._remember(difference.estimated_pairs())
-            found, flavour, saved_ao = None, self._sink.source.flavour, state.digest_ao
+            found, flavour = None, self._sink.source.flavour
             if by_leaf:
                 larger = self._new_cells().sub_size  # sized for the difference just seen, as a pass's would be
                 found = changed_leaves.appended_alone(self._client, flavour, plan, self._hashing, state, now, larger)
             if found is not None:
-                self._send_noting_leaves(found.expected.copy(), found, now)
-                if changed_leaves.still_only_appended(self._client, flavour, plan, saved_ao, found.grown):
+                if self._send_whole(found, now):
                     return
                 why = "rows were deleted from the leaves sent again while they were read"
                 self._full_pass(append_optimized_now(self._client, flavour, plan), why)
@@ -95,10 +94,45 @@ class KeylessPass:
         state = self._state
         state.digest_prints = state.leaf_digests = None
         self._send(held, found.pairs, found.leaves)
+        self._noted(held, found, now, *self._filled(held, found, now, saving=True))
+
+    def _send_whole(self, found: changed_leaves.Found, now: AoNow) -> bool:
+        """Sends every row of the leaves that only gained rows (or held nothing), past the digest. The saved digest
+        stays in the state until they are read and the catalog still shows only rows appended there: it names what
+        the destination holds, so what a sync killed meanwhile left, or a row deleted before the reads began, is
+        found by the next sync's difference. False when the catalog shows rows gone since: the destination may hold
+        one that no read returned."""
+        self._state.digest_prints = self._state.leaf_digests = None
+        held = found.expected.copy()
+        prints, digests = self._filled(held, found, now, saving=False)
+        flavour, saved_ao = self._sink.source.flavour, self._state.digest_ao
+        if not changed_leaves.still_only_appended(self._client, flavour, self._plan, saved_ao, found.grown):
+            return False
+        self._state.digest = held.pack()
+        self._noted(held, found, now, prints, digests)
+        return True
+
+    def _filled(
+        self, held: dd.Cells, found: changed_leaves.Found, now: AoNow | None, saving: bool
+    ) -> tuple[dict[str, leaf_prints.Print], dict[str, dd.Cells]]:
+        """Sends the leaves `found` says to send whole; returns every leaf's print and the leaves' own digests."""
         prints, digests = dict(found.prints or {}), dict(found.digests)
         for key, digest_size in found.filled.items():
-            prints[key], cells = self._fill(held, found.expected, now.leaves[key], digest_size)
+            prints[key], cells = self._fill(held, found.expected, now.leaves[key], digest_size, saving)
             digests |= {key: cells} if cells is not None and prints[key][0] else {}
+        return prints, digests
+
+    def _noted(
+        self,
+        held: dd.Cells,
+        found: changed_leaves.Found,
+        now: AoNow | None,
+        prints: dict[str, leaf_prints.Print],
+        digests: dict[str, dd.Cells],
+    ) -> None:
+        """Saves the catalog's facts, and the prints and digests of the leaves when the digest holds what was
+        expected."""
+        state = self._state
         state.digest_ao = now.text if now is not None else None
         if found.prints is not None and held.fingerprint() == found.expected.fingerprint():
             state.digest_prints = leaf_prints.encode({key: print_ for key, print_ in prints.items() if print_[0]})
@@ -106,13 +140,14 @@ class KeylessPass:
         self._sink.progressed()
 
     def _fill(
-        self, held: dd.Cells, expected: dd.Cells, leaf: Leaf, digest_size: int
+        self, held: dd.Cells, expected: dd.Cells, leaf: Leaf, digest_size: int, saving: bool
     ) -> tuple[leaf_prints.Print, dd.Cells | None]:
         """Every row of a leaf sent whole (it held nothing, or only gained rows), in content order under ordinals
         from 1, over those that landed: no other leaf holds their contents (a row's leaf follows from its values), so
         no digest need name them, however many. Each content's pair joins the table's digest (saved at each
         checkpoint: a sync killed here leaves the rest to the next one's scan of the table), the digest expected, the
-        leaf's print and its own digest (of `digest_size`, 0: none) as its run of rows ends."""
+        leaf's print and its own digest (of `digest_size`, 0: none) as its run of rows ends. Not `saving`: the
+        digest in the state is left as it was."""
         state, plan = self._state, self._plan
         print_: leaf_prints.Print = (0, 0)
         cells = dd.Cells(digest_size, dd.Codec.CONTENT) if digest_size else None
@@ -135,14 +170,15 @@ class KeylessPass:
             return rows
 
         def save() -> None:
-            state.digest = held.pack()
+            if saving:
+                state.digest = held.pack()
 
         read = dataclasses.replace(reads.in_content_order(plan, self._content, None, leaf), position_columns=())
         with self._sink.saving(save):
             self._sink.read_all(lambda: read, number, on_restart=run.clear)
             if run:
                 note(np.array(run[:1]), np.array(run[1:]))
-        state.digest = held.pack()
+        save()
         log.info(f"{plan.state_key}: leaf {leaf.key} sent whole: {print_[0]:,} contents")
         return print_, cells
 
