@@ -21,7 +21,7 @@ import leaf_prints
 from ao_keyed import AoNow, append_optimized_now
 from block_ranges import Hashing, cancelled_as_digest
 from catalog import Flavour
-from content_digest import scan_contents
+from content_digest import ContentScan, scan_contents
 from greenplum_client import GreenplumClient
 from leaves import Leaf, leaf_order
 from planning import TablePlan
@@ -122,6 +122,22 @@ def _digests_with_filled(
             cells += sizes[key] * dd.K
     kept = {key: cells for key, cells in digests.items() if key in chosen and key not in filled}
     return kept, {key: sizes[key] if key in chosen else 0 for key in filled}
+
+
+def digests_after_scan(state: TableState, now: AoNow | None, scan: ContentScan) -> dict[str, dd.Cells]:
+    """The leaves' own digests once the table's scan has landed: those it built, of the leaves it found changed, and
+    those saved of leaves it found holding what their prints say (their digests still hold), the newest within
+    `_LEAVES_WITH_DIGESTS` and `_LEAF_DIGEST_BYTES`."""
+    if now is None or scan.leaf_prints is None:
+        return dict(scan.leaf_cells)
+    saved = leaf_prints.decode(state.digest_prints)
+    still = {
+        key: dd.Cells.unpack(text)
+        for key, text in (state.leaf_digests or {}).items()
+        if key not in scan.leaf_cells and key in saved and scan.leaf_prints.get(key) == saved[key]
+    }
+    kept, _ = _digests_with_filled(now, scan.leaf_cells | still, [], state.digest_sizes or [])
+    return kept
 
 
 def newest_leaf_digest_size(now: AoNow, recent: list[int]) -> dict[str, int]:

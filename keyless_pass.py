@@ -83,7 +83,8 @@ class KeylessPass:
             return
         self._remember(len(pairs))
         gained = changed_leaves.where_gained(plan, state, now)
-        found = changed_leaves.Found(pairs, scan.cells, scan.leaf_prints, scan.leaf_cells, gained)
+        digests = changed_leaves.digests_after_scan(state, now, scan)
+        found = changed_leaves.Found(pairs, scan.cells, scan.leaf_prints, digests, gained)
         self._send_noting_leaves(saved, found, now)
 
     def _send_noting_leaves(self, held: dd.Cells, found: changed_leaves.Found, now: AoNow | None) -> None:
