@@ -169,10 +169,9 @@ def appended_alone(
     if state.digest_prints is None or gone or not changed or not _readable_alone(now, changed):
         return None
     saved = leaf_prints.decode(state.digest_prints)
-    grown = [key for key in changed if saved.get(key, (0, 0))[0] and now.only_appended_since(state.digest_ao, key)]
-    if set(changed) - set(grown) - set(held_nothing(saved, changed, gone)):
-        return None
-    if any(now.hidden_counts(client, flavour, grown).values()):  # rows deleted or updated away since, or before
+    filled = held_nothing(saved, changed, gone)
+    grown = [key for key in changed if key not in filled]
+    if not _only_appended(client, flavour, now, state.digest_ao, grown):
         return None
     listed = sql.SQL(", ").join(sql.Literal(int(key)) for key in changed)
     with cancelled_as_digest("the scan of its contents"):
@@ -200,9 +199,17 @@ def still_only_appended(
     if not grown:
         return True
     now = append_optimized_now(client, flavour, plan)
-    if now is None or not all(now.only_appended_since(saved_ao, key) for key in grown):
+    return now is not None and _only_appended(client, flavour, now, saved_ao, grown)
+
+
+def _only_appended(
+    client: GreenplumClient, flavour: Flavour, now: AoNow, saved_ao: str | None, keys: list[str]
+) -> bool:
+    """Whether the catalog shows only rows appended to these leaves since `saved_ao`: their files grew, and no row
+    is hidden in them (deleted or updated away since, or before)."""
+    if not all(now.only_appended_since(saved_ao, key) for key in keys):
         return False
-    return not any(now.hidden_counts(client, flavour, grown).values())
+    return not any(now.hidden_counts(client, flavour, keys).values())
 
 
 def where_gained(plan: TablePlan, state: TableState, now: AoNow | None) -> list[Leaf] | None:

@@ -12,13 +12,13 @@ from conftest import Database
 import changed_leaves
 import leaf_prints
 import reads
-from block_ranges import hashing_for
+from block_ranges import Hashing, hashing_for
 from catalog import detect_flavour, discover, server_info
-from configuration import parse_settings
+from configuration import Settings, parse_settings
 from content_digest import ContentScan, content_hash, scan_contents
 from greenplum_client import GreenplumClient
 from leaves import Leaf, named_leaves
-from planning import plan_tables
+from planning import TablePlan, plan_tables
 from quoting import Identifier
 
 
@@ -81,15 +81,20 @@ def _scan(
     """A scan of the table's contents (of one leaf's; of another relation's, read through the table's plan)."""
     settings = parse_settings(database.configuration(SCHEMAS=schema))
     with GreenplumClient(settings) as client:
-        info = server_info(client)
-        (plan,) = [
-            p
-            for p in plan_tables(settings, discover(client, info, [schema]), client, strict=True).plans
-            if p.state_key == f"{schema}.{table}"
-        ]
-        hashing = hashing_for(info.server_version_num)
+        plan, hashing = _plan(client, settings, schema, table)
         (named,) = named_leaves(client, plan, [leaf]) if leaf else (relation,)
         return scan_contents(client, plan, hashing, 64, leaf=named, by_leaf=by_leaf, leaf_sizes=leaf_sizes)
+
+
+def _plan(client: GreenplumClient, settings: Settings, schema: str, table: str) -> tuple[TablePlan, Hashing]:
+    """The table's plan, and how the server hashes rows."""
+    info = server_info(client)
+    (plan,) = [
+        p
+        for p in plan_tables(settings, discover(client, info, [schema]), client, strict=True).plans
+        if p.state_key == f"{schema}.{table}"
+    ]
+    return plan, hashing_for(info.server_version_num)
 
 
 def test_a_scan_by_leaf_sums_each_leaf_s_pairs_as_a_scan_of_that_leaf_does(database: Database, schema: str) -> None:
@@ -158,14 +163,9 @@ def test_a_leaf_is_read_in_content_order_with_ordinals_among_its_own_rows(databa
         (high,) = cursor.fetchone()
     settings = parse_settings(database.configuration(SCHEMAS=schema))
     with GreenplumClient(settings) as client:
-        info = server_info(client)
-        (plan,) = [
-            p
-            for p in plan_tables(settings, discover(client, info, [schema]), client, strict=True).plans
-            if p.state_key == f"{schema}.p"
-        ]
+        plan, hashing = _plan(client, settings, schema, "p")
         (leaf,) = named_leaves(client, plan, [str(high)])
-        read = reads.in_content_order(plan, content_hash(plan, hashing_for(info.server_version_num)), None, leaf)
+        read = reads.in_content_order(plan, content_hash(plan, hashing), None, leaf)
         rows = client.query(read.statement, read.params)
     assert sorted(row[0] for row in rows) == sorted(i % 200 for i in range(1, 501) if i % 200 >= 100)
     assert [row[-2:] for row in rows] == sorted(row[-2:] for row in rows), "in (content, ordinal) order"
