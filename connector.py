@@ -7,6 +7,9 @@ declares the tables, `update()` syncs them, one strategy per table (see README.m
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -133,15 +136,29 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
         )
         hashing = hashing_for(info.server_version_num)
         context = SyncContext(Source(client, info.flavour, hashing, segments), settings, sync_state, checkpoints)
-        for plan in planning.plans:
-            reason = sync_table(context, plan)
-            if reason is None:
-                synced += 1
-            else:
-                op.warning(f"Skipped {plan.state_key}: {reason}")
-                skipped.append(plan.state_key)
-        checkpoints.now()
+        with _long_lived_frozen():
+            for plan in planning.plans:
+                reason = sync_table(context, plan)
+                if reason is None:
+                    synced += 1
+                else:
+                    op.warning(f"Skipped {plan.state_key}: {reason}")
+                    skipped.append(plan.state_key)
+            checkpoints.now()
     _log_summary(synced, skipped, planning.warnings)
+
+
+@contextlib.contextmanager
+def _long_lived_frozen() -> Iterator[None]:
+    """Keeps what lives all sync (modules, the SDK, the plans, the saved state) out of the collector's full passes,
+    which run every few thousand rows while the SDK buffers them: walking it each time cost about 2% of a first sync.
+    Garbage is collected first, so nothing dead is frozen, and everything is thawed after, so nothing outlives it."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _log_summary(synced: int, skipped: list[str], warnings: list[str]) -> None:

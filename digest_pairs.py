@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -132,12 +133,12 @@ class SentPairs:
             return rows
         width = len(self.extra)
         try:
-            words = [self._codec.encode(raw[-width]) for raw in batch]
+            all_words = self._codec.encode_all(list(map(itemgetter(-width), batch)))
         except dd.KeyTooLong as error:
             self.unfit = error
             return rows
         if self._by_key:
-            for raw, key_words in zip(batch, words, strict=True):
+            for raw, key_words in zip(batch, map(tuple, all_words.tolist()), strict=True):
                 key = raw[-width]
                 hashes = [dd.key_hash(key_words) if at is None else raw[-at] for at in self._columns]
                 if key in self._noted:  # read again: its earlier pair leaves
@@ -146,9 +147,11 @@ class SentPairs:
                 elif self._before is not None:
                     self._before(key)
                 self._noted[key] = (key_words, hashes)
-        all_words = np.array(words, np.int64)
         for cells, at in zip(self._digests, self._columns, strict=True):
-            h = dd.key_hashes(all_words) if at is None else np.array([raw[-at] for raw in batch], np.int64)
+            if at is None:
+                h = dd.key_hashes(all_words)
+            else:
+                h = np.fromiter(map(itemgetter(-at), batch), np.int64, len(batch))
             cells.add_pairs(all_words, h)
         return rows
 

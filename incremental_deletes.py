@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -163,25 +165,26 @@ class DeleteCheck:
 
     def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adds the pairs of the rows sent beyond the bound (a `read_all` hook: the rows go on as they are)."""
-        self._add(self._sent, [raw[-3:-1] for raw in batch if raw[-1]])
+        self._add(self._sent, list(compress(batch, map(itemgetter(-1), batch))), -3)
         return rows
 
     def note_nulls(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adds the pairs of the rows sent whose cursor is NULL, while their first read makes their digest (read again
         for a backfill, they are held already)."""
         if self._loading_nulls:
-            self._add(self._nulls, [raw[-2:] for raw in batch])
+            self._add(self._nulls, batch, -2)
         return rows
 
-    def _add(self, cells: dd.Cells, pairs: list[tuple]) -> None:
-        if not pairs:
+    def _add(self, cells: dd.Cells, rows: list[tuple], key_at: int) -> None:
+        """Adds the pairs of raw rows that hold their key at `key_at` (counted from the end) and its hash after it."""
+        if not rows:
             return
         try:
-            words = np.array([self._encoding.codec.encode(key) for key, _ in pairs], np.int64)
+            words = self._encoding.codec.encode_all(list(map(itemgetter(key_at), rows)))
         except dd.KeyTooLong as error:
             self._hash_keys()
             raise SyncAgain(f"{error} came, which its digest of what the destination holds cannot carry") from None
-        cells.add_pairs(words, np.array([h for _, h in pairs], np.int64))
+        cells.add_pairs(words, np.fromiter(map(itemgetter(key_at + 1), rows), np.int64, len(rows)))
 
     def after_read(self) -> None:
         """The rows read so far are at or below the cursor saved now: the new bound."""
