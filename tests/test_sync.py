@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from decimal import Decimal
 
@@ -163,3 +164,25 @@ def test_numeric_values_are_exact(database: Database, schema: str, source, desti
     ((exact, free),) = destination.rows(schema, "money", "exact, free")
     assert exact == Decimal("1234567890123456789012345678.0123456789")
     assert free == "123456789012345678901234567890.123456789012345678901234567890"
+
+
+def test_what_lives_all_sync_is_frozen_while_tables_sync_and_thawed_after(
+    database: Database, populated: str, destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's full passes skip what lives all sync while tables sync; nothing stays frozen after, a sync
+    that fails included, since a frozen object is never collected."""
+    import connector
+
+    frozen_while_syncing, real = [], connector.sync_table
+
+    def observed(context, plan):
+        frozen_while_syncing.append(gc.get_freeze_count())
+        if plan.state_key.endswith(".regions"):
+            raise RuntimeError("a table failed")
+        return real(context, plan)
+
+    monkeypatch.setattr(connector, "sync_table", observed)
+    with pytest.raises(Exception, match="a table failed"):
+        destination.sync(database.configuration(SCHEMAS=populated))
+    assert frozen_while_syncing and min(frozen_while_syncing) > 0
+    assert gc.get_freeze_count() == 0
