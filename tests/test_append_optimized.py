@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -819,3 +821,96 @@ def test_more_rows_hidden_than_are_read_back_or_noted_take_the_digest_s_scan(
     assert why in capfd.readouterr().out
     deleted = destination.query(f'SELECT id FROM "tester_{facts.schema}".facts WHERE _fivetran_deleted ORDER BY 1')
     assert deleted == [(1,), (4,), (40,), (41,), (70,), (71,)]
+
+
+RANDOM_STEPS = 12
+
+
+def test_random_changes_between_syncs_some_killed_land_exactly(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeded random changes between syncs, a third of the syncs killed after a random checkpoint: after each clean
+    sync the destination equals the source (`AoFacts.sync` checks). The changes take the paths a keyless partitioned
+    table has: loads small and past the digest into a leaf with its own digest, with only a print, or added empty;
+    copies of rows; deletes and updates spread or in one leaf; compactions, VACUUM FULL, a leaf truncated."""
+    seed = int(os.environ.get("RANDOM_CHANGES_SEED", "20261205"))
+    rng, history = random.Random(seed), []
+    facts.create()
+    facts.sync(destination)
+    ids, months = iter(range(100_001, 10_000_000, 10_000)), list(MONTHS[:3])
+
+    def leaves() -> list[str]:
+        statement = f"SELECT partitiontablename FROM pg_partitions WHERE schemaname = '{facts.schema}'"
+        return sorted(name for (name,) in facts.run(statement))
+
+    def past_the_digest() -> int:
+        digest = destination.saved_state()["tables"][facts.table].get("digest")
+        return 2 * dd.capacity(dd.Cells.unpack(digest).sub_size) if digest else 2500
+
+    def load() -> str:
+        first, month = next(ids), rng.choice(months)
+        rows = rng.choice([4, 60, past_the_digest()])
+        facts.insert(first, first + rows, day=month)
+        return f"{rows + 1} rows loaded into {month}"
+
+    def add_partition() -> str:
+        if len(months) == len(MONTHS):
+            return load()
+        start, end = MONTHS[len(months)], f"2024-{len(months) + 2:02d}-01"
+        storage = "WITH (appendonly=true, orientation=column)"
+        facts.run(f"ALTER TABLE {facts.table} ADD PARTITION START (date '{start}') END (date '{end}') {storage}")
+        months.append(start)
+        return f"partition added for {start}, then " + load() if rng.random() < 0.7 else f"partition {start} added"
+
+    def copies() -> str:
+        facts.run(f"INSERT INTO {facts.table} SELECT * FROM {facts.table} WHERE id % 89 = {rng.randrange(89)}")
+        return "copies of rows"
+
+    def delete() -> str:
+        leaf = rng.choice(leaves())
+        where = rng.choice([f"id % 41 = {rng.randrange(41)}", f"id % 5 = {rng.randrange(5)}"])
+        facts.run(f"DELETE FROM {facts.schema}.{leaf} WHERE {where}")
+        return f"delete from {leaf} where {where}"
+
+    def update() -> str:
+        facts.run(f"UPDATE {facts.table} SET note = note || 'u' WHERE id % 53 = {rng.randrange(53)}")
+        return "update spread"
+
+    def rewrite() -> str:
+        leaf, how = rng.choice(leaves()), rng.choice(["VACUUM", "VACUUM FULL", "TRUNCATE"])
+        facts.run(f"{how} {facts.schema}.{leaf}")
+        return f"{how} {leaf}"
+
+    changes = [load, load, add_partition, copies, delete, delete, update, rewrite]
+    for step in range(RANDOM_STEPS):
+        history.extend(rng.choice(changes)() for _ in range(rng.randint(1, 3)))
+        if rng.random() < 0.35:
+            _sync_killed_after(destination, facts.configuration, monkeypatch, checkpoint=rng.randint(1, 2))
+            history.append("killed sync")
+        try:
+            facts.sync(destination, state=destination.saved_state())
+        except AssertionError as error:
+            raise AssertionError(f"seed {seed}, step {step}: {'; '.join(history)}") from error
+        history.append("sync")
+
+
+def _sync_killed_after(
+    destination: Destination, configuration: dict[str, str], monkeypatch: pytest.MonkeyPatch, checkpoint: int
+) -> None:
+    """A sync that dies right after its `checkpoint`-th checkpoint, if it reaches it; else a whole sync."""
+    real_checkpoint, count = sync.op.checkpoint, [0]
+
+    def checkpoint_then_die(state: dict) -> None:
+        real_checkpoint(state)
+        count[0] += 1
+        if count[0] == checkpoint:
+            raise RuntimeError("killed after a checkpoint")
+
+    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)
+    try:
+        destination.sync(configuration, state=destination.saved_state())
+    except Exception as error:
+        if "killed after a checkpoint" not in str(error):
+            raise
+    finally:
+        monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
