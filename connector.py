@@ -152,7 +152,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
 def _long_lived_frozen() -> Iterator[None]:
     """Keeps what lives all sync (modules, the SDK, the plans, the saved state) out of the collector's full passes,
     which run every few thousand rows while the SDK buffers them: walking it each time cost about 2% of a first sync.
-    Garbage is collected first, so nothing dead is frozen, and everything is thawed after, so nothing outlives it."""
+    Garbage is collected first, so nothing dead is frozen, and all is thawed after: a frozen cycle is never freed."""
     gc.collect()
     gc.freeze()
     try:
