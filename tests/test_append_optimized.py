@@ -4,6 +4,7 @@ needs, which rows a read skips, which ids are deleted, what is saved, and how bi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -885,32 +886,11 @@ def test_random_changes_between_syncs_some_killed_land_exactly(
     for step in range(RANDOM_STEPS):
         history.extend(rng.choice(changes)() for _ in range(rng.randint(1, 3)))
         if rng.random() < 0.35:
-            _sync_killed_after(destination, facts.configuration, monkeypatch, checkpoint=rng.randint(1, 2))
+            when = functools.partial(lambda dies_at, _, number: number == dies_at, rng.randint(1, 2))
+            killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table, when, if_reached=True)
             history.append("killed sync")
         try:
             facts.sync(destination, state=destination.saved_state())
         except AssertionError as error:
             raise AssertionError(f"seed {seed}, step {step}: {'; '.join(history)}") from error
         history.append("sync")
-
-
-def _sync_killed_after(
-    destination: Destination, configuration: dict[str, str], monkeypatch: pytest.MonkeyPatch, checkpoint: int
-) -> None:
-    """A sync that dies right after its `checkpoint`-th checkpoint, if it reaches it; else a whole sync."""
-    real_checkpoint, count = sync.op.checkpoint, [0]
-
-    def checkpoint_then_die(state: dict) -> None:
-        real_checkpoint(state)
-        count[0] += 1
-        if count[0] == checkpoint:
-            raise RuntimeError("killed after a checkpoint")
-
-    monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)
-    try:
-        destination.sync(configuration, state=destination.saved_state())
-    except Exception as error:
-        if "killed after a checkpoint" not in str(error):
-            raise
-    finally:
-        monkeypatch.setattr(sync.op, "checkpoint", real_checkpoint)
