@@ -85,6 +85,16 @@ class AoNow:
         written_now = ao.rows_written_per_file(self.facts[key].fingerprint)
         return all(written_now.get(segno, -1) >= rows for segno, rows in ao.rows_written_per_file(fingerprint).items())
 
+    def only_hidden_since(self, saved_text: str | None, key: str) -> bool:
+        """Whether the catalog shows no more than rows hidden in the leaf since the facts saved (deleted): the same
+        storage, each segment file written the same rows (an update writes its row's new version)."""
+        saved = dict(part.split("=", 1) for part in (saved_text or "").split(";") if part)
+        if key not in saved or key not in self.facts:
+            return False
+        relfilenode, fingerprint = saved[key].split("/", 1)
+        same_files = ao.rows_written_per_file(self.facts[key].fingerprint) == ao.rows_written_per_file(fingerprint)
+        return int(relfilenode) == self.facts[key].relfilenode and same_files
+
     def gone_since(self, saved_text: str | None) -> list[str]:
         return sorted({part.split("=", 1)[0] for part in (saved_text or "").split(";") if part} - set(self.facts))
 

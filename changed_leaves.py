@@ -1,6 +1,8 @@
 """Which leaves of a keyless append-optimized table (Greenplum) changed, and what scanning them alone tells: each
 leaf's print (`leaf_prints.py`) says whether it still holds the contents it held, and the few leaves that changed
-last keep a digest of contents of their own, which names what changed there. A leaf that held nothing, and past
+last keep a digest of contents of their own, which names what changed there. A leaf that only lost rows (deleted,
+not yet compacted) holds what it held, hidden rows included, when no row was hidden there then: read back with
+`gp_select_invisible`, its rows name what was deleted. A leaf that held nothing, and past
 the table's digest a leaf that only gained rows, need no naming: it is sent whole. The keyless pass
 (`keyless_pass.py`) sends what this finds and saves the prints and digests back; nothing here sends.
 
@@ -48,10 +50,18 @@ class Found:
 
 
 def scan_alone(
-    client: GreenplumClient, plan: TablePlan, hashing: Hashing, state: TableState, held: dd.Cells, now: AoNow
+    client: GreenplumClient,
+    flavour: Flavour,
+    plan: TablePlan,
+    hashing: Hashing,
+    state: TableState,
+    held: dd.Cells,
+    now: AoNow,
 ) -> Found | None:
     """What changed since `held` (the table's saved digest), from the leaves the catalog says changed: those with a
-    digest of their own by its difference, the others (and the leaves gone) by their prints, which must show the
+    digest of their own by its difference; those that only lost rows (deleted: none written) by the difference from
+    their rows read with those hidden, which print as the leaf was printed when no row was hidden there then (the
+    leaf then gets a digest of its own); the others (and the leaves gone) by their prints, which must show the
     contents they held (a compaction, a rewrite, an exchange of the same rows). A leaf that held nothing (a partition
     added, or one created ahead and loaded since) is not scanned: its rows are all gained, whatever their number, and
     no other leaf holds their contents. None when some content changed where only a print was kept, or more than a
@@ -64,17 +74,30 @@ def scan_alone(
     filled = held_nothing(saved, changed, gone)
     if 2 * len([key for key in changed if key not in digests and key not in filled]) > len(now.leaves):
         return None
-    scanned, leaf_cells, pairs, sending = {}, {}, [], []
+    scanned, leaf_cells, pairs, sending, read_back = {}, {}, [], [], 0
     with cancelled_as_digest("the scan of its contents"):
         for key in changed:
             if key in filled:
                 continue
-            size = digests[key].sub_size if key in digests else 1
-            scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
-            if key not in digests:
-                scanned[key] = scan.print
+            only_lost = key not in digests and key in saved and now.only_hidden_since(state.digest_ao, key)
+            if key not in digests and not only_lost:
+                scanned[key] = scan_contents(client, plan, hashing, 1, leaf=now.leaves[key]).print
                 continue
-            difference = scan.cells.subtract(digests[key])
+            size = digests[key].sub_size if key in digests else _size_for_deletes(client, flavour, now, key, state)
+            if size is None:
+                return None
+            scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
+            held_then = digests.get(key)
+            if held_then is None:
+                held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], saved[key])
+                if held_then is None:
+                    log.info(
+                        f"{plan.state_key}: leaf {key} held rows deleted before the last sync and not yet compacted: "
+                        "the rows deleted since cannot be told from them"
+                    )
+                    return None
+                read_back += 1
+            difference = scan.cells.subtract(held_then)
             leaf_pairs = difference.peel()
             if leaf_pairs is None:  # the table's scan gives the leaf a larger one
                 state.digest_sizes = dd.with_difference(state.digest_sizes, difference.estimated_pairs())
@@ -88,8 +111,8 @@ def scan_alone(
         return None
     log.info(
         f"{plan.state_key}: {len(changed):,} leaves changed in the catalog and {len(gone):,} gone, each scanned "
-        f"alone: {len(leaf_cells):,} by its own digest, {len(filled):,} that held nothing read whole, the others hold "
-        "the contents they held"
+        f"alone: {len(leaf_cells) - read_back:,} by its own digest, {read_back:,} that only lost rows by those rows "
+        f"read back hidden, {len(filled):,} that held nothing read whole, the others hold the contents they held"
     )
     for key in gone:
         saved.pop(key, None)
@@ -99,6 +122,28 @@ def scan_alone(
         expected.add_pair(pair.sign, pair.words, pair.h)
     kept, fill_sizes = _digests_with_filled(now, digests | leaf_cells, filled, state.digest_sizes or [])
     return Found(pairs, expected, saved | scanned, kept, sending, fill_sizes)
+
+
+def _size_for_deletes(client: GreenplumClient, flavour: Flavour, now: AoNow, key: str, state: TableState) -> int | None:
+    """A digest's size for a leaf that only lost rows: room for every row hidden there now (the catalog's count) to
+    change its content's pair, and what the leaf's own digest would get; None past `_LEAF_DIGEST_BYTES`."""
+    words = dd.Codec.CONTENT.words
+    hidden = sum(sum(files.values()) for files in now.hidden_counts(client, flavour, [key]).values())
+    cells = dd.cells_needed(2 * hidden)
+    if cells * dd.cell_bytes(words) > _LEAF_DIGEST_BYTES:
+        return None
+    own = dd.choose_sub_size(now.facts[key].rows, state.digest_sizes or [], words, _LEAF_DIGEST_BYTES)
+    return max(own, -(-cells // dd.K))
+
+
+def _held_with_hidden(
+    client: GreenplumClient, plan: TablePlan, hashing: Hashing, sub_size: int, leaf: Leaf, printed: leaf_prints.Print
+) -> dd.Cells | None:
+    """The digest of what a leaf that only lost rows held when its print was saved: its rows read with those hidden
+    since (deleted, not yet compacted), which hold what it held when they print as it was printed (None when they
+    do not: rows hidden before then are among them)."""
+    scan = scan_contents(client, plan, hashing, sub_size, leaf=leaf, seeing_hidden=True)
+    return scan.cells if scan.print == printed else None
 
 
 def held_nothing(saved: dict[str, leaf_prints.Print], changed: list[str], gone: list[str]) -> list[str]:

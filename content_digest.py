@@ -77,12 +77,14 @@ def scan_contents(
     leaf: Leaf | None = None,
     by_leaf: bool = False,
     leaf_sizes: dict[str, int] | None = None,
+    seeing_hidden: bool = False,
 ) -> ContentScan:
     """The digest of the relation's contents now (of one leaf's; of the rows meeting the condition, which holds no
     parameter), and how many rows hold them: the server hashes each row and counts the rows of each content; one row
     a content comes back, in a binary COPY summed as it arrives. `by_leaf`: with the lowest and highest leaf
     (tableoid) holding it, so that each leaf's pairs are summed apart, and the leaves of `leaf_sizes` get a digest of
-    their own, of that sub-table size."""
+    their own, of that sub-table size. `seeing_hidden` (Greenplum): rows deleted or updated away but not yet
+    compacted are counted too."""
     relation = plan.relation if leaf is None else leaf.relation
     conditions = [condition, leaf.literal_condition if leaf is not None else None]
     conditions = [each for each in conditions if each is not None]
@@ -94,7 +96,7 @@ def scan_contents(
         "(FORMAT binary)"
     ).format(leaves, content_hash(plan, hashing), leaf_column, relation, where)
     sink = _ContentSink(sub_size, by_leaf, leaf_sizes or {})
-    client.copy_out(copy, sink)
+    client.copy_out(copy, sink, seeing_hidden)
     return sink.scan()
 
 

@@ -152,21 +152,19 @@ class GreenplumClient:
         seeing_hidden: bool = False,
     ) -> list[tuple]:
         """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
-        connection when the connection is lost. `seeing_hidden` (Greenplum): with `gp_select_invisible` on in that
-        transaction alone, so that rows deleted or updated away but not yet compacted are read too."""
+        connection when the connection is lost. `seeing_hidden` (Greenplum): rows deleted or updated away but not yet
+        compacted are read too (`_seeing_hidden`)."""
 
         def run(cursor: psycopg2.extensions.cursor) -> list[tuple]:
-            if seeing_hidden:
-                cursor.execute("SET LOCAL gp_select_invisible = on")
             cursor.execute(statement, _always(params))
             return cursor.fetchall() if cursor.description else []
 
-        return self._retrying(run)
+        return self._retrying(run, seeing_hidden=seeing_hidden)
 
-    def copy_out(self, statement: sql.Composable, sink: Any) -> None:
+    def copy_out(self, statement: sql.Composable, sink: Any, seeing_hidden: bool = False) -> None:
         """Runs a `COPY ... TO STDOUT` into the sink (its `write(data)`), in its own read-only transaction; on a new
         connection, after `sink.reset()`, when the connection is lost. A binary COPY sends text in the client's
-        encoding: UTF-8 here, whatever the database's, as the sinks read it."""
+        encoding: UTF-8 here, whatever the database's, as the sinks read it. `seeing_hidden`: as for `query`."""
 
         def run(cursor: psycopg2.extensions.cursor) -> None:
             sink.reset()
@@ -174,7 +172,7 @@ class GreenplumClient:
                 cursor.execute("SET LOCAL client_encoding TO 'UTF8'")
             cursor.copy_expert(cursor.mogrify(statement, ()), sink)
 
-        self._retrying(run, "a digest's scan")
+        self._retrying(run, "a digest's scan", seeing_hidden)
 
     def describe(self, relation: sql.Composable) -> list[Any]:
         """The result columns of what follows FROM (a custom query as a subquery), without running it to completion."""
@@ -186,24 +184,48 @@ class GreenplumClient:
 
         return self._retrying(run)
 
-    def _retrying(self, run: Callable[[psycopg2.extensions.cursor], Any], what: str = "a catalog query") -> Any:
+    def _retrying(
+        self,
+        run: Callable[[psycopg2.extensions.cursor], Any],
+        what: str = "a catalog query",
+        seeing_hidden: bool = False,
+    ) -> Any:
         """`run(cursor)`'s result, in a transaction of its own; run again, from the start, on a new connection when
         the connection is lost."""
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
-            connection = self.connection
+            connection = self._seeing_hidden() if seeing_hidden else self.connection
             try:
                 with connection.cursor() as cursor:
                     return run(cursor)
             except psycopg2.Error as error:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
-                self.discard_connection()
+                if not seeing_hidden:
+                    self.discard_connection()
                 log.warning(f"Connection lost during {what} ({one_line(error)}); reconnecting")
             finally:
-                if not connection.closed:
+                if seeing_hidden:
+                    connection.close()
+                elif not connection.closed:
                     with contextlib.suppress(psycopg2.Error):  # a broken connection is discarded above
                         connection.rollback()
         raise AssertionError("unreachable")
+
+    def _seeing_hidden(self) -> psycopg2.extensions.connection:
+        """A connection of its own, for one use, whose every process on the segments reads rows hidden: a `SET LOCAL
+        gp_select_invisible` reaches only the segments' writer processes, not the readers of a plan's other slices
+        (a grouped scan reads some rows without it), and a session's SET undone by a rollback stays on in those
+        readers (a later scan would read deleted rows). Closed after its one use, it leaves nothing behind."""
+        connection = self._connect_with_retries()
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SET gp_select_invisible TO on")
+            connection.autocommit = False
+        except psycopg2.Error:
+            connection.close()
+            raise
+        return connection
 
     def stream(
         self, statement: sql.Composable, params: Mapping[str, Any] | None = None, row_bytes: int | None = None

@@ -57,7 +57,8 @@ class KeylessPass:
             log.info(f"{plan.state_key}: its append-optimized leaves are unchanged (the catalog says so); nothing read")
             return
         if now is not None:
-            found = changed_leaves.scan_alone(self._client, plan, self._hashing, state, saved, now)
+            flavour = self._sink.source.flavour
+            found = changed_leaves.scan_alone(self._client, flavour, plan, self._hashing, state, saved, now)
             if found is not None:
                 self._remember(len(found.pairs))
                 self._send_noting_leaves(saved, found, now)
