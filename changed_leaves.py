@@ -86,9 +86,8 @@ def scan_alone(
             size = digests[key].sub_size if key in digests else _size_for_deletes(client, flavour, now, key, state)
             if size is None:
                 return None
-            scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
             held_then = digests.get(key)
-            if held_then is None:
+            if held_then is None:  # read first: where rows were hidden then, the leaf's scan would be spent
                 held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], saved[key])
                 if held_then is None:
                     log.info(
@@ -97,6 +96,7 @@ def scan_alone(
                     )
                     return None
                 read_back += 1
+            scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
             difference = scan.cells.subtract(held_then)
             leaf_pairs = difference.peel()
             if leaf_pairs is None:  # the table's scan gives the leaf a larger one

@@ -110,6 +110,7 @@ class GreenplumClient:
         self._settings = settings
         self._first_contact_seconds = first_contact_seconds
         self._connection: psycopg2.extensions.connection | None = None
+        self._hidden_connection: psycopg2.extensions.connection | None = None  # `_seeing_hidden`
         self._cursor_names = itertools.count(1)
         self._ca_file: str | None = None
         self._tunnel: Tunnel | None = None
@@ -131,6 +132,7 @@ class GreenplumClient:
         if self._connection is not None and not self._connection.closed:
             self._connection.close()
         self._connection = None
+        self._discard_hidden()
         if self._ca_file is not None:
             os.unlink(self._ca_file)
             self._ca_file = None
@@ -200,32 +202,40 @@ class GreenplumClient:
             except psycopg2.Error as error:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
-                if not seeing_hidden:
+                if seeing_hidden:
+                    self._discard_hidden()
+                else:
                     self.discard_connection()
                 log.warning(f"Connection lost during {what} ({one_line(error)}); reconnecting")
             finally:
-                if seeing_hidden:
-                    connection.close()
-                elif not connection.closed:
+                if not connection.closed:
                     with contextlib.suppress(psycopg2.Error):  # a broken connection is discarded above
                         connection.rollback()
         raise AssertionError("unreachable")
 
     def _seeing_hidden(self) -> psycopg2.extensions.connection:
-        """A connection of its own, for one use, whose every process on the segments reads rows hidden: a `SET LOCAL
-        gp_select_invisible` reaches only the segments' writer processes, not the readers of a plan's other slices
-        (a grouped scan reads some rows without it), and a session's SET undone by a rollback stays on in those
-        readers (a later scan would read deleted rows). Closed after its one use, it leaves nothing behind."""
-        connection = self._connect_with_retries()
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute("SET gp_select_invisible TO on")
-            connection.autocommit = False
-        except psycopg2.Error:
-            connection.close()
-            raise
-        return connection
+        """A connection of its own for the reads of rows hidden, every process of it on the segments reading them: a
+        `SET LOCAL gp_select_invisible` reaches only the segments' writer processes, not the readers of a plan's
+        other slices (a grouped scan reads some rows without it), and a session's SET undone by a rollback stays on
+        in those readers (a later scan would read deleted rows). No other read uses it."""
+        if self._hidden_connection is None or self._hidden_connection.closed:
+            connection = self._connect_with_retries()
+            try:
+                connection.autocommit = True
+                with connection.cursor() as cursor:
+                    cursor.execute("SET gp_select_invisible TO on")
+                connection.autocommit = False
+            except psycopg2.Error:
+                connection.close()
+                raise
+            self._hidden_connection = connection
+        return self._hidden_connection
+
+    def _discard_hidden(self) -> None:
+        if self._hidden_connection is not None:
+            with contextlib.suppress(psycopg2.Error):  # already broken: closing is best effort
+                self._hidden_connection.close()
+        self._hidden_connection = None
 
     def stream(
         self, statement: sql.Composable, params: Mapping[str, Any] | None = None, row_bytes: int | None = None

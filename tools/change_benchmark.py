@@ -8,7 +8,8 @@
   and the leaves each sync scanned (the coordinator's `seq_scan`) for (a) the first sync, (b) nothing changed, (c)
   0.1% of N appended to one leaf, (c2) and again, (d) 0.1% of N inserted and 0.1% deleted across every leaf, as
   TPC-H's refresh functions change orders, (e) 10% of one leaf deleted, (f) that leaf compacted by VACUUM, (g)
-  VACUUM FULL of the table, (h) a leaf exchanged for a table holding its rows; and the state's size.
+  VACUUM FULL of the table, (g2) 1% of an old leaf deleted, (h) a leaf exchanged for a table holding its rows; and
+  the state's size.
 With `--dsn` it creates the schema `bench_changes` and drops it afterwards.
 """
 
@@ -187,7 +188,7 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
     _build_append_optimized(source, rows)
     print(f"built {rows:,} rows in 12 leaves in {time.monotonic() - started:.0f}s", file=sys.stderr)
     change = max(rows // 1000, 1)
-    may, july = f"{SCHEMA}.facts_1_prt_5", f"{SCHEMA}.facts_1_prt_7"
+    february, may, july = f"{SCHEMA}.facts_1_prt_2", f"{SCHEMA}.facts_1_prt_5", f"{SCHEMA}.facts_1_prt_7"
     stages = {
         "a_first": (),
         "b_unchanged": (),
@@ -206,6 +207,8 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
             f"VACUUM {may}",
         ),
         "g_vacuum_full": (f"VACUUM FULL {SCHEMA}.facts",),
+        # Rows deleted from a leaf with no row hidden since it was printed (the VACUUM FULL): that leaf's scans alone.
+        "g2_old_leaf_deletes": (f"DELETE FROM {february} WHERE id % 100 = 11",),
         "h_exchange": (
             f"CREATE TABLE {SCHEMA}.stage ({_COLUMNS}) WITH (appendonly=true, orientation=column) DISTRIBUTED RANDOMLY",
             f"INSERT INTO {SCHEMA}.stage SELECT * FROM {july}",
@@ -267,9 +270,15 @@ def _measure_append_optimized(run: _Run) -> dict[str, Any]:
                 for key in ("f_compaction", "g_vacuum_full", "h_exchange")
             ),
             "no truncate after the first sync": all(sync["truncates"] == 0 for sync in later.values()),
-            "a leaf changed again, compacted, exchanged or added is scanned alone": all(
+            "a leaf changed again, compacted, only losing rows, exchanged or added is scanned alone": all(
                 len(syncs[key]["scanned"]) == 1
-                for key in ("c2_appended_again", "f_compaction", "h_exchange", "h2_partition_added")
+                for key in (
+                    "c2_appended_again",
+                    "f_compaction",
+                    "g2_old_leaf_deletes",
+                    "h_exchange",
+                    "h2_partition_added",
+                )
             ),
         },
     }
@@ -367,6 +376,7 @@ def _format_append_optimized(results: dict[str, Any], met: dict[bool, str]) -> s
         "e_leaf_deletes": "(e) 10% of one leaf deleted",
         "f_compaction": "(f) that leaf compacted (VACUUM)",
         "g_vacuum_full": "(g) VACUUM FULL of the table",
+        "g2_old_leaf_deletes": "(g2) then 1% of an old leaf deleted",
         "h_exchange": "(h) a leaf exchanged for a table of its rows",
         "h2_partition_added": "(h2) a partition added, 10% of N loaded into it",
         "h3_appended_past_capacity": "(h3) 10% of N appended to one leaf, past the digest",
