@@ -77,6 +77,24 @@ def test_what_a_leaf_needs_from_its_saved_state_and_the_catalog(saved, facts, ch
     assert ao.leaf_change(saved, facts) is change
 
 
+@pytest.mark.parametrize(
+    ("facts", "only_lost"),
+    [
+        (ao.AoFacts(10, "1:5:2,2:3:1"), True),  # a delete bumps a file's count, no row written
+        (ao.AoFacts(10, "1:5:1,2:3:1"), True),  # the catalog unchanged: nothing lost either, and the print tells
+        (ao.AoFacts(10, "1:6:2,2:3:1"), False),  # a row written: inserted, or an updated row's new version
+        (ao.AoFacts(11, "1:5:2,2:3:1"), False),  # TRUNCATE, or a rewrite
+        (ao.AoFacts(10, "1:5:2"), False),  # a file compacted away
+        (ao.AoFacts(10, "1:5:2,2:3:1,3:1:1"), False),  # a file more
+    ],
+)
+def test_a_leaf_only_lost_rows_when_its_storage_and_the_rows_written_to_each_file_stay(facts, only_lost) -> None:
+    now = ao_keyed.AoNow({}, {"7": facts})
+    assert now.only_hidden_since("7=10/1:5:1,2:3:1", "7") is only_lost
+    assert not now.only_hidden_since("8=10/1:5:1,2:3:1", "7"), "a leaf not saved"
+    assert not now.only_hidden_since(None, "7")
+
+
 def test_a_read_skips_what_was_read_but_its_last_row_the_witness() -> None:
     files = {
         (0, 1): ao.SegmentFileRows([(1, 40)]),
