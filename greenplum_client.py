@@ -195,8 +195,9 @@ class GreenplumClient:
         """`run(cursor)`'s result, in a transaction of its own; run again, from the start, on a new connection when
         the connection is lost."""
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
-            connection = self._seeing_hidden() if seeing_hidden else self.connection
+            connection = None
             try:
+                connection = self._seeing_hidden() if seeing_hidden else self.connection
                 with connection.cursor() as cursor:
                     return run(cursor)
             except psycopg2.Error as error:
@@ -208,7 +209,7 @@ class GreenplumClient:
                     self.discard_connection()
                 log.warning(f"Connection lost during {what} ({one_line(error)}); reconnecting")
             finally:
-                if not connection.closed:
+                if connection is not None and not connection.closed:
                     with contextlib.suppress(psycopg2.Error):  # a broken connection is discarded above
                         connection.rollback()
         raise AssertionError("unreachable")
