@@ -23,7 +23,7 @@ import difference_digest as dd
 import sync
 from catalog import Flavour, detect_flavour
 from configuration import parse_settings
-from greenplum_client import GreenplumClient
+from greenplum_client import APPLICATION_NAME, GreenplumClient
 from state import LeafState, SyncState, TableState, load_state
 
 
@@ -427,7 +427,7 @@ def test_reads_of_hidden_rows_see_them_in_every_slice_and_leave_later_reads_seei
     """Greenplum's `SET LOCAL gp_select_invisible` reaches the segments' writer processes only: a grouped read (two
     slices) after another read missed the hidden rows its readers scanned, and a session's SET undone by a rollback
     stays on in those readers. A read of hidden rows gets a connection of its own: it counts every row, and the
-    reads after it none of the hidden."""
+    reads after it none of the hidden. Lost, that connection is made again, as any other."""
     facts.create(partitioned=False)
     facts.run(f"DELETE FROM {facts.table} WHERE id % 4 = 0")
     grouped = f"SELECT sum(c)::int FROM (SELECT note, count(*) AS c FROM {facts.table} GROUP BY note) AS g"
@@ -435,6 +435,13 @@ def test_reads_of_hidden_rows_see_them_in_every_slice_and_leave_later_reads_seei
         for _ in range(2):
             assert client.query(grouped) == [(2250,)]
             assert client.query(grouped, seeing_hidden=True) == [(3000,)]
+        assert client.query(grouped) == [(2250,)]
+        ((terminated,),) = facts.run(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE application_name = '{APPLICATION_NAME}' AND pid <> pg_backend_pid()"
+        )
+        assert terminated == 2, "the connector's two connections"
+        assert client.query(grouped, seeing_hidden=True) == [(3000,)]
         assert client.query(grouped) == [(2250,)]
 
 
