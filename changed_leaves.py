@@ -31,6 +31,9 @@ from state import TableState
 
 _LEAVES_WITH_DIGESTS = 4  # leaves changed in one sync that get digests of their own, at most
 _LEAF_DIGEST_BYTES = 512_000  # and their cells' packed size, at most (the table's own is up to 1 MB)
+# The most a digest of a leaf that only lost rows may take while a sync names them (kept after it only as above): about
+# 220,000 rows deleted, past the table's digest, the peel taking seconds, next to minutes of sending the deletes.
+_READ_BACK_BYTES = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,10 @@ def scan_alone(
     now: AoNow,
 ) -> Found | None:
     """What changed since `held` (the table's saved digest), from the leaves the catalog says changed: those with a
-    digest of their own by its difference; those that only lost rows (deleted: none written) by the difference from
-    their rows read with those hidden, which print as the leaf was printed when no row was hidden there then (the
-    leaf then gets a digest of its own); the others (and the leaves gone) by their prints, which must show the
+    digest of their own by its difference; those that only lost rows (deleted: none written), without a digest or
+    past it, by the difference from their rows read with those hidden, which print as the leaf was printed when no
+    row was hidden there then, however many rows they lost, past the table's digest too (the leaf then gets a digest
+    of its own); the others (and the leaves gone) by their prints, which must show the
     contents they held (a compaction, a rewrite, an exchange of the same rows). A leaf that held nothing (a partition
     added, or one created ahead and loaded since) is not scanned: its rows are all gained, whatever their number, and
     no other leaf holds their contents. None when some content changed where only a print was kept, or more than a
@@ -79,30 +83,17 @@ def scan_alone(
         for key in changed:
             if key in filled:
                 continue
-            only_lost = key not in digests and key in saved and now.only_hidden_since(state.digest_ao, key)
+            only_lost = key in saved and now.only_hidden_since(state.digest_ao, key)
             if key not in digests and not only_lost:
                 scanned[key] = scan_contents(client, plan, hashing, 1, leaf=now.leaves[key]).print
                 continue
-            size = digests[key].sub_size if key in digests else _size_for_deletes(client, flavour, now, key, state)
-            if size is None:
-                return None
-            held_then = digests.get(key)
-            if held_then is None:  # read first: where rows were hidden then, the leaf's scan would be spent
-                held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], saved[key])
-                if held_then is None:
-                    log.info(
-                        f"{plan.state_key}: leaf {key} held rows deleted before the last sync and not yet compacted: "
-                        "the rows deleted since cannot be told from them"
-                    )
-                    return None
+            named = _by_own_digest(client, plan, hashing, state, now.leaves[key], digests.get(key))
+            if named is None and only_lost:
+                named = _by_rows_hidden(client, flavour, plan, hashing, state, now, key, saved[key])
                 read_back += 1
-            scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
-            difference = scan.cells.subtract(held_then)
-            leaf_pairs = difference.peel()
-            if leaf_pairs is None:  # the table's scan gives the leaf a larger one
-                state.digest_sizes = dd.with_difference(state.digest_sizes, difference.estimated_pairs())
-                log.info(f"{plan.state_key}: more contents changed in leaf {key} than its digest holds")
+            if named is None:
                 return None
+            leaf_pairs, scan = named
             pairs += leaf_pairs
             saved[key], leaf_cells[key] = scan.print, scan.cells
             sending += [now.leaves[key]] if leaf_pairs else []
@@ -124,13 +115,72 @@ def scan_alone(
     return Found(pairs, expected, saved | scanned, kept, sending, fill_sizes)
 
 
+Named = tuple[list[dd.Pair], ContentScan] | None  # a leaf's difference and its scan now
+
+
+def _by_own_digest(
+    client: GreenplumClient,
+    plan: TablePlan,
+    hashing: Hashing,
+    state: TableState,
+    leaf: Leaf,
+    digest: dd.Cells | None,
+) -> Named:
+    """A leaf's difference by the digest of its own, when it has one that holds it (past it, the estimate joins the
+    table's recent differences, for the digests to come)."""
+    if digest is None:
+        return None
+    scan = scan_contents(client, plan, hashing, digest.sub_size, leaf=leaf)
+    difference = scan.cells.subtract(digest)
+    leaf_pairs = difference.peel()
+    if leaf_pairs is not None:
+        return leaf_pairs, scan
+    log.info(f"{plan.state_key}: more contents changed in leaf {leaf.key} than its digest holds")
+    state.digest_sizes = dd.with_difference(state.digest_sizes, difference.estimated_pairs())
+    return None
+
+
+def _by_rows_hidden(
+    client: GreenplumClient,
+    flavour: Flavour,
+    plan: TablePlan,
+    hashing: Hashing,
+    state: TableState,
+    now: AoNow,
+    key: str,
+    printed: leaf_prints.Print,
+) -> Named:
+    """A leaf that only lost rows: its difference from what it held, its rows read with those hidden, when no row
+    was hidden there then (they print as it was printed), however many rows it lost, within `_READ_BACK_BYTES`.
+    Read first: where rows were hidden then, the leaf's own scan would be spent."""
+    size = _size_for_deletes(client, flavour, now, key, state)
+    if size is None:
+        log.info(f"{plan.state_key}: leaf {key} lost more rows than are told one by one")
+        return None
+    held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], printed)
+    if held_then is None:
+        log.info(
+            f"{plan.state_key}: leaf {key} held rows deleted before the last sync and not yet compacted: the rows "
+            "deleted since cannot be told from them"
+        )
+        return None
+    scan = scan_contents(client, plan, hashing, size, leaf=now.leaves[key])
+    difference = scan.cells.subtract(held_then)
+    leaf_pairs = difference.peel()
+    if leaf_pairs is None:  # sized for every row hidden: rows deleted while the scans ran
+        log.info(f"{plan.state_key}: more contents changed in leaf {key} than its rows hidden tell")
+        return None
+    return leaf_pairs, scan
+
+
 def _size_for_deletes(client: GreenplumClient, flavour: Flavour, now: AoNow, key: str, state: TableState) -> int | None:
     """A digest's size for a leaf that only lost rows: room for every row hidden there now (the catalog's count) to
-    change its content's pair, and what the leaf's own digest would get; None past `_LEAF_DIGEST_BYTES`."""
+    change its content's pair, however many the table's digest holds, and what the leaf's own digest would get;
+    None past `_READ_BACK_BYTES`."""
     words = dd.Codec.CONTENT.words
     hidden = sum(sum(files.values()) for files in now.hidden_counts(client, flavour, [key]).values())
     cells = dd.cells_needed(2 * hidden)
-    if cells * dd.cell_bytes(words) > _LEAF_DIGEST_BYTES:
+    if cells * dd.cell_bytes(words) > _READ_BACK_BYTES:
         return None
     own = dd.choose_sub_size(now.facts[key].rows, state.digest_sizes or [], words, _LEAF_DIGEST_BYTES)
     return max(own, -(-cells // dd.K))

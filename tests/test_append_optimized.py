@@ -449,9 +449,9 @@ def test_rows_deleted_from_a_leaf_printed_only_cost_that_leaf_unless_rows_were_h
     facts: AoFacts, destination: Destination
 ) -> None:
     """A leaf that only lost rows since it was printed holds, hidden rows included, what it held then: its rows read
-    back with `gp_select_invisible` name the rows deleted, and the leaf gets a digest of its own. Where rows were
-    already hidden when it was printed (deleted before the first sync, not compacted), its hidden rows print
-    otherwise, and the table's scan names them."""
+    back with `gp_select_invisible` name the rows deleted, and the leaf gets a digest of its own; so do they past
+    the leaf's own digest. Where rows were already hidden when it was printed (deleted before the first sync, not
+    compacted), its hidden rows print otherwise, and the table's scan names them."""
     facts.create()
     january, february = f"{facts.table}_1_prt_1", f"{facts.table}_1_prt_2"
     facts.run(f"DELETE FROM {january} WHERE id % 50 = 0")
@@ -471,6 +471,26 @@ def test_rows_deleted_from_a_leaf_printed_only_cost_that_leaf_unless_rows_were_h
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_2"}), "February's own digest now"
     deleted = delete(january, "id % 40 = 3")
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_1"}), "January's, from the table's scan"
+    march = destination.saved_state()["tables"][facts.table]["leaf_digests"][str(facts.leaf_oid("facts_1_prt_3"))]
+    deleted = delete(f"{facts.table}_1_prt_3", "id % 5 IN (0, 1)")
+    assert deleted > dd.capacity(dd.Cells.unpack(march).sub_size), "past March's own digest, from the first sync"
+    assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_3"})
+
+
+def test_rows_deleted_from_a_leaf_past_the_table_s_digest_are_named_without_a_truncate(
+    facts: AoFacts, destination: Destination
+) -> None:
+    """A leaf that only lost rows names them by its rows read back hidden however many there are (within what a sync
+    holds in memory): more than the table's digest holds, without a truncate or a read of another leaf."""
+    facts.create(rows=90_000)
+    facts.sync(destination)
+    capacity = dd.capacity(dd.Cells.unpack(destination.saved_state()["tables"][facts.table]["digest"]).sub_size)
+    january = f"{facts.table}_1_prt_1"
+    ((deleted,),) = facts.run(f"SELECT count(*) FROM {january} WHERE id % 10 <> 0")
+    facts.run(f"DELETE FROM {january} WHERE id % 10 <> 0")
+    assert deleted > capacity
+    assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_1"})
+    assert facts.sync(destination) == ((0, 0, 0), set())
 
 
 def test_a_leaf_whose_rows_changed_last_finds_its_next_changes_alone(facts: AoFacts, destination: Destination) -> None:
