@@ -66,7 +66,7 @@ class AoNow:
 
     def changed_since(self, saved_text: str | None) -> list[str]:
         """The leaves whose facts differ from those saved (every leaf when none were), oldest first."""
-        saved = dict(part.split("=", 1) for part in (saved_text or "").split(";") if part)
+        saved = _saved_facts(saved_text)
         return sorted(
             (key for key, fact in self.facts.items() if saved.get(key) != f"{fact.relfilenode}/{fact.fingerprint}"),
             key=leaf_order,
@@ -76,7 +76,7 @@ class AoNow:
         """Whether the catalog shows no more than rows appended to the leaf since the facts saved: the same storage,
         and each segment file there then written no fewer rows (a compaction empties or drops the files it moves
         rows from). Rows deleted or updated since show only as rows hidden, which the caller checks."""
-        saved = dict(part.split("=", 1) for part in (saved_text or "").split(";") if part)
+        saved = _saved_facts(saved_text)
         if key not in saved or key not in self.facts:
             return False
         relfilenode, fingerprint = saved[key].split("/", 1)
@@ -88,7 +88,7 @@ class AoNow:
     def only_hidden_since(self, saved_text: str | None, key: str) -> bool:
         """Whether the catalog shows no more than rows hidden in the leaf since the facts saved (deleted): the same
         storage, each segment file written the same rows (an update writes its row's new version)."""
-        saved = dict(part.split("=", 1) for part in (saved_text or "").split(";") if part)
+        saved = _saved_facts(saved_text)
         if key not in saved or key not in self.facts:
             return False
         relfilenode, fingerprint = saved[key].split("/", 1)
@@ -96,7 +96,7 @@ class AoNow:
         return int(relfilenode) == self.facts[key].relfilenode and same_files
 
     def gone_since(self, saved_text: str | None) -> list[str]:
-        return sorted({part.split("=", 1)[0] for part in (saved_text or "").split(";") if part} - set(self.facts))
+        return sorted(set(_saved_facts(saved_text)) - set(self.facts))
 
     def hidden_counts(self, client: GreenplumClient, flavour: Flavour, keys: list[str]) -> dict[str, dict]:
         """Per given leaf, the rows hidden per segment file (the visibility map's counts; no row is read)."""
@@ -111,6 +111,11 @@ class AoNow:
         if any({file: len(numbers) for file, numbers in rows[key].items()} != counts[key] for key in counts):
             return None
         return rows
+
+
+def _saved_facts(saved_text: str | None) -> dict[str, str]:
+    """leaf -> "relfilenode/fingerprint", from the facts as the state keeps them (`AoNow.text`)."""
+    return dict(part.split("=", 1) for part in (saved_text or "").split(";") if part)
 
 
 def append_optimized_now(client: GreenplumClient, flavour: Flavour, plan: TablePlan) -> AoNow | None:
