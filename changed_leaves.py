@@ -24,7 +24,7 @@ from ao_keyed import AoNow, append_optimized_now
 from block_ranges import Hashing, cancelled_as_digest
 from catalog import Flavour
 from content_digest import ContentScan, scan_contents
-from greenplum_client import GreenplumClient
+from greenplum_client import GreenplumClient, HiddenRowsUnavailable
 from leaves import Leaf, leaf_order
 from planning import TablePlan
 from state import TableState
@@ -192,7 +192,11 @@ def _held_with_hidden(
     """The digest of what a leaf that only lost rows held when its print was saved: its rows read with those hidden
     since (deleted, not yet compacted), which hold what it held when they print as it was printed (None when they
     do not: rows hidden before then are among them)."""
-    scan = scan_contents(client, plan, hashing, sub_size, leaf=leaf, seeing_hidden=True)
+    try:
+        scan = scan_contents(client, plan, hashing, sub_size, leaf=leaf, seeing_hidden=True)
+    except HiddenRowsUnavailable as error:
+        log.info(f"{plan.state_key}: {error}")
+        return None
     return scan.cells if scan.print == printed else None
 
 

@@ -80,6 +80,11 @@ class SourceConnectionError(RuntimeError):
         self.retryable = retryable
 
 
+class HiddenRowsUnavailable(RuntimeError):
+    """No connection of its own could be opened to read rows hidden (a role's connection limit, say): the caller
+    takes the way that needs none."""
+
+
 def one_line(message: object) -> str:
     """A server or libpq message (which spreads DETAIL, HINT and context over several lines) as one log line."""
     return " ".join(str(message).split())
@@ -220,7 +225,10 @@ class GreenplumClient:
         other slices (a grouped scan reads some rows without it), and a session's SET undone by a rollback stays on
         in those readers (a later scan would read deleted rows). No other read uses it."""
         if self._hidden_connection is None or self._hidden_connection.closed:
-            connection = self._connect_with_retries()
+            try:  # once, not retried: a sync waiting out a role's connection limit would stall every table
+                connection = self._connect_once()
+            except SourceConnectionError as error:
+                raise HiddenRowsUnavailable(f"no connection of its own to read rows hidden: {error}") from None
             try:
                 connection.autocommit = True
                 with connection.cursor() as cursor:
