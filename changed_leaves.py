@@ -157,7 +157,11 @@ def _by_rows_hidden(
     if size is None:
         log.info(f"{plan.state_key}: leaf {key} lost more rows than are told one by one")
         return None
-    held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], printed)
+    try:
+        held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], printed)
+    except HiddenRowsUnavailable as error:
+        log.info(f"{plan.state_key}: {error}")
+        return None
     if held_then is None:
         log.info(
             f"{plan.state_key}: leaf {key} held rows deleted before the last sync and not yet compacted: the rows "
@@ -192,11 +196,7 @@ def _held_with_hidden(
     """The digest of what a leaf that only lost rows held when its print was saved: its rows read with those hidden
     since (deleted, not yet compacted), which hold what it held when they print as it was printed (None when they
     do not: rows hidden before then are among them)."""
-    try:
-        scan = scan_contents(client, plan, hashing, sub_size, leaf=leaf, seeing_hidden=True)
-    except HiddenRowsUnavailable as error:
-        log.info(f"{plan.state_key}: {error}")
-        return None
+    scan = scan_contents(client, plan, hashing, sub_size, leaf=leaf, seeing_hidden=True)
     return scan.cells if scan.print == printed else None
 
 
