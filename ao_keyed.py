@@ -31,7 +31,7 @@ import difference_digest as dd
 import reads
 from catalog import Flavour, RowLocator
 from declared_keys import check_windows
-from greenplum_client import GreenplumClient, HiddenRowsUnavailable
+from greenplum_client import GreenplumClient
 from leaves import Leaf, greenplum_leaves, leaf_order
 from state import LeafState
 
@@ -309,11 +309,7 @@ def send_changes(
     if plan.declared_key:
         windows = [reads.ao_rows_window(now.leaves[key], ao.read_from(files[key], witness=False)) for key in changed]
         check_windows(client, plan, windows)
-    try:
-        went = _read_hidden(client, held.codec, now, gone, extra)
-    except HiddenRowsUnavailable as error:
-        log.info(f"{plan.state_key}: {error}")
-        went = None
+    went = _read_hidden(client, held.codec, now, gone, extra)
     if went is None:
         log.info(f"{plan.state_key}: rows hidden since cannot be read back: its difference digest is taken again")
         return None

@@ -80,11 +80,6 @@ class SourceConnectionError(RuntimeError):
         self.retryable = retryable
 
 
-class HiddenRowsUnavailable(RuntimeError):
-    """No connection of its own could be opened to read rows hidden (a role's connection limit, say): the caller
-    takes the way that needs none."""
-
-
 def one_line(message: object) -> str:
     """A server or libpq message (which spreads DETAIL, HINT and context over several lines) as one log line."""
     return " ".join(str(message).split())
@@ -116,6 +111,7 @@ class GreenplumClient:
         self._first_contact_seconds = first_contact_seconds
         self._connection: psycopg2.extensions.connection | None = None
         self._hidden_connection: psycopg2.extensions.connection | None = None  # `_seeing_hidden`
+        self._hidden_unavailable = False
         self._cursor_names = itertools.count(1)
         self._ca_file: str | None = None
         self._tunnel: Tunnel | None = None
@@ -160,7 +156,8 @@ class GreenplumClient:
     ) -> list[tuple]:
         """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
         connection when the connection is lost. `seeing_hidden` (Greenplum): rows deleted or updated away but not yet
-        compacted are read too (`_seeing_hidden`)."""
+        compacted are read too (`_seeing_hidden`; without a connection of its own, a plan of several slices misses
+        some, and callers check what they read)."""
 
         def run(cursor: psycopg2.extensions.cursor) -> list[tuple]:
             cursor.execute(statement, _always(params))
@@ -200,15 +197,18 @@ class GreenplumClient:
         """`run(cursor)`'s result, in a transaction of its own; run again, from the start, on a new connection when
         the connection is lost."""
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
-            connection = None
+            connection = hidden = None
             try:
-                connection = self._seeing_hidden() if seeing_hidden else self.connection
+                hidden = self._seeing_hidden() if seeing_hidden else None
+                connection = hidden or self.connection
                 with connection.cursor() as cursor:
+                    if seeing_hidden and hidden is None:  # reaches the writer processes alone: callers check the rows
+                        cursor.execute("SET LOCAL gp_select_invisible = on")
                     return run(cursor)
             except psycopg2.Error as error:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
-                if seeing_hidden:
+                if hidden is not None:
                     self._discard_hidden()
                 else:
                     self.discard_connection()
@@ -219,16 +219,21 @@ class GreenplumClient:
                         connection.rollback()
         raise AssertionError("unreachable")
 
-    def _seeing_hidden(self) -> psycopg2.extensions.connection:
+    def _seeing_hidden(self) -> psycopg2.extensions.connection | None:
         """A connection of its own for the reads of rows hidden, every process of it on the segments reading them: a
         `SET LOCAL gp_select_invisible` reaches only the segments' writer processes, not the readers of a plan's
         other slices (a grouped scan reads some rows without it), and a session's SET undone by a rollback stays on
-        in those readers (a later scan would read deleted rows). No other read uses it."""
+        in those readers (a later scan would read deleted rows). No other read uses it. None where it cannot be
+        opened (a role's connection limit, say): tried once, not waited for, and not again by this client."""
+        if self._hidden_unavailable:
+            return None
         if self._hidden_connection is None or self._hidden_connection.closed:
-            try:  # once, not retried: a sync waiting out a role's connection limit would stall every table
+            try:
                 connection = self._connect_once()
             except SourceConnectionError as error:
-                raise HiddenRowsUnavailable(f"no connection of its own to read rows hidden: {error}") from None
+                self._hidden_unavailable = True
+                log.info(f"No connection of its own to read rows hidden ({error}): they are read on the sync's own")
+                return None
             try:
                 connection.autocommit = True
                 with connection.cursor() as cursor:
