@@ -24,7 +24,7 @@ from ao_keyed import AoNow, append_optimized_now
 from block_ranges import Hashing, cancelled_as_digest
 from catalog import Flavour
 from content_digest import ContentScan, scan_contents
-from greenplum_client import GreenplumClient
+from greenplum_client import GreenplumClient, HiddenRowsUnavailable
 from leaves import Leaf, leaf_order
 from planning import TablePlan
 from state import TableState
@@ -157,7 +157,11 @@ def _by_rows_hidden(
     if size is None:
         log.info(f"{plan.state_key}: leaf {key} lost more rows than are told one by one")
         return None
-    held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], printed)
+    try:
+        held_then = _held_with_hidden(client, plan, hashing, size, now.leaves[key], printed)
+    except HiddenRowsUnavailable as error:
+        log.info(f"{plan.state_key}: leaf {key} lost rows, but {error}")
+        return None
     if held_then is None:
         log.info(
             f"{plan.state_key}: leaf {key} held rows deleted before the last sync and not yet compacted: the rows "

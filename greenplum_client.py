@@ -80,6 +80,11 @@ class SourceConnectionError(RuntimeError):
         self.retryable = retryable
 
 
+class HiddenRowsUnavailable(RuntimeError):
+    """Rows hidden cannot be read by a plan of several slices: no connection of its own could be opened for them (a
+    role's connection limit, say)."""
+
+
 def one_line(message: object) -> str:
     """A server or libpq message (which spreads DETAIL, HINT and context over several lines) as one log line."""
     return " ".join(str(message).split())
@@ -156,8 +161,8 @@ class GreenplumClient:
     ) -> list[tuple]:
         """All rows of a small query (catalog, counts), in its own read-only transaction; run again on a new
         connection when the connection is lost. `seeing_hidden` (Greenplum): rows deleted or updated away but not yet
-        compacted are read too (`_seeing_hidden`; without a connection of its own, a plan of several slices misses
-        some, and callers check what they read)."""
+        compacted are read too, on a connection of their own (`_seeing_hidden`), else on this one with `SET LOCAL`:
+        a statement read by one slice alone, as a filtered scan is."""
 
         def run(cursor: psycopg2.extensions.cursor) -> list[tuple]:
             cursor.execute(statement, _always(params))
@@ -168,7 +173,9 @@ class GreenplumClient:
     def copy_out(self, statement: sql.Composable, sink: Any, seeing_hidden: bool = False) -> None:
         """Runs a `COPY ... TO STDOUT` into the sink (its `write(data)`), in its own read-only transaction; on a new
         connection, after `sink.reset()`, when the connection is lost. A binary COPY sends text in the client's
-        encoding: UTF-8 here, whatever the database's, as the sinks read it. `seeing_hidden`: as for `query`."""
+        encoding: UTF-8 here, whatever the database's, as the sinks read it. `seeing_hidden`: rows deleted or
+        updated away but not yet compacted are read too, on a connection of their own (`_seeing_hidden`); raises
+        HiddenRowsUnavailable without one."""
 
         def run(cursor: psycopg2.extensions.cursor) -> None:
             sink.reset()
@@ -176,7 +183,7 @@ class GreenplumClient:
                 cursor.execute("SET LOCAL client_encoding TO 'UTF8'")
             cursor.copy_expert(cursor.mogrify(statement, ()), sink)
 
-        self._retrying(run, "a digest's scan", seeing_hidden)
+        self._retrying(run, "a digest's scan", seeing_hidden, one_slice=False)
 
     def describe(self, relation: sql.Composable) -> list[Any]:
         """The result columns of what follows FROM (a custom query as a subquery), without running it to completion."""
@@ -193,16 +200,20 @@ class GreenplumClient:
         run: Callable[[psycopg2.extensions.cursor], Any],
         what: str = "a catalog query",
         seeing_hidden: bool = False,
+        one_slice: bool = True,
     ) -> Any:
         """`run(cursor)`'s result, in a transaction of its own; run again, from the start, on a new connection when
-        the connection is lost."""
+        the connection is lost. Seeing hidden rows without a connection of their own, only a statement of `one_slice`
+        runs (with `SET LOCAL`); another raises HiddenRowsUnavailable."""
         for attempt in range(1, _QUERY_ATTEMPTS + 1):
             connection = hidden = None
             try:
                 hidden = self._seeing_hidden() if seeing_hidden else None
+                if seeing_hidden and hidden is None and not one_slice:
+                    raise HiddenRowsUnavailable("no connection of its own to read rows hidden by a grouped scan")
                 connection = hidden or self.connection
                 with connection.cursor() as cursor:
-                    if seeing_hidden and hidden is None:  # reaches the writer processes alone: callers check the rows
+                    if seeing_hidden and hidden is None:  # reaches the writer processes alone: enough for one slice
                         cursor.execute("SET LOCAL gp_select_invisible = on")
                     return run(cursor)
             except psycopg2.Error as error:
@@ -222,9 +233,10 @@ class GreenplumClient:
     def _seeing_hidden(self) -> psycopg2.extensions.connection | None:
         """A connection of its own for the reads of rows hidden, every process of it on the segments reading them: a
         `SET LOCAL gp_select_invisible` reaches only the segments' writer processes, not the readers of a plan's
-        other slices (a grouped scan reads some rows without it), and a session's SET undone by a rollback stays on
-        in those readers (a later scan would read deleted rows). No other read uses it. None where it cannot be
-        opened (a role's connection limit, say): tried once, not waited for, and not again by this client."""
+        other slices (a grouped scan reads some rows without it), and readers made during that transaction, or a
+        session's SET undone by a rollback, keep it on (later scans would read deleted rows). No other read uses it.
+        None where it cannot be opened (a role's connection limit, say): tried once, not waited for, and not again by
+        this client."""
         if self._hidden_unavailable:
             return None
         if self._hidden_connection is None or self._hidden_connection.closed:
