@@ -11,10 +11,12 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import Database, Destination, killed_after_checkpoint
+from psycopg2 import sql
 
 import ao_keyed
 import append_optimized as ao
@@ -23,7 +25,7 @@ import difference_digest as dd
 import sync
 from catalog import Flavour, detect_flavour
 from configuration import parse_settings
-from greenplum_client import APPLICATION_NAME, GreenplumClient
+from greenplum_client import APPLICATION_NAME, GreenplumClient, HiddenRowsUnavailable
 from state import LeafState, SyncState, TableState, load_state
 
 
@@ -442,6 +444,25 @@ def test_reads_of_hidden_rows_see_them_in_every_slice_and_leave_later_reads_seei
         )
         assert terminated == 2, "the connector's two connections"
         assert client.query(grouped, seeing_hidden=True) == [(3000,)]
+        assert client.query(grouped) == [(2250,)]
+
+
+def test_without_a_connection_for_hidden_rows_only_a_scan_of_one_slice_reads_them(facts: AoFacts) -> None:
+    """Where no connection of its own opens (a role's connection limit, which this shared cluster's tests do not
+    create: the client is told it failed), a filtered scan, one slice, reads hidden rows on the sync's connection
+    with `SET LOCAL`; a grouped scan is refused rather than run there, as readers made in its transaction would keep
+    seeing deleted rows in the sync's later scans."""
+    facts.create(partitioned=False)
+    facts.run(f"DELETE FROM {facts.table} WHERE id % 4 = 0")
+    grouped = f"SELECT sum(c)::int FROM (SELECT note, count(*) AS c FROM {facts.table} GROUP BY note) AS g"
+    with GreenplumClient(parse_settings(facts.configuration)) as client:
+        client._hidden_unavailable = True
+        assert client.query(f"SELECT count(*)::int FROM {facts.table} WHERE id <= 100", seeing_hidden=True) == [(100,)]
+        copied = []
+        sink = SimpleNamespace(reset=copied.clear, write=copied.append)
+        with pytest.raises(HiddenRowsUnavailable):
+            client.copy_out(sql.SQL(f"COPY ({grouped}) TO STDOUT"), sink, seeing_hidden=True)
+        assert not copied
         assert client.query(grouped) == [(2250,)]
 
 
