@@ -76,24 +76,25 @@ class AoNow:
         """Whether the catalog shows no more than rows appended to the leaf since the facts saved: the same storage,
         and each segment file there then written no fewer rows (a compaction empties or drops the files it moves
         rows from). Rows deleted or updated since show only as rows hidden, which the caller checks."""
-        saved = _saved_facts(saved_text)
-        if key not in saved or key not in self.facts:
-            return False
-        relfilenode, fingerprint = saved[key].split("/", 1)
-        if int(relfilenode) != self.facts[key].relfilenode:
-            return False
-        written_now = ao.rows_written_per_file(self.facts[key].fingerprint)
-        return all(written_now.get(segno, -1) >= rows for segno, rows in ao.rows_written_per_file(fingerprint).items())
+        written = self._rows_written_since(saved_text, key)
+        return written is not None and all(written[1].get(segno, -1) >= rows for segno, rows in written[0].items())
 
     def only_hidden_since(self, saved_text: str | None, key: str) -> bool:
         """Whether the catalog shows no more than rows hidden in the leaf since the facts saved (deleted): the same
         storage, each segment file written the same rows (an update writes its row's new version)."""
+        written = self._rows_written_since(saved_text, key)
+        return written is not None and written[0] == written[1]
+
+    def _rows_written_since(self, saved_text: str | None, key: str) -> tuple[dict[int, int], dict[int, int]] | None:
+        """The rows written to each segment file of the leaf when the facts were saved and now, where its storage is
+        the same (None: not saved, gone, or rewritten)."""
         saved = _saved_facts(saved_text)
         if key not in saved or key not in self.facts:
-            return False
+            return None
         relfilenode, fingerprint = saved[key].split("/", 1)
-        same_files = ao.rows_written_per_file(self.facts[key].fingerprint) == ao.rows_written_per_file(fingerprint)
-        return int(relfilenode) == self.facts[key].relfilenode and same_files
+        if int(relfilenode) != self.facts[key].relfilenode:
+            return None
+        return ao.rows_written_per_file(fingerprint), ao.rows_written_per_file(self.facts[key].fingerprint)
 
     def gone_since(self, saved_text: str | None) -> list[str]:
         return sorted(set(_saved_facts(saved_text)) - set(self.facts))

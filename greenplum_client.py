@@ -85,6 +85,12 @@ class HiddenRowsUnavailable(RuntimeError):
     role's connection limit, say)."""
 
 
+def _close_quietly(connection: psycopg2.extensions.connection | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(psycopg2.Error):  # already broken: closing is best effort
+            connection.close()
+
+
 def one_line(message: object) -> str:
     """A server or libpq message (which spreads DETAIL, HINT and context over several lines) as one log line."""
     return " ".join(str(message).split())
@@ -148,9 +154,7 @@ class GreenplumClient:
 
     def discard_connection(self) -> None:
         """Drops a connection known to be broken, so that the next use reconnects."""
-        if self._connection is not None:
-            with contextlib.suppress(psycopg2.Error):  # already broken: closing is best effort
-                self._connection.close()
+        _close_quietly(self._connection)
         self._connection = None
 
     def query(
@@ -219,7 +223,7 @@ class GreenplumClient:
             except psycopg2.Error as error:
                 if not is_connection_lost(error) or attempt == _QUERY_ATTEMPTS:
                     raise
-                if hidden is not None:
+                if seeing_hidden and not self._hidden_unavailable:  # its own, or lost while it was made
                     self._discard_hidden()
                 else:
                     self.discard_connection()
@@ -258,9 +262,7 @@ class GreenplumClient:
         return self._hidden_connection
 
     def _discard_hidden(self) -> None:
-        if self._hidden_connection is not None:
-            with contextlib.suppress(psycopg2.Error):  # already broken: closing is best effort
-                self._hidden_connection.close()
+        _close_quietly(self._hidden_connection)
         self._hidden_connection = None
 
     def stream(

@@ -229,6 +229,13 @@ class AoFacts:
                 cursor.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
+    def delete(self, leaf: str, condition: str) -> int:
+        """Deletes the leaf's rows meeting the condition; how many there were (some)."""
+        ((count,),) = self.run(f"SELECT count(*) FROM {leaf} WHERE {condition}")
+        self.run(f"DELETE FROM {leaf} WHERE {condition}")
+        assert count
+        return count
+
     def leaf_oid(self, leaf: str) -> int:
         return self.run(f"SELECT '{self.schema}.{leaf}'::regclass::oid")[0][0]
 
@@ -392,8 +399,7 @@ def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
     facts.create()
     facts.sync(destination)
     january, february = f"{facts.table}_1_prt_1", f"{facts.table}_1_prt_2"
-    (deleted,) = facts.run(f"SELECT count(*) FROM {january} WHERE id % 3 = 0")[0]
-    facts.run(f"DELETE FROM {january} WHERE id % 3 = 0")
+    deleted = facts.delete(january, "id % 3 = 0")
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_1"})
 
     def touched(leaf: str) -> list[str]:
@@ -415,8 +421,7 @@ def test_leaves_rewritten_with_their_contents_cost_a_scan_of_those_leaves_alone(
         f"DROP TABLE {facts.table}_stage",
     )
     assert facts.sync(destination) == ((0, 0, 0), {"facts_1_prt_3"}), "the leaf exchanged for one with its rows"
-    ((deleted,),) = facts.run(f"SELECT count(*) FROM {february} WHERE id % 10 = 1")
-    facts.run(f"DELETE FROM {february} WHERE id % 10 = 1")
+    deleted = facts.delete(february, "id % 10 = 1")
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_2"}), "rows deleted from a leaf printed only"
     march = f"{facts.table}_1_prt_3"
     ((updated,),) = facts.run(f"SELECT count(*) FROM {march} WHERE id % 90 = 75")
@@ -478,22 +483,16 @@ def test_rows_deleted_from_a_leaf_printed_only_cost_that_leaf_unless_rows_were_h
     facts.run(f"DELETE FROM {january} WHERE id % 50 = 0")
     facts.sync(destination)
 
-    def delete(leaf: str, condition: str) -> int:
-        ((count,),) = facts.run(f"SELECT count(*) FROM {leaf} WHERE {condition}")
-        facts.run(f"DELETE FROM {leaf} WHERE {condition}")
-        assert count
-        return count
-
-    deleted = delete(february, "id % 40 = 1")
+    deleted = facts.delete(february, "id % 40 = 1")
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_2"}), "no row hidden in February when printed"
-    deleted = delete(january, "id % 40 = 1")
+    deleted = facts.delete(january, "id % 40 = 1")
     assert facts.sync(destination) == ((0, deleted, 0), set(LEAVES)), "rows hidden in January: the table's scan"
-    deleted = delete(february, "id % 40 = 2")
+    deleted = facts.delete(february, "id % 40 = 2")
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_2"}), "February's own digest now"
-    deleted = delete(january, "id % 40 = 3")
+    deleted = facts.delete(january, "id % 40 = 3")
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_1"}), "January's, from the table's scan"
     march = destination.saved_state()["tables"][facts.table]["leaf_digests"][str(facts.leaf_oid("facts_1_prt_3"))]
-    deleted = delete(f"{facts.table}_1_prt_3", "id % 5 IN (0, 1)")
+    deleted = facts.delete(f"{facts.table}_1_prt_3", "id % 5 IN (0, 1)")
     assert deleted > dd.capacity(dd.Cells.unpack(march).sub_size), "past March's own digest, from the first sync"
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_3"})
 
@@ -507,8 +506,7 @@ def test_rows_deleted_from_a_leaf_past_the_table_s_digest_are_named_without_a_tr
     facts.sync(destination)
     capacity = dd.capacity(dd.Cells.unpack(destination.saved_state()["tables"][facts.table]["digest"]).sub_size)
     january = f"{facts.table}_1_prt_1"
-    ((deleted,),) = facts.run(f"SELECT count(*) FROM {january} WHERE id % 10 <> 0")
-    facts.run(f"DELETE FROM {january} WHERE id % 10 <> 0")
+    deleted = facts.delete(january, "id % 10 <> 0")
     assert deleted > capacity
     assert facts.sync(destination) == ((0, deleted, 0), {"facts_1_prt_1"})
     assert facts.sync(destination) == ((0, 0, 0), set())
