@@ -5,6 +5,11 @@ The SDK holds every row sent until the next checkpoint, so bytes bound its memor
 Never per table or per leaf: each checkpoint of the SDK's runner brings every declared table up to its declaration, so
 its cost grows with the table count, and a checkpoint per table would make a sync of many small tables cost the square
 of their number. A sync killed between two checkpoints repeats what it sent since the last one.
+
+The SDK writes the rows sent, then saves the state: a sync killed between the two has landed rows its saved state
+does not know of. So what is sent between two checkpoints is held, and given to the SDK just after the second, whose
+state saves each table that sent some as it stood at the first, with a journal of what it sent (`landing.py`): the
+state saved never lags the destination by more than the journal names.
 """
 
 from __future__ import annotations
@@ -12,10 +17,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
 
 from fivetran_connector_sdk import Operations as op
 
+import landing
 from state import SyncState
+
+# An operation of the SDK's (`op.upsert`, `op.delete`, ...), the table and schema it goes to, and its rows or keys.
+Held = tuple[Callable[..., None], str, str | None, list[dict[str, Any]]]
 
 
 class CheckpointFailed(RuntimeError):
@@ -44,6 +55,11 @@ class Checkpoints:
         self._last = clock()
         self._deferred = False
         self.taken = 0
+        self._held: list[Held] = []  # sent since the last checkpoint, given to the SDK after the next one
+        self._sending: set[str] = set()  # the tables that sent them
+        # Each table's state as the last checkpoint saved it (at first, as the sync found it): what a table that
+        # sends rows now is saved as until they land.
+        self._saved = {key: asdict(table) for key, table in sync_state.tables.items()}
 
     @contextmanager
     def deferred(self, before: Callable[[], None] | None = None) -> Iterator[None]:
@@ -58,6 +74,13 @@ class Checkpoints:
             self.now(before)
         else:
             self._if_due(before)
+
+    def hold(
+        self, state_key: str, operation: Callable[..., None], table: str, schema: str | None, rows: list[dict[str, Any]]
+    ) -> None:
+        """Holds rows (or keys, or one truncate: `[{}]`) for `operation` until the next checkpoint has saved."""
+        self._held.append((operation, table, schema, rows))
+        self._sending.add(state_key)
 
     def sent(self, count: int, before: Callable[[], None] | None = None, size: int = 0) -> bool:
         """Counts `count` rows or deletes sent, holding about `size` bytes; checkpoints when they make CHECKPOINT_ROWS
@@ -94,9 +117,31 @@ class Checkpoints:
         """Saves the state whatever was sent: at the end of the sync. `before` brings the state up to date first."""
         if before is not None:
             before()
+        now = self._sync_state.as_json()
+        saved = {}
+        for key, entry in now["tables"].items():
+            if key not in self._sending:
+                saved[key] = entry
+            elif key in self._saved:  # else a table first synced since: its next sync is a first one again
+                earlier = self._saved[key]
+                saved[key] = {**earlier, "landing": landing.joined(earlier.get("landing"), entry.get("landing"))}
         try:
-            op.checkpoint(self._sync_state.as_json())
+            op.checkpoint({**now, "tables": saved})
         except Exception as error:
             raise CheckpointFailed(f"saving the sync's state failed: {error}") from error
+        for key in self._sending & now["tables"].keys():
+            now["tables"][key]["landing"] = self._sync_state.tables[key].landing = None
+        self._saved = now["tables"]
+        held, self._held, self._sending = self._held, [], set()
+        for operation, table, schema, rows in held:
+            for row in rows:
+                operation(table, row, schema=schema)
         self._sent_since, self._bytes_since, self._progress_since, self._last = 0, 0, False, self._clock()
         self.taken += 1
+
+    def finish(self) -> None:
+        """The sync's last checkpoints: the one that gives the SDK what is held, and the one that saves it landed."""
+        held = bool(self._held)
+        self.now()
+        if held:
+            self.now()

@@ -144,7 +144,7 @@ def update(configuration: dict[str, Any], state: dict[str, Any]) -> None:
                 else:
                     op.warning(f"Skipped {plan.state_key}: {reason}")
                     skipped.append(plan.state_key)
-            checkpoints.now()
+            checkpoints.finish()
     _log_summary(synced, skipped, planning.warnings)
 
 

@@ -22,6 +22,7 @@ from psycopg2 import sql
 
 import changed_leaves
 import difference_digest as dd
+import landing
 import leaf_prints
 import reads
 import schema_changes
@@ -47,6 +48,10 @@ class KeylessPass:
 
     def run(self) -> None:
         state, plan = self._state, self._plan
+        landed, state.landing = state.landing or {}, None
+        if landed.get("contents") and state.digest is not None and not state.in_pass:
+            self._undo_contents(landed["contents"])
+        self._landed_reads = landed.get("reads") or []
         now = append_optimized_now(self._client, self._sink.source.flavour, plan)
         saved = dd.Cells.unpack(state.digest) if state.digest is not None else None
         why = self._why_read_again(saved)
@@ -195,6 +200,57 @@ class KeylessPass:
             return "its columns changed, and with them every row's content"
         return None
 
+    # What the last sync sent after its state was saved (`landing.py`).
+
+    def _undo_contents(self, entries: list[list[int]]) -> None:
+        """Deletes the ids between the two counts of each content the last sync moved after its state was saved,
+        and moves the digest to the lower one: the destination then holds what the digest says, landed or not."""
+        held = dd.Cells.unpack(self._state.digest)
+
+        def save() -> None:
+            self._state.digest = held.pack()
+
+        log.info(f"{self._plan.state_key}: the last sync stopped with {len(entries):,} contents sent past its state")
+        with self._sink.together(save):
+            for content, before, after in entries:
+                for ordinal in range(min(before, after) + 1, max(before, after) + 1):
+                    self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
+                if after < before:
+                    move_content(held, content, before, after)
+        save()
+
+    def _undo_reads(self) -> bool:
+        """Deletes the ids a killed pass read past its saved position that the source no longer holds: the digest
+        of the (content, rows) pairs it read there, less the source's pairs of those contents now, names the
+        contents now held by fewer rows. False when the difference is past that digest: the pass starts again."""
+        state, plan = self._state, self._plan
+        if not self._landed_reads:
+            return True
+        fewer: dict[int, tuple[int, int]] = {}  # content -> (rows now, the most any read sent)
+        for packed, last in self._landed_reads:
+            sent = dd.Cells.unpack(packed)
+            bounds = [sql.SQL("{} <= {}").format(self._content, sql.Literal(last))]
+            if state.position is not None:
+                bounds.append(sql.SQL("{} >= {}").format(self._content, sql.Literal(int(state.position[0]))))
+            now = scan_contents(self._client, plan, self._hashing, sent.sub_size, sql.SQL(" AND ").join(bounds))
+            pairs = now.cells.subtract(sent).peel()
+            if pairs is None:
+                log.info(f"{plan.state_key}: the rows the last sync read past its state changed too much since")
+                return False
+            rows_now = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
+            for pair in pairs:
+                content, count = pair.words
+                if pair.sign < 0 and count > rows_now.get(content, 0):
+                    most = max(count, fewer.get(content, (0, 0))[1])
+                    fewer[content] = (rows_now.get(content, 0), most)
+        log.info(f"{plan.state_key}: of the contents the last sync read past its state, {len(fewer):,} lost rows")
+        with self._sink.together(lambda: None):
+            for content, (now_count, most) in sorted(fewer.items()):
+                for ordinal in range(now_count + 1, most + 1):
+                    self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
+        self._landed_reads = []
+        return True
+
     # What changed: ids gained and lost, content by content.
 
     def _send(self, held: dd.Cells, pairs: list[dd.Pair], leaves: list[Leaf] | None = None) -> None:
@@ -228,6 +284,7 @@ class KeylessPass:
                         for ordinal in range(upper, lower, -1):
                             self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
                         move_content(held, content, upper, lower)
+                        state.landing = landing.note(state.landing, "contents", [content, upper, lower])
             self._sink.expect(to_send)
             contents, moved = sorted(more), set()
             for start in range(0, len(contents), _CONTENTS_PER_READ):
@@ -240,6 +297,7 @@ class KeylessPass:
                         held_count, count = before.get(content, 0), more[content]
                         if content not in moved:  # a read started again after a lost connection sends it again
                             move_content(held, content, held_count, count)
+                            state.landing = landing.note(state.landing, "contents", [content, held_count, count])
                             moved.add(content)
                         sent += [row | {ROW_ID_COLUMN: row_id(content, n)} for n in range(held_count + 1, count + 1)]
                     return sent
@@ -265,23 +323,40 @@ class KeylessPass:
             # ids of an earlier version's go with the truncate
             state.leaves = state.reading = state.digest = state.digest_prints = state.leaf_digests = None
         cells = dd.Cells.unpack(state.pass_digest)
+        if not self._undo_reads():
+            self._sink.truncate()
+            state.position = None
+            cells = cells.subtract(cells)
         if state.position is not None:
             cells = self._taken_again(cells)
         run: list[int] = []  # the content of the rows read last, and its highest ordinal: the run not yet ended
         if state.position is not None:
             run = [int(state.position[0]), int(state.position[1])]
+        # What the reads since the last checkpoint sent, for the journal (`landing.py`); None: nothing since.
+        sent: list[dd.Cells | None] = [None]
 
         def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            add_contents(cells, *_numbered(batch, rows, run))
+            ended, counts = _numbered(batch, rows, run)
+            add_contents(cells, ended, counts)
+            if sent[0] is None:
+                sent[0] = dd.Cells(dd.choose_sub_size(0, [], 2), dd.Codec.CONTENT)
+            add_contents(sent[0], ended, counts)
             self._read_rows += len(batch)
             return rows
+
+        def note_sent() -> None:
+            if sent[0] is not None:
+                entry = [sent[0].added(_run_cells(sent[0], run)).pack(), run[0]]
+                state.landing, sent[0] = landing.note(state.landing, "reads", entry), None
 
         def save() -> None:
             noted = cells.added(_run_cells(cells, run))  # the run under way counts as far as it went
             state.pass_noted = dd.noted(noted, state.position)
+            note_sent()
 
         with self._sink.saving(save, checked=True):
             self._sink.read_all(lambda: reads.in_content_order(plan, self._content, state.position), number)
+        note_sent()
         if run:
             add_contents(cells, np.array([run[0]]), np.array([run[1]]))
         cells, prints, leaf_cells = self._taken_whole(cells, now)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import landing
+
 STATE_VERSION = 1
 
 
@@ -62,6 +64,8 @@ class TableState:
       `pass_noted`: while a full pass or a read of every row is under way, what the pairs it read come to (its digest
       stays the one it started from in the state: one killed takes the rest again from the source, and starts again
       when that is not what it had read).
+    - `landing`: what the table sent after this state, which may have landed (`landing.py`): the next sync makes
+      those rows what the state says before anything else.
     - `deletes_digest`, `deletes_bound`, `deletes_checked`, `deletes_sizes`: an incremental table's difference digest
       of the (key, cursor) pairs the destination holds with a cursor at or below `deletes_bound` (None: every row),
       when its deletes were last looked for (seconds since the epoch), and the differences of its recent checks.
@@ -110,6 +114,7 @@ class TableState:
     cursor_position: list[str] | None = None
     deletes_noted: str | None = None
     pass_noted: str | None = None
+    landing: dict[str, Any] | None = None
 
 
 @dataclass
@@ -208,6 +213,7 @@ def _table_state(key: str, entry: Any) -> TableState:
         ("cursor_position", _texts_or_none(state.cursor_position)),
         ("deletes_noted", state.deletes_noted is None or isinstance(state.deletes_noted, str)),
         ("pass_noted", state.pass_noted is None or isinstance(state.pass_noted, str)),
+        ("landing", landing.is_valid(state.landing)),
         ("deletes_digest", state.deletes_digest is None or isinstance(state.deletes_digest, str)),
         ("deletes_bound", state.deletes_bound is None or isinstance(state.deletes_bound, str)),
         (

@@ -20,6 +20,7 @@ from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 from psycopg2 import sql
 
+import landing
 import reads
 import schema_changes
 from block_ranges import DigestCancelled
@@ -71,6 +72,10 @@ class TableReport:
     deleted: int = 0
     out_of_range: dict[str, list[str]] = field(default_factory=dict)  # column -> a few examples, and the count below
     out_of_range_counts: dict[str, int] = field(default_factory=dict)
+
+
+def _truncate(table: str, _row: dict[str, Any], schema: str | None) -> None:
+    op.truncate(table, schema=schema)
 
 
 def sync_table(context: SyncContext, plan: TablePlan) -> str | None:
@@ -130,6 +135,8 @@ class TableSync:
         plan = self.plan
         if self._strategy_changed:
             log.info(f"{plan.state_key}: strategy is now {plan.strategy.value}; its earlier state is not used")
+        if self.state.landing is not None and self.state.landing.get("truncated"):
+            self._synced_again_after_truncate()
         self._check_columns()
         if plan.cursor is not None:
             self._check_cursor_column()
@@ -239,6 +246,15 @@ class TableSync:
             self.probe(reads.keyed(plan, self.state))
             self.truncate()
             self._read_incremental()
+
+    def _synced_again_after_truncate(self) -> None:
+        """The last sync stopped after a truncate it may have landed (`landing.py`): the table's first pass again."""
+        plan = self.plan
+        log.info(f"{plan.state_key}: the last sync stopped after truncating the table: it is synced again")
+        self._start_over()
+        if plan.strategy is Strategy.INCREMENTAL:  # the other strategies truncate on their first pass
+            self.probe(reads.keyed(plan, self.state))
+            self.truncate()
 
     def _start_over(self) -> None:
         """Forgets where the table's reads stand, keeping what describes it (its columns, key and cursor column, and
@@ -360,13 +376,14 @@ class TableSync:
 
     def truncate(self) -> None:
         """Marks every row sent before as deleted; rows upserted after stay live."""
-        op.truncate(self.plan.destination_table, schema=self.plan.destination_schema)
+        self.state.landing = landing.note(self.state.landing, "truncated", [])
+        self._hold(_truncate, [{}])
 
     def delete(self, keys: dict[str, str]) -> None:
         """Deletes one row of the destination by its key, counted towards the next checkpoint."""
         if self.plan.sent_as and self.plan.primary_key:  # else the key is the row id, never renamed
             keys = {self.plan.sent_as.get(name, name): value for name, value in keys.items()}
-        op.delete(self.plan.destination_table, keys, schema=self.plan.destination_schema)
+        self._hold(op.delete, [keys])
         self._report.deleted += 1
         self._sent(1)
 
@@ -428,14 +445,16 @@ class TableSync:
     def _send(
         self, batch: list[tuple], prepare: Callable[[list[tuple], list[dict[str, Any]]], list[dict[str, Any]]] | None
     ) -> None:
-        plan = self.plan
-        table, schema, send = plan.destination_table, plan.destination_schema, self._operation
         rows = self.upsert_ready(batch)
         if prepare is not None:
             rows = prepare(batch, rows)
-        for row in rows:
-            send(table, row, schema=schema)
+        self._hold(self._operation, rows)
         self._report.rows += len(rows)
+
+    def _hold(self, operation: Callable[..., None], rows: list[dict[str, Any]]) -> None:
+        """Rows for the SDK once the next checkpoint saved the state they may change (`checkpoints.py`)."""
+        plan = self.plan
+        self._checkpoints.hold(plan.state_key, operation, plan.destination_table, plan.destination_schema, rows)
 
     def upsert_ready(self, batch: list[tuple]) -> list[dict[str, Any]]:
         """The batch's rows as op.upsert takes them: the extraction stage, callable alone by the benchmark.

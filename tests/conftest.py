@@ -204,17 +204,26 @@ def killed_after_checkpoint(
     table: str,
     when: Callable[[dict, int], bool] = lambda _, number: number == 1,
     if_reached: bool = False,
+    landed: bool = False,
 ) -> dict:
-    """Runs a sync that dies right after the checkpoint at which `when(the table's state, checkpoint number)` holds;
-    returns the state it saved. With `if_reached`, a sync that ends before such a checkpoint runs whole."""
+    """Runs a sync that dies right after the checkpoint at which `when(the table's state, checkpoint number)` holds
+    (the table's state is `{}` while the state saved has none of it); returns the state it saved. With `landed`,
+    it dies inside that checkpoint, after the SDK wrote the rows sent and before it saved the state. With
+    `if_reached`, a sync that ends before such a checkpoint runs whole."""
+    from fivetran_connector_sdk_cli import runtime
+
     import sync  # the project's module, imported as the connector imports it
 
     real_checkpoint, count = sync.op.checkpoint, [0]
 
     def checkpoint_then_die(state: dict) -> None:
-        real_checkpoint(state)
         count[0] += 1
-        if when(state["tables"][table], count[0]):
+        dies = when(state["tables"].get(table, {}), count[0])
+        if dies and landed:
+            runtime.current().flush()
+        else:
+            real_checkpoint(state)
+        if dies:
             raise RuntimeError("killed after a checkpoint")
 
     monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_die)

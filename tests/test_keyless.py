@@ -253,12 +253,17 @@ def test_rows_changed_while_a_sync_reads_land_by_the_next(
 def test_a_sync_killed_while_it_sends_the_changes_goes_on_and_converges(
     keyless: Keyless, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed among the changes it sends, the next sync sends what the digest it saved lacks, content by content."""
+    """Killed among the changes it sends, the next sync sends what the digest it saved lacks, content by content.
+    What was sent after that state (its journal) may have landed or not: those ids are deleted first, the deleted
+    contents' counts moved in the digest; then the contents it still lacks are sent, each once."""
     keyless.run(f"UPDATE {keyless.table} SET note = 'x' WHERE id % 40 = 0")  # 500 rows updated
     configuration = {**keyless.configuration, "CHECKPOINT_ROWS": "300", "BATCH_SIZE": "300"}
     saved = killed_after_checkpoint(monkeypatch, keyless.destination, configuration, keyless.table, lambda _, n: n == 2)
+    journal = saved["tables"][keyless.table]["landing"]["contents"]
     upserts, deletes, truncates = keyless.sync(configuration, state=saved)
-    assert truncates == 0 and upserts + deletes < 1000, "what was left, not the changes again"
+    # Every old content was deleted before the state or in the journal, which undoes each of its entries.
+    assert (upserts, deletes, truncates) == (500, sum(abs(after - before) for _, before, after in journal), 0)
+    assert 300 <= len(journal) < 1000, "the journal holds what was sent since the last checkpoint, not all"
     assert keyless.sync(configuration) == (0, 0, 0)
 
 
@@ -267,8 +272,9 @@ def test_a_sync_killed_among_one_content_s_deletes_leaves_a_digest_of_what_lande
     keyless: Keyless, monkeypatch: pytest.MonkeyPatch, together: int | None, resent: int
 ) -> None:
     """Ten identical rows, eight of them deleted, a checkpoint due every three deletes and the sync killed after the
-    first: the digest it saved says what the destination holds, so of the eight added back those it lacks are sent.
-    A content's deletes land in runs (all eight at once, or three with `_DELETES_TOGETHER` 3), each with its count."""
+    first: the digest it saved says what the destination holds but for the run of deletes it held, which may have
+    landed: those are deleted again, and of the eight added back those it lacks are sent. A content's deletes land
+    in runs (all eight at once, or three with `_DELETES_TOGETHER` 3), each with its count."""
     if together is not None:
         monkeypatch.setattr(keyless_pass, "_DELETES_TOGETHER", together)
     same = "SELECT 0, 'same', 0 FROM generate_series(1, {})"
@@ -278,7 +284,75 @@ def test_a_sync_killed_among_one_content_s_deletes_leaves_a_digest_of_what_lande
     configuration = {**keyless.configuration, "CHECKPOINT_ROWS": "3"}
     killed_after_checkpoint(monkeypatch, keyless.destination, configuration, keyless.table)
     keyless.run(f"INSERT INTO {keyless.table} {same.format(8)}")
-    assert keyless.sync(configuration, state=keyless.destination.saved_state()) == (resent, 0, 0)
+    assert keyless.sync(configuration, state=keyless.destination.saved_state()) == (resent, resent, 0)
+
+
+# The SDK writes the rows sent, then saves the state: a sync killed between the two (`landed=True`) leaves the
+# destination ahead of the state it saved, by what that state's journal names (`landing.py`).
+
+
+@pytest.mark.parametrize("change, back", [("gained", "lost"), ("lost", "gained")])
+def test_rows_landed_past_the_state_saved_are_undone_when_the_source_changes_them_back(
+    keyless: Keyless, monkeypatch: pytest.MonkeyPatch, change: str, back: str
+) -> None:
+    """Six identical rows; the sync that sends four more (or the deletes of all six) dies once they landed, before
+    the state saying so was saved; the source then goes back to six. The state's digest still says six, as the
+    source does: only its journal tells that the destination holds another count."""
+    same = "SELECT 0, 'same', 0 FROM generate_series(1, {})"
+    keyless.run(f"INSERT INTO {keyless.table} {same.format(6)}")
+    assert keyless.sync() == (6, 0, 0)
+    four_more, none = f"INSERT INTO {keyless.table} {same.format(4)}", f"DELETE FROM {keyless.table} WHERE id = 0"
+    four_fewer = f"DELETE FROM {keyless.table} WHERE ctid IN (SELECT ctid FROM {keyless.table} WHERE id = 0 LIMIT 4)"
+    keyless.run(four_more if change == "gained" else none)
+    # The end's two checkpoints: the first saves the journal of what it holds, the second lands it.
+    saved = killed_after_checkpoint(
+        monkeypatch, keyless.destination, keyless.configuration, keyless.table, lambda _, n: n == 2, landed=True
+    )
+    assert sum(keyless.landed().values()) == (20_010 if change == "gained" else 20_000), "the rows landed"
+    keyless.run(four_fewer if change == "gained" else f"INSERT INTO {keyless.table} {same.format(6)}")
+    undone = 4 if change == "gained" else 6
+    resent = 0 if change == "gained" else 6
+    assert keyless.sync(state=saved) == (resent, undone, 0)
+
+
+def test_a_pass_killed_once_rows_landed_past_its_saved_position_deletes_those_the_source_lost_since(
+    keyless: Keyless, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """A first pass dies once its third checkpoint wrote the rows it read past the position the state saved; ten of
+    those rows are deleted before the next sync. That one deletes them (the digest of what the pass read past its
+    position, less the source's, names them) and goes on from the position, without a truncate."""
+    configuration = {**keyless.configuration, "CHECKPOINT_ROWS": "5000", "BATCH_SIZE": "1000"}
+    keyless.destination.state = {}
+    saved = killed_after_checkpoint(
+        monkeypatch, keyless.destination, configuration, keyless.table, lambda _, n: n == 3, landed=True
+    )
+    assert saved["tables"][keyless.table]["landing"]["reads"], "the state saved names the rows read past it"
+    assert sum(keyless.landed().values()) >= 10_000, "two checkpoints' rows landed"
+    position = int(saved["tables"][keyless.table]["position"][0])
+    landed = keyless.destination.query(f'SELECT _source_row_id, id FROM "tester_{keyless.schema}".t')
+    past = [key for row_id, key in landed if _signed(int(row_id.partition(":")[0], 16)) > position]
+    keyless.run(f"DELETE FROM {keyless.table} WHERE id IN ({', '.join(map(str, past[:10]))})")
+    capfd.readouterr()
+    upserts, deletes, truncates = keyless.sync(configuration, state=saved)
+    assert truncates == 0 and upserts <= ROWS - 5000, "it went on from its position"
+    assert deletes == 10 and "past its state, 10 lost rows" in capfd.readouterr().out
+
+
+def test_a_truncate_landed_past_the_state_saved_syncs_the_table_again(
+    keyless: Keyless, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """More changed than the digest names: a truncate, then every row. Killed once the truncate and the first rows
+    landed, before the state saying so was saved, the next sync cannot go on from the digest that state holds (most
+    rows are gone from the destination): it syncs the table again, saying why."""
+    keyless.run(f"UPDATE {keyless.table} SET note = note || '!' WHERE id % 2 = 0")
+    configuration = {**keyless.configuration, "CHECKPOINT_ROWS": "5000"}
+    saved = killed_after_checkpoint(
+        monkeypatch, keyless.destination, configuration, keyless.table, lambda _, n: n == 2, landed=True
+    )
+    assert saved["tables"][keyless.table]["landing"]["truncated"]
+    capfd.readouterr()
+    assert keyless.sync(configuration, state=saved) == (ROWS, 0, 1)
+    assert "the last sync stopped after truncating the table: it is synced again" in capfd.readouterr().out
 
 
 def test_past_its_digest_s_capacity_the_table_is_read_again_once_and_its_next_digest_is_larger(
@@ -312,3 +386,8 @@ def test_a_table_synced_with_the_ids_of_an_earlier_version_is_synced_again_once(
     assert keyless.sync(state=state) == (ROWS, 0, 1)
     assert "its rows had ids of where they lay (an earlier version)" in capfd.readouterr().out
     assert keyless.sync() == (0, 0, 0)
+
+
+def _signed(value: int) -> int:
+    """A 64-bit content hash as the server orders it."""
+    return value - 2**64 if value >= 2**63 else value

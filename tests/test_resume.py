@@ -53,7 +53,8 @@ def test_crash_after_first_checkpoint_resumes(
 
     def checkpoint_then_crash(state: dict) -> None:
         real_checkpoint(state)
-        if state["tables"][f"{schema}.big"]["position"] is not None:
+        # The table enters the state as it stood before the rows held since (`checkpoints.py`): from the second.
+        if state["tables"].get(f"{schema}.big", {}).get("position") is not None:
             raise InjectedCrash("killed after the first checkpoint inside the table")
 
     monkeypatch.setattr(sync.op, "checkpoint", checkpoint_then_crash)

@@ -1,0 +1,58 @@
+"""What a table sent after its saved state, which may have landed: the journal that makes a checkpoint exact.
+
+The SDK's checkpoint writes the rows sent so far, then saves the state; a sync killed between the two leaves the
+destination ahead of the state it saved. So the operations sent since a checkpoint are held (`checkpoints.py`) until
+the next one has saved, with each table that sent some saved as it stood before them, with this journal of what
+they may have changed. The sync that starts from it makes those rows what its state says first:
+
+- `truncated`: a truncate may have landed, so the table is synced again from its first pass.
+- `contents`: a keyless table's contents held by other counts, `[content, before, after]` in the order sent: the
+  ids between the two counts are deleted, and the digest moves to the lower count (what the destination then
+  holds).
+- `keys`: a keyed table's keys sent or deleted, `[key, words, h]` with the pair its digest held then (words null:
+  none): each is deleted, and its pair leaves the digest, so the next difference sends it again when the source
+  holds it.
+- `reads`: a keyless full pass's rows read past its saved position, `[digest, last content]`: the digest of the
+  (content, rows) pairs sent, whose difference with the source's tells the contents that now have fewer rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PARTS = ("contents", "keys", "reads")
+
+
+def note(journal: dict[str, Any] | None, part: str, entry: list[Any]) -> dict[str, Any]:
+    """The journal with one more entry (or `truncated`, entry ignored)."""
+    journal = journal if journal is not None else {}
+    if part == "truncated":
+        journal["truncated"] = True
+    else:
+        journal.setdefault(part, []).append(entry)
+    return journal
+
+
+def joined(earlier: dict[str, Any] | None, later: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Two journals, the earlier's entries first: a sync killed again before its repairs landed repairs both."""
+    if not earlier or not later:
+        return earlier or later or None
+    journal: dict[str, Any] = {"truncated": True} if earlier.get("truncated") or later.get("truncated") else {}
+    for part in _PARTS:
+        entries = [*earlier.get(part, []), *later.get(part, [])]
+        if entries:
+            journal[part] = entries
+    return journal
+
+
+def is_valid(journal: Any) -> bool:
+    """Whether a saved journal has the shape `note` gives it."""
+    if journal is None:
+        return True
+    if not isinstance(journal, dict) or set(journal) - {"truncated", *_PARTS}:
+        return False
+    if journal.get("truncated", True) is not True:
+        return False
+    return all(isinstance(journal.get(part, []), list) for part in _PARTS) and all(
+        isinstance(entry, list) for part in _PARTS for entry in journal.get(part, [])
+    )
