@@ -14,17 +14,19 @@ from __future__ import annotations
 from typing import Any
 
 from fivetran_connector_sdk import Logging as log
+from psycopg2 import sql
 
 import append_optimized as ao
 import block_ranges
 import difference_digest as dd
+import landing
 import reads
 import schema_changes
 from ao_keyed import LOCATED, PassNotes, append_optimized_now
 from block_ranges import DigestCancelled
 from declared_keys import check_whole_table, check_windows
 from digest_pairs import SentPairs, noting, noting_extra, pair_hash, scan_cells
-from key_encoding import KeyEncoding, key_encoding
+from key_encoding import KeyEncoding, key_encoding, key_values
 from key_ranges import KeyRanges
 from keyed_digest import Outcome
 from leaf_survey import FullPass, Survey, survey
@@ -38,6 +40,10 @@ class KeyedPass(FullPass):
 
     def run(self) -> None:
         plan, state = self._plan, self._state
+        landed, state.landing = state.landing or {}, None
+        if landed.get("keys") and not state.in_pass:
+            self._undo_keys(landed["keys"])
+        self._landed_reads = landed.get("reads") or []
         if not state.in_pass:
             outcome = self._reconcile()
             if outcome is Outcome.SENT:
@@ -71,6 +77,57 @@ class KeyedPass(FullPass):
             state.leaves = state.pass_leaves
         state.in_pass, state.position, state.pass_leaves = False, None, None
         self._adopt_digest()
+
+    # What the last sync sent after its state was saved (`landing.py`).
+
+    def _undo_keys(self, entries: list[list[Any]]) -> None:
+        """Deletes the keys the last sync sent or deleted after its state was saved, and takes the pairs its digest
+        held of them out of it: the destination then holds what the digest says, and the next difference sends
+        those the source holds. A digest that cannot name them (hashed keys, another codec) is dropped: the table
+        is read again."""
+        state, plan = self._state, self._plan
+        encoding = key_encoding(plan) if not state.digest_unfit else None
+        held = dd.Cells.unpack(state.digest) if state.digest is not None else None
+        if encoding is None or encoding.hashed or held is None or held.codec is not encoding.codec:
+            log.info(f"{plan.state_key}: the last sync stopped with keys sent past its state: the table is read again")
+            state.digest = None
+            return
+
+        def save() -> None:
+            state.digest = held.pack()
+
+        log.info(f"{plan.state_key}: the last sync stopped with {len(entries):,} keys sent past its state")
+        with self._sink.together(save):
+            for key, words, h in entries:
+                self._sink.delete(key_values(encoding, key))
+                if words is not None:
+                    held.add_pair(-1, tuple(words), h)
+        save()
+
+    def _undo_reads(self, encoding: KeyEncoding) -> bool:
+        """Deletes the keys a killed pass read past its saved position that the source no longer holds: the digest
+        of the keys it read there, less the source's keys there now, names them. False when the difference is past
+        that digest (or the keys are hashed, naming no row): the pass starts again."""
+        plan, state = self._plan, self._state
+        for packed, last in self._landed_reads:
+            sent = dd.Cells.unpack(packed)
+            bounds = [reads.up_to(plan.primary_key, last)]
+            if state.position is not None:
+                bounds.append(sql.SQL("NOT {}").format(reads.up_to(plan.primary_key, state.position)))
+            condition = sql.SQL(" AND ").join(bounds)
+            columns, hashing = list(plan.columns), self._sink.source.hashing
+            now, _ = scan_cells(self._client, plan, hashing, encoding, columns, 1, sent.sub_size, condition)
+            pairs = now.keys.subtract(sent).peel() if not encoding.hashed else None
+            if pairs is None:
+                log.info(f"{plan.state_key}: the rows the last sync read past its state changed too much since")
+                return False
+            _, went = dd.changes(pairs, encoding.codec)
+            log.info(f"{plan.state_key}: of the keys the last sync read past its state, {len(went):,} are gone")
+            with self._sink.together(lambda: None):
+                for key in sorted(went):
+                    self._sink.delete(key_values(encoding, key))
+        self._landed_reads = []
+        return True
 
     # The difference digest: what came, changed and went, when the keys can be named from it.
 
@@ -264,15 +321,27 @@ class KeyedPass(FullPass):
         encoding = key_encoding(plan)
         hashed = pair_hash(plan, self._sink.source.hashing, list(plan.columns))
         cells = dd.Cells.unpack(state.pass_digest)
+        if not self._undo_reads(encoding):
+            cells = self._start_again(cells, "what it read past its state cannot be named")
         if state.position is not None:  # killed partway: its digest from the rows it had read
             cells = self._taken_again(cells, encoding)
-        sent = SentPairs(encoding, [(cells, hashed)])
+        # The keys read since the last checkpoint, for the journal (`landing.py`): this digest less the one then.
+        keys_read = dd.Cells(dd.choose_sub_size(0, [], encoding.codec.words), encoding.codec)
+        keys_noted = [keys_read.copy()]
+        sent = SentPairs(encoding, [(cells, hashed), (keys_read, None)])
         notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
+
+        def note_keys() -> None:
+            since = keys_read.subtract(keys_noted[0])
+            if state.position is not None and not since.is_empty():
+                entry = [since.pack(), list(state.position)]
+                state.landing, keys_noted[0] = landing.note(state.landing, "reads", entry), keys_read.copy()
 
         def save() -> None:
             state.pass_noted = dd.noted(cells, state.position)
             if notes is not None:
                 notes.save()
+            note_keys()
 
         with self._sink.saving(save, checked=True):
             self._sink.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from fivetran_connector_sdk import Logging as log
 
 import difference_digest as dd
+import landing
 import schema_changes
 from ao_keyed import AoNow, ScanNotes, send_changes
 from digest_pairs import SentPairs, pair_hash, read_keys
@@ -113,6 +114,8 @@ class Reconciliation(KeyedDigest):
 
         def forget(key: int | str) -> None:
             old = old_pairs.pop(key, None)
+            words, h = ([int(word) for word in old.words], int(old.h)) if old is not None else (None, None)
+            state.landing = landing.note(state.landing, "keys", [key if isinstance(key, str) else int(key), words, h])
             if old is not None:
                 held.add_pair(-1, old.words, old.h)
 

@@ -496,6 +496,57 @@ def test_a_sync_killed_while_it_sends_rows_again_past_capacity_goes_on_and_conve
     assert _landed(destination, schema) == _source(source, schema)
 
 
+@pytest.mark.parametrize("kind", ["integer", "text", "composite"])
+def test_keys_landed_past_the_state_saved_are_undone_when_the_source_changes_them_back(
+    kind: str, database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row updated and another deleted; the sync that sends them dies once they landed, before the state saying so
+    was saved (the SDK writes the rows, then saves the state); the source then puts both back as they were. The
+    digest saved is the source's again: only the state's journal tells that the destination holds otherwise."""
+    _create(source, schema, kind)
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    before = _source(source, schema)
+    with source.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE kept AS SELECT * FROM {schema}.t WHERE note IN ('n5', 'n9')")
+        cursor.execute(f"UPDATE {schema}.t SET note = 'changed' WHERE note = 'n5'")
+        cursor.execute(f"DELETE FROM {schema}.t WHERE note = 'n9'")
+    # The end's two checkpoints: the first saves the journal of what it holds, the second lands it.
+    saved = killed_after_checkpoint(
+        monkeypatch, destination, configuration, f"{schema}.t", lambda _, n: n == 2, landed=True
+    )
+    assert len(saved["tables"][f"{schema}.t"]["landing"]["keys"]) == 2
+    assert _landed(destination, schema) == _source(source, schema), "the changes landed"
+    with source.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {schema}.t WHERE note = 'changed'")
+        cursor.execute(f"INSERT INTO {schema}.t SELECT * FROM kept")
+    counts = destination.sync(configuration, state=saved)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (2, 2, 0)
+    assert _landed(destination, schema) == _source(source, schema) == before
+
+
+def test_a_pass_killed_once_keys_landed_past_its_saved_position_deletes_those_gone_since(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """A first pass dies once its third checkpoint wrote the rows it read past the position the state saved; five of
+    those rows are deleted before the next sync, which deletes them (the digest of the keys read past the position,
+    less the source's keys there, names them) and goes on from the position, without a truncate."""
+    _create(source, schema, "integer")
+    configuration = database.configuration(SCHEMAS=schema, CHECKPOINT_ROWS="500", BATCH_SIZE="100")
+    saved = killed_after_checkpoint(
+        monkeypatch, destination, configuration, f"{schema}.t", lambda _, n: n == 3, landed=True
+    )
+    table = saved["tables"][f"{schema}.t"]
+    (_, last), position = table["landing"]["reads"][-1], int(table["position"][0])
+    assert len(_landed(destination, schema)) == int(last[0]) > position
+    _run(source, f"DELETE FROM {schema}.t WHERE id IN (SELECT id FROM {schema}.t WHERE id > {position} LIMIT 5)")
+    capfd.readouterr()
+    counts = destination.sync(configuration, state=saved)
+    assert (counts["Upserts"], counts["Deletes"], counts["Truncates"]) == (ROWS - 5 - position, 5, 0)
+    assert "of the keys the last sync read past its state, 5 are gone" in capfd.readouterr().out
+    assert _landed(destination, schema) == _source(source, schema)
+
+
 def test_a_declared_key_shared_by_two_rows_skips_the_table_until_it_is_unique_again(
     database: Database, schema: str, source, destination: Destination, capfd
 ) -> None:
