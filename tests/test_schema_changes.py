@@ -169,7 +169,8 @@ def test_a_sync_killed_during_a_backfill_goes_on_and_converges(
     with source.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {schema}.t ADD COLUMN region text DEFAULT 'eu'")
         cursor.execute(f"ALTER TABLE {schema}.t RENAME COLUMN name TO label")
-    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t")
+    # The second checkpoint: the first saves the state from before the sync, with a journal of what it holds.
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t", lambda _, n: n == 2)
     counts = destination.sync(configuration, state=saved)
 
     assert counts["Truncates"] == 0
@@ -212,7 +213,7 @@ def test_a_row_changed_after_a_killed_backfill_sent_it_is_sent_again(
     )
     with source.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {schema}.t RENAME COLUMN name TO label")
-    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t")
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, f"{schema}.t", lambda _, n: n == 2)
     assert saved["tables"][f"{schema}.t"]["position"] is not None
     with source.cursor() as cursor:
         cursor.execute(f"UPDATE {schema}.t SET label = 'changed after it was sent' WHERE id IN (1, 2, 3)")
