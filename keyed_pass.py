@@ -326,7 +326,7 @@ class KeyedPass(FullPass):
         if state.position is not None:  # killed partway: its digest from the rows it had read
             cells = self._taken_again(cells, encoding)
         # The keys read since the last checkpoint, for the journal (`landing.py`): this digest less the one then.
-        keys_read = dd.Cells(dd.choose_sub_size(0, [], encoding.codec.words), encoding.codec)
+        keys_read = dd.Cells(landing.READS_SUB_SIZE, encoding.codec)
         keys_noted = [keys_read.copy()]
         sent = SentPairs(encoding, [(cells, hashed), (keys_read, None)])
         notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None

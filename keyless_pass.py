@@ -339,7 +339,7 @@ class KeylessPass:
             ended, counts = _numbered(batch, rows, run)
             add_contents(cells, ended, counts)
             if sent[0] is None:
-                sent[0] = dd.Cells(dd.choose_sub_size(0, [], 2), dd.Codec.CONTENT)
+                sent[0] = dd.Cells(landing.READS_SUB_SIZE, dd.Codec.CONTENT)
             add_contents(sent[0], ended, counts)
             self._read_rows += len(batch)
             return rows
