@@ -32,6 +32,7 @@ from fivetran_connector_sdk import Logging as log
 from psycopg2 import sql
 
 import difference_digest as dd
+import landing
 import reads
 from digest_pairs import pair_hash, read_keys, scan_cells
 from key_encoding import hashed_encoding, key_encoding, key_values
@@ -75,6 +76,10 @@ class DeleteCheck:
         self._nulls = dd.Cells.unpack(self._state.deletes_nulls) if self._state.deletes_nulls else None
         # A first read under way: its digest is saved when it ends, not at each checkpoint.
         self._loading = self._loading_nulls = False
+        # The keys the values read sent since the last checkpoint, for the journal (`landing.py`): this digest less
+        # the one then.
+        self._keys_read = dd.Cells(landing.READS_SUB_SIZE, self._encoding.codec)
+        self._keys_noted = self._keys_read.copy()
 
     def due(self) -> Checked:
         """What this sync's checks cover, before any runs: a read in progress goes on first, and the check waits for
@@ -164,8 +169,12 @@ class DeleteCheck:
         return self._encoding.expression, pair_hash(self._plan, self._hashing, list(self._plan.columns))
 
     def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Adds the pairs of the rows sent beyond the bound (a `read_all` hook: the rows go on as they are)."""
+        """Adds the pairs of the rows sent beyond the bound (a `read_all` hook: the rows go on as they are), and
+        every row's key to the journal's."""
         self._add(self._sent, list(compress(batch, map(itemgetter(-1), batch))), -3)
+        if batch and not self._encoding.hashed:
+            words = self._encoding.codec.encode_all(list(map(itemgetter(-3), batch)))
+            self._keys_read.add_pairs(words, dd.key_hashes(words))
         return rows
 
     def note_nulls(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -196,14 +205,50 @@ class DeleteCheck:
         self.save()
 
     def save(self) -> None:
-        """Writes the digests into the state; of a first read under way, only what its pairs come to."""
+        """Writes the digests into the state; of a first read under way, only what its pairs come to. The keys the
+        values read sent since the last save go into the journal, with the position of the last row sent."""
         state = self._state
+        since = self._keys_read.subtract(self._keys_noted)
+        last = state.position if state.phase == "values" and state.position else state.cursor_position
+        if last is not None and not since.is_empty():
+            state.landing = landing.note(state.landing, "reads", [since.pack(), list(last)])
+            self._keys_noted = self._keys_read.copy()
         if not self._loading:
             state.deletes_digest = self._sent.pack() if self._sent is not None else None
         if not self._loading_nulls:
             state.deletes_nulls = self._nulls.pack() if self._nulls is not None else None
         loading = self._sent if self._loading else self._nulls if self._loading_nulls else None
         state.deletes_noted = dd.noted(loading, state.position) if loading is not None else None
+
+    # What the last sync sent after its state was saved (`landing.py`).
+
+    def undo_reads(self, entries: list[list[Any]]) -> None:
+        """Deletes the keys the last sync read past its saved state that the source no longer holds: the digest of
+        the keys it read up to each entry's last row, less the source's keys from the state's position (or the last
+        row its last completed read sent) to there, names those it holds and the source does not there; those the
+        source has nowhere are deleted. SyncAgain when they cannot be named."""
+        state, plan = self._state, self._plan
+        order = [plan.cursor.name, *plan.primary_key]
+        lower = state.position if state.phase == "values" and state.position else state.cursor_position
+        gone: set[int | str] = set()
+        for packed, last in entries:
+            sent = dd.Cells.unpack(packed)
+            bounds = [reads.up_to(order, last)]
+            if lower is not None:
+                bounds.append(sql.SQL("NOT {}").format(reads.up_to(order, lower)))
+            condition = sql.SQL(" AND ").join(bounds)
+            now, _ = scan_cells(
+                self._client, plan, self._hashing, self._encoding, self._pair_columns, 1, sent.sub_size, condition
+            )
+            pairs = now.keys.subtract(sent).peel() if not self._encoding.hashed else None
+            if pairs is None:
+                raise SyncAgain("the rows its last sync read past the state it saved changed too much since")
+            gone |= dd.changes(pairs, self._encoding.codec)[1]
+        deleted = sorted(gone - self._existing(sorted(gone)))
+        log.info(f"{plan.state_key}: of the keys the last sync read past its state, {len(deleted):,} are gone")
+        with self._sink.together(lambda: None):
+            for key in deleted:
+                self._sink.delete(key_values(self._encoding, key))
 
     # The checks.
 

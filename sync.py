@@ -267,7 +267,10 @@ class TableSync:
 
     def _read_incremental(self) -> None:
         plan, state = self.plan, self.state
+        landed, state.landing = state.landing or {}, None
         deletes = DeleteCheck(self, self._settings.lookback_seconds) if plan.delete_check_hours is not None else None
+        if deletes is not None and landed.get("reads"):
+            deletes.undo_reads(landed["reads"])
         if deletes is None:
             state.deletes_digest = state.deletes_bound = state.deletes_checked = state.deletes_sizes = None
             state.deletes_nulls = None

@@ -204,7 +204,9 @@ def test_a_first_sync_carries_no_digest_until_its_read_ends_and_a_killed_one_reb
     key = f"{schema}.t"
     saved = killed_after_checkpoint(monkeypatch, destination, configuration, key, lambda _, n: n == 3)
     assert saved["tables"][key]["position"] is not None and saved["tables"][key]["deletes_digest"] is None
-    assert len(json.dumps(saved)) < 2000, "no digest in the checkpoints of a first read"
+    kept = {**saved, "tables": {key: {**saved["tables"][key], "landing": None}}}
+    assert len(json.dumps(kept)) < 2000, "no digest in the checkpoints of a first read"
+    assert len(json.dumps(saved["tables"][key]["landing"])) < 3000, "the journal of the keys it holds: a few cells"
     if changed_in_the_pause:
         _run(source, f"DELETE FROM {schema}.t WHERE id = 2")
     counts = destination.sync(configuration, state=saved)
@@ -215,6 +217,34 @@ def test_a_first_sync_carries_no_digest_until_its_read_ends_and_a_killed_one_reb
     assert destination.state["tables"][key]["deletes_digest"] == uninterrupted.state["tables"][key]["deletes_digest"]
     _run(source, f"DELETE FROM {schema}.t WHERE id IN (3, 2500)")
     assert destination.sync(configuration)["Deletes"] == 2
+
+
+def test_rows_landed_past_the_state_saved_and_deleted_since_are_deleted(
+    database: Database, schema: str, source, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """A sync reads 100 new rows and dies once they landed, before the state saying so was saved (the SDK writes the
+    rows, then saves the state); ten of them are deleted before the next sync. The digest of what the destination
+    holds, in the state saved, never held them: the state's journal of the keys read past it names them."""
+    _create(source, schema)
+    configuration = database.configuration(SCHEMAS=schema)
+    destination.sync(configuration)
+    _run(
+        source,
+        f"INSERT INTO {schema}.t SELECT i, 'new ' || i, timestamp '2024-03-01' + i * interval '1 minute' "
+        f"FROM generate_series({ROWS + 1}, {ROWS + 100}) i",
+    )
+    # The end's two checkpoints: the first saves the journal of what it holds, the second lands it.
+    key = f"{schema}.t"
+    saved = killed_after_checkpoint(monkeypatch, destination, configuration, key, lambda _, n: n == 2, landed=True)
+    assert saved["tables"][key]["landing"]["reads"]
+    table = f'"tester_{schema}"."t"'
+    assert len(_live(destination, table)) == ROWS + 100, "the new rows landed"
+    _run(source, f"DELETE FROM {schema}.t WHERE id > {ROWS} AND id % 10 = 0")
+    capfd.readouterr()
+    counts = destination.sync(configuration, state=saved)
+    assert (counts["Deletes"], counts["Truncates"]) == (10, 0)
+    assert "of the keys the last sync read past its state, 10 are gone" in capfd.readouterr().out
+    assert _live(destination, table) == _run(source, f"SELECT id, note FROM {schema}.t")
 
 
 def test_a_sync_killed_during_its_read_converges(
