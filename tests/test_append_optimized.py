@@ -638,7 +638,8 @@ def test_a_sync_killed_while_it_sends_a_leaf_that_held_nothing_converges(
     april = f"START (date '{MONTHS[3]}') END (date '{MONTHS[4]}') WITH (appendonly=true, orientation=column)"
     facts.run(f"ALTER TABLE {facts.table} ADD PARTITION {april}")
     facts.insert(10001, 12000, day=MONTHS[3])
-    state = killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table)
+    # The second checkpoint: the first lands nothing of the table (its rows are held until it has saved).
+    state = killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table, lambda _, n: n == 2)
     landed = destination.query(f'SELECT count(*) FROM "tester_{facts.schema}".facts WHERE id > 10000')[0][0]
     assert 0 < landed < 2000, "the sync was killed among the rows it sent"
     facts.run(f"DELETE FROM {facts.table} WHERE id > 10000 AND id % 5 = 0")
@@ -656,7 +657,8 @@ def test_a_sync_killed_while_it_sends_a_leaf_s_rows_and_the_leaf_changed_back_co
     facts.run(f"DELETE FROM {facts.table} WHERE id % 3 = 0 AND day < '{MONTHS[1]}'")
     facts.sync(destination)  # the table's scan: each leaf's print
     facts.insert(5001, 5900, day=MONTHS[1])
-    state = killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table)
+    # The second checkpoint: the first lands nothing of the table (its rows are held until it has saved).
+    state = killed_after_checkpoint(monkeypatch, destination, facts.configuration, facts.table, lambda _, n: n == 2)
     landed = destination.query(f'SELECT count(*) FROM "tester_{facts.schema}".facts WHERE id > 5000')[0][0]
     assert 0 < landed < 900, "the sync was killed among the rows it sent"
     facts.run(f"DELETE FROM {facts.table} WHERE id > 5000")

@@ -302,14 +302,13 @@ def test_rows_landed_past_the_state_saved_are_undone_when_the_source_changes_the
     keyless.run(f"INSERT INTO {keyless.table} {same.format(6)}")
     assert keyless.sync() == (6, 0, 0)
     four_more, none = f"INSERT INTO {keyless.table} {same.format(4)}", f"DELETE FROM {keyless.table} WHERE id = 0"
-    four_fewer = f"DELETE FROM {keyless.table} WHERE ctid IN (SELECT ctid FROM {keyless.table} WHERE id = 0 LIMIT 4)"
     keyless.run(four_more if change == "gained" else none)
     # The end's two checkpoints: the first saves the journal of what it holds, the second lands it.
     saved = killed_after_checkpoint(
         monkeypatch, keyless.destination, keyless.configuration, keyless.table, lambda _, n: n == 2, landed=True
     )
     assert sum(keyless.landed().values()) == (20_010 if change == "gained" else 20_000), "the rows landed"
-    keyless.run(four_fewer if change == "gained" else f"INSERT INTO {keyless.table} {same.format(6)}")
+    keyless.run(none, f"INSERT INTO {keyless.table} {same.format(6)}")  # by value: Greenplum deletes by ctid alone
     undone = 4 if change == "gained" else 6
     resent = 0 if change == "gained" else 6
     assert keyless.sync(state=saved) == (resent, undone, 0)
