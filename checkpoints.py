@@ -4,12 +4,13 @@ The SDK holds every row sent until the next checkpoint, so bytes bound its memor
 
 Never per table or per leaf: each checkpoint of the SDK's runner brings every declared table up to its declaration, so
 its cost grows with the table count, and a checkpoint per table would make a sync of many small tables cost the square
-of their number. A sync killed between two checkpoints repeats what it sent since the last one.
+of their number.
 
 The SDK writes the rows sent, then saves the state: a sync killed between the two has landed rows its saved state
 does not know of. So what is sent between two checkpoints is held, and given to the SDK just after the second, whose
 state saves each table that sent some as it stood at the first, with a journal of what it sent (`landing.py`): the
-state saved never lags the destination by more than the journal names.
+state saved never lags the destination by more than the journal names. A sync killed anywhere repeats what it sent
+since the state it saved: up to two checkpoints' rows, after undoing the journal.
 """
 
 from __future__ import annotations
