@@ -53,6 +53,10 @@ class KeylessPass:
             self._undo_contents(landed["contents"])
         self._landed_reads = landed.get("reads") or []
         now = append_optimized_now(self._client, self._sink.source.flavour, plan)
+        fills = landed.get("fills") if state.digest is not None and not state.in_pass else None
+        if fills and not self._undo_fills(fills, now):
+            self._full_pass(now, "the rows the last sync sent past its state changed too much since")
+            return
         saved = dd.Cells.unpack(state.digest) if state.digest is not None else None
         why = self._why_read_again(saved)
         if why is not None or state.in_pass:
@@ -160,25 +164,37 @@ class KeylessPass:
         cells = dd.Cells(digest_size, dd.Codec.CONTENT) if digest_size else None
         noted: list[int] = []  # the highest content noted: a read started again after a lost connection reads it again
         run: list[int] = []  # the content of the rows read last, and its highest ordinal: the run not yet ended
+        # The pairs sent since the last checkpoint and the first content among them, for the journal (`landing.py`);
+        # whether rows were sent since.
+        sent, first, since = dd.Cells(landing.READS_SUB_SIZE, dd.Codec.CONTENT), [], [False]
 
         def note(contents: np.ndarray, counts: np.ndarray) -> None:
             nonlocal print_
             new = contents > noted[0] if noted else np.ones(len(contents), bool)  # contents arrive in order
             if new.any():
                 noted[:] = [int(contents[new].max())]
+                first[:] = first or [int(contents[new].min())]
             words = np.stack([contents[new], counts[new]], axis=1).astype(np.int64)
             hashes = dd.key_hashes(words)
-            for digest in filter(None, (held, expected, cells)):
+            for digest in filter(None, (held, expected, cells, sent)):
                 digest.add_pairs(words, hashes)
             print_ = leaf_prints.add_prints(print_, hashes)
 
         def number(batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             note(*_numbered(batch, rows, run))
+            since[0] = True
             return rows
 
         def save() -> None:
+            nonlocal sent
             if saving:
                 state.digest = held.pack()
+            if since[0]:  # a journal entry only with the rows it names, or it would outlive them
+                since[0] = False
+                bounds = first or run[:1]
+                entry = [sent.added(_run_cells(sent, run)).pack(), bounds[0], run[0] if run else noted[0], leaf.key]
+                state.landing = landing.note(state.landing, "fills", entry)
+                sent, first[:] = dd.Cells(landing.READS_SUB_SIZE, dd.Codec.CONTENT), run[:1]
 
         read = dataclasses.replace(reads.in_content_order(plan, self._content, None, leaf), position_columns=())
         with self._sink.saving(save):
@@ -219,6 +235,26 @@ class KeylessPass:
                     move_content(held, content, before, after)
         save()
 
+    def _undo_fills(self, entries: list[list[Any]], now: AoNow | None) -> bool:
+        """Deletes the ids of leaves sent whole past the saved state whose contents the leaf now holds fewer times:
+        the digest of the (content, rows) pairs sent, less the leaf's pairs from the first content to the last now,
+        names them (the state's digest does not hold them: the next difference sends what the leaf holds). False
+        when it cannot (the leaf gone, or too much changed): the table is read again."""
+        fewer: dict[int, tuple[int, int]] = {}
+        for packed, first, last, key in entries:
+            leaf = now.leaves.get(key) if now is not None else None
+            if leaf is None:
+                return False
+            sent = dd.Cells.unpack(packed)
+            bounds = sql.SQL("{} BETWEEN {} AND {}").format(self._content, sql.Literal(first), sql.Literal(last))
+            pairs = scan_contents(self._client, self._plan, self._hashing, sent.sub_size, bounds, leaf).cells
+            pairs = pairs.subtract(sent).peel()
+            if pairs is None:
+                return False
+            _fewer_rows(pairs, fewer)
+        self._delete_past(fewer)
+        return True
+
     def _undo_reads(self) -> bool:
         """Deletes the ids a killed pass read past its saved position that the source no longer holds: the digest
         of the (content, rows) pairs it read there, less the source's pairs of those contents now, names the
@@ -237,19 +273,18 @@ class KeylessPass:
             if pairs is None:
                 log.info(f"{plan.state_key}: the rows the last sync read past its state changed too much since")
                 return False
-            rows_now = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
-            for pair in pairs:
-                content, count = pair.words
-                if pair.sign < 0 and count > rows_now.get(content, 0):
-                    most = max(count, fewer.get(content, (0, 0))[1])
-                    fewer[content] = (rows_now.get(content, 0), most)
-        log.info(f"{plan.state_key}: of the contents the last sync read past its state, {len(fewer):,} lost rows")
+            _fewer_rows(pairs, fewer)
+        self._delete_past(fewer)
+        self._landed_reads = []
+        return True
+
+    def _delete_past(self, fewer: dict[int, tuple[int, int]]) -> None:
+        """Deletes each content's ids past the rows the source holds now, up to the most sent."""
+        log.info(f"{self._plan.state_key}: of the contents the last sync sent past its state, {len(fewer):,} lost rows")
         with self._sink.together(lambda: None):
             for content, (now_count, most) in sorted(fewer.items()):
                 for ordinal in range(now_count + 1, most + 1):
                     self._sink.delete({ROW_ID_COLUMN: row_id(content, ordinal)})
-        self._landed_reads = []
-        return True
 
     # What changed: ids gained and lost, content by content.
 
@@ -445,6 +480,16 @@ def _numbered(batch: list[tuple], rows: list[dict[str, Any]], run: list[int]) ->
         )
     run[:] = [int(contents[-1]), int(ordinals[-1])]
     return ended, counts
+
+
+def _fewer_rows(pairs: list[dd.Pair], fewer: dict[int, tuple[int, int]]) -> None:
+    """Notes, from the peeled difference of the source's (content, rows) pairs less those sent, the contents sent
+    more times than the source holds them now: (rows now, the most sent)."""
+    rows_now = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
+    for pair in pairs:
+        content, count = pair.words
+        if pair.sign < 0 and count > rows_now.get(content, 0):
+            fewer[content] = (rows_now.get(content, 0), max(count, fewer.get(content, (0, 0))[1]))
 
 
 def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:

@@ -12,15 +12,18 @@ they may have changed. The sync that starts from it makes those rows what its st
 - `keys`: a keyed table's keys sent or deleted, `[key, words, h]` with the pair its digest held then (words null:
   none): each is deleted, and its pair leaves the digest, so the next difference sends it again when the source
   holds it.
-- `reads`: a keyless full pass's rows read past its saved position, `[digest, last content]`: the digest of the
-  (content, rows) pairs sent, whose difference with the source's tells the contents that now have fewer rows.
+- `reads`: a full pass's rows read past its saved position, `[digest, last position]`: the digest of the
+  (content, rows) pairs sent (a keyed pass's: of the keys), whose difference with the source's from the position to
+  the last tells the contents that now have fewer rows (the keys gone).
+- `fills`: a keyless Greenplum leaf's rows sent whole, `[digest, first content, last content, leaf]`: the same, of
+  the leaf's contents between the two.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_PARTS = ("contents", "keys", "reads")
+_PARTS = ("contents", "keys", "reads", "fills")
 # The sub-table size of a `reads` digest: 48 cells (1 to 4 KB packed, by key width), which name the few rows that
 # change in one checkpoint's range between a kill and the next sync; more, and the pass starts again.
 READS_SUB_SIZE = 16

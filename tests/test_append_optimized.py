@@ -647,6 +647,31 @@ def test_a_sync_killed_while_it_sends_a_leaf_that_held_nothing_converges(
     assert facts.sync(destination) == ((0, 0, 0), set())
 
 
+def test_rows_of_a_leaf_sent_whole_landed_past_the_state_saved_and_deleted_since_are_deleted(
+    facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """A partition added, its rows sent whole; the sync dies once the SDK wrote the rows held until its second
+    checkpoint, before it saved the state that says so; one row in a hundred of the partition is deleted. The digest
+    saved never held the rows held then: the state's journal of the leaf's contents sent names those the leaf now
+    holds fewer times."""
+    facts.create()
+    facts.sync(destination)
+    april = f"START (date '{MONTHS[3]}') END (date '{MONTHS[4]}') WITH (appendonly=true, orientation=column)"
+    facts.run(f"ALTER TABLE {facts.table} ADD PARTITION {april}")
+    facts.insert(10001, 12000, day=MONTHS[3])
+    state = killed_after_checkpoint(
+        monkeypatch, destination, facts.configuration, facts.table, lambda _, n: n == 3, landed=True
+    )
+    assert state["tables"][facts.table]["landing"]["fills"]
+    landed = destination.query(f'SELECT count(*) FROM "tester_{facts.schema}".facts WHERE id > 10000')[0][0]
+    assert 0 < landed < 2000, "the sync was killed among the rows it sent"
+    facts.run(f"DELETE FROM {facts.table} WHERE id > 10000 AND id % 100 = 0")
+    capfd.readouterr()
+    facts.sync(destination, state=state)
+    assert "of the contents the last sync sent past its state" in capfd.readouterr().out
+    assert facts.sync(destination) == ((0, 0, 0), set())
+
+
 def test_a_sync_killed_while_it_sends_a_leaf_s_rows_and_the_leaf_changed_back_converges(
     facts: AoFacts, destination: Destination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
