@@ -14,6 +14,7 @@ import numpy as np
 from psycopg2 import sql
 
 import difference_digest as dd
+import landing
 import reads
 from ao_keyed import LOCATED, PassNotes
 from block_ranges import Hashing, row_hash
@@ -154,6 +155,53 @@ class SentPairs:
                 h = np.fromiter(map(itemgetter(-at), batch), np.int64, len(batch))
             cells.add_pairs(all_words, h)
         return rows
+
+
+class KeysSince:
+    """A digest of the keys a read sends (`cells`), and of those sent since the last one taken: a journal entry's
+    (`landing.py`)."""
+
+    def __init__(self, codec: dd.Codec) -> None:
+        self.cells = dd.Cells(landing.READS_SUB_SIZE, codec)
+        self._taken = self.cells.copy()
+
+    def add(self, words: np.ndarray) -> None:
+        self.cells.add_pairs(words, dd.key_hashes(words))
+
+    def take(self) -> str | None:
+        """The packed digest of the keys sent since the last one taken; None when none were."""
+        since = self.cells.subtract(self._taken)
+        if since.is_empty():
+            return None
+        self._taken = self.cells.copy()
+        return since.pack()
+
+
+def keys_gone(
+    client: GreenplumClient,
+    plan: TablePlan,
+    hashing: Hashing,
+    encoding: KeyEncoding,
+    order: list[str],
+    lower: list[str] | None,
+    entries: list[list[Any]],
+) -> set[int | str] | None:
+    """Of the keys a read sent past a position (`lower`, in `order`; None: from the start) up to each journal entry's
+    last one (`KeysSince.take`), those the source no longer holds there: its keys there now, less those sent. None
+    when the difference is past the entry's digest, or the keys are held by hash (they name no row)."""
+    gone: set[int | str] = set()
+    for packed, last in entries:
+        sent = dd.Cells.unpack(packed)
+        bounds = [reads.up_to(order, last)]
+        if lower is not None:
+            bounds.append(sql.SQL("NOT {}").format(reads.up_to(order, lower)))
+        condition = sql.SQL(" AND ").join(bounds)
+        now, _ = scan_cells(client, plan, hashing, encoding, list(plan.columns), 1, sent.sub_size, condition)
+        pairs = now.keys.subtract(sent).peel() if not encoding.hashed else None
+        if pairs is None:
+            return None
+        gone |= dd.changes(pairs, encoding.codec)[1]
+    return gone
 
 
 def noting_extra(notes: PassNotes | None, sent: SentPairs) -> tuple[sql.Composable, ...]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import compress
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from psycopg2 import sql
 import difference_digest as dd
 import landing
 import reads
-from digest_pairs import pair_hash, read_keys, scan_cells
+from digest_pairs import KeysSince, keys_gone, pair_hash, read_keys, scan_cells
 from key_encoding import hashed_encoding, key_encoding, key_values
 from planning import PlannedColumn
 from quoting import Identifier, Literal
@@ -76,10 +75,7 @@ class DeleteCheck:
         self._nulls = dd.Cells.unpack(self._state.deletes_nulls) if self._state.deletes_nulls else None
         # A first read under way: its digest is saved when it ends, not at each checkpoint.
         self._loading = self._loading_nulls = False
-        # The keys the values read sent since the last checkpoint, for the journal (`landing.py`): this digest less
-        # the one then.
-        self._keys_read = dd.Cells(landing.READS_SUB_SIZE, self._encoding.codec)
-        self._keys_noted = self._keys_read.copy()
+        self._keys = KeysSince(self._encoding.codec)  # the keys the values read sent, for the journal (`landing.py`)
 
     def due(self) -> Checked:
         """What this sync's checks cover, before any runs: a read in progress goes on first, and the check waits for
@@ -171,29 +167,31 @@ class DeleteCheck:
     def note(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adds the pairs of the rows sent beyond the bound (a `read_all` hook: the rows go on as they are), and
         every row's key to the journal's."""
-        self._add(self._sent, list(compress(batch, map(itemgetter(-1), batch))), -3)
-        if batch and not self._encoding.hashed:
-            words = self._encoding.codec.encode_all(list(map(itemgetter(-3), batch)))
-            self._keys_read.add_pairs(words, dd.key_hashes(words))
+        if not batch:
+            return rows
+        words, hashes = self._pairs(batch, -3)
+        beyond = np.fromiter(map(itemgetter(-1), batch), bool, len(batch))
+        if beyond.any():
+            self._sent.add_pairs(words[beyond], hashes[beyond])
+        if not self._encoding.hashed:
+            self._keys.add(words)
         return rows
 
     def note_nulls(self, batch: list[tuple], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adds the pairs of the rows sent whose cursor is NULL, while their first read makes their digest (read again
         for a backfill, they are held already)."""
-        if self._loading_nulls:
-            self._add(self._nulls, batch, -2)
+        if self._loading_nulls and batch:
+            self._nulls.add_pairs(*self._pairs(batch, -2))
         return rows
 
-    def _add(self, cells: dd.Cells, rows: list[tuple], key_at: int) -> None:
-        """Adds the pairs of raw rows that hold their key at `key_at` (counted from the end) and its hash after it."""
-        if not rows:
-            return
+    def _pairs(self, rows: list[tuple], key_at: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs of raw rows that hold their key at `key_at` (counted from the end) and its hash after it."""
         try:
             words = self._encoding.codec.encode_all(list(map(itemgetter(key_at), rows)))
         except dd.KeyTooLong as error:
             self._hash_keys()
             raise SyncAgain(f"{error} came, which its digest of what the destination holds cannot carry") from None
-        cells.add_pairs(words, np.fromiter(map(itemgetter(key_at + 1), rows), np.int64, len(rows)))
+        return words, np.fromiter(map(itemgetter(key_at + 1), rows), np.int64, len(rows))
 
     def after_read(self) -> None:
         """The rows read so far are at or below the cursor saved now: the new bound."""
@@ -208,11 +206,10 @@ class DeleteCheck:
         """Writes the digests into the state; of a first read under way, only what its pairs come to. The keys the
         values read sent since the last save go into the journal, with the position of the last row sent."""
         state = self._state
-        since = self._keys_read.subtract(self._keys_noted)
-        last = state.position if state.phase == "values" and state.position else state.cursor_position
-        if last is not None and not since.is_empty():
-            state.landing = landing.note(state.landing, "reads", [since.pack(), list(last)])
-            self._keys_noted = self._keys_read.copy()
+        last = self._last_read()
+        since = self._keys.take() if last is not None else None
+        if since is not None:
+            state.landing = landing.note(state.landing, "reads", [since, list(last)])
         if not self._loading:
             state.deletes_digest = self._sent.pack() if self._sent is not None else None
         if not self._loading_nulls:
@@ -227,28 +224,21 @@ class DeleteCheck:
         the keys it read up to each entry's last row, less the source's keys from the state's position (or the last
         row its last completed read sent) to there, names those it holds and the source does not there; those the
         source has nowhere are deleted. SyncAgain when they cannot be named."""
-        state, plan = self._state, self._plan
+        plan = self._plan
         order = [plan.cursor.name, *plan.primary_key]
-        lower = state.position if state.phase == "values" and state.position else state.cursor_position
-        gone: set[int | str] = set()
-        for packed, last in entries:
-            sent = dd.Cells.unpack(packed)
-            bounds = [reads.up_to(order, last)]
-            if lower is not None:
-                bounds.append(sql.SQL("NOT {}").format(reads.up_to(order, lower)))
-            condition = sql.SQL(" AND ").join(bounds)
-            now, _ = scan_cells(
-                self._client, plan, self._hashing, self._encoding, self._pair_columns, 1, sent.sub_size, condition
-            )
-            pairs = now.keys.subtract(sent).peel() if not self._encoding.hashed else None
-            if pairs is None:
-                raise SyncAgain("the rows its last sync read past the state it saved changed too much since")
-            gone |= dd.changes(pairs, self._encoding.codec)[1]
+        gone = keys_gone(self._client, plan, self._hashing, self._encoding, order, self._last_read(), entries)
+        if gone is None:
+            raise SyncAgain("the rows its last sync read past the state it saved changed too much since")
         deleted = sorted(gone - self._existing(sorted(gone)))
         log.info(f"{plan.state_key}: of the keys the last sync read past its state, {len(deleted):,} are gone")
         with self._sink.together(lambda: None):
             for key in deleted:
                 self._sink.delete(key_values(self._encoding, key))
+
+    def _last_read(self) -> list[str] | None:
+        """The last row the values read sent: in this sync's read, or the last completed one's."""
+        state = self._state
+        return state.position if state.phase == "values" and state.position else state.cursor_position
 
     # The checks.
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from fivetran_connector_sdk import Logging as log
-from psycopg2 import sql
 
 import append_optimized as ao
 import block_ranges
@@ -25,7 +24,7 @@ import schema_changes
 from ao_keyed import LOCATED, PassNotes, append_optimized_now
 from block_ranges import DigestCancelled
 from declared_keys import check_whole_table, check_windows
-from digest_pairs import SentPairs, noting, noting_extra, pair_hash, scan_cells
+from digest_pairs import KeysSince, SentPairs, keys_gone, noting, noting_extra, pair_hash, scan_cells
 from key_encoding import KeyEncoding, key_encoding, key_values
 from key_ranges import KeyRanges
 from keyed_digest import Outcome
@@ -105,27 +104,20 @@ class KeyedPass(FullPass):
         save()
 
     def _undo_reads(self, encoding: KeyEncoding) -> bool:
-        """Deletes the keys a killed pass read past its saved position that the source no longer holds: the digest
-        of the keys it read there, less the source's keys there now, names them. False when the difference is past
-        that digest (or the keys are hashed, naming no row): the pass starts again."""
+        """Deletes the keys a killed pass read past its saved position that the source no longer holds
+        (`digest_pairs.keys_gone`). False when they cannot be named: the pass starts again."""
         plan, state = self._plan, self._state
-        for packed, last in self._landed_reads:
-            sent = dd.Cells.unpack(packed)
-            bounds = [reads.up_to(plan.primary_key, last)]
-            if state.position is not None:
-                bounds.append(sql.SQL("NOT {}").format(reads.up_to(plan.primary_key, state.position)))
-            condition = sql.SQL(" AND ").join(bounds)
-            columns, hashing = list(plan.columns), self._sink.source.hashing
-            now, _ = scan_cells(self._client, plan, hashing, encoding, columns, 1, sent.sub_size, condition)
-            pairs = now.keys.subtract(sent).peel() if not encoding.hashed else None
-            if pairs is None:
-                log.info(f"{plan.state_key}: the rows the last sync read past its state changed too much since")
-                return False
-            _, went = dd.changes(pairs, encoding.codec)
-            log.info(f"{plan.state_key}: of the keys the last sync read past its state, {len(went):,} are gone")
-            with self._sink.together(lambda: None):
-                for key in sorted(went):
-                    self._sink.delete(key_values(encoding, key))
+        if not self._landed_reads:
+            return True
+        hashing, order = self._sink.source.hashing, list(plan.primary_key)
+        gone = keys_gone(self._client, plan, hashing, encoding, order, state.position, self._landed_reads)
+        if gone is None:
+            log.info(f"{plan.state_key}: the rows the last sync read past its state changed too much since")
+            return False
+        log.info(f"{plan.state_key}: of the keys the last sync read past its state, {len(gone):,} are gone")
+        with self._sink.together(lambda: None):
+            for key in sorted(gone):
+                self._sink.delete(key_values(encoding, key))
         self._landed_reads = []
         return True
 
@@ -325,23 +317,17 @@ class KeyedPass(FullPass):
             cells = self._start_again(cells, "what it read past its state cannot be named")
         if state.position is not None:  # killed partway: its digest from the rows it had read
             cells = self._taken_again(cells, encoding)
-        # The keys read since the last checkpoint, for the journal (`landing.py`): this digest less the one then.
-        keys_read = dd.Cells(landing.READS_SUB_SIZE, encoding.codec)
-        keys_noted = [keys_read.copy()]
-        sent = SentPairs(encoding, [(cells, hashed), (keys_read, None)])
+        keys = KeysSince(encoding.codec)  # the keys read, for the journal (`landing.py`)
+        sent = SentPairs(encoding, [(cells, hashed), (keys.cells, None)])
         notes = PassNotes(state, plan) if state.pass_digest_leaves is not None else None
-
-        def note_keys() -> None:
-            since = keys_read.subtract(keys_noted[0])
-            if state.position is not None and not since.is_empty():
-                entry = [since.pack(), list(state.position)]
-                state.landing, keys_noted[0] = landing.note(state.landing, "reads", entry), keys_read.copy()
 
         def save() -> None:
             state.pass_noted = dd.noted(cells, state.position)
             if notes is not None:
                 notes.save()
-            note_keys()
+            since = keys.take() if state.position is not None else None
+            if since is not None:
+                state.landing = landing.note(state.landing, "reads", [since, list(state.position)])
 
         with self._sink.saving(save, checked=True):
             self._sink.read_all(lambda: reads.keyed(plan, state, extra=noting_extra(notes, sent)), noting(notes, sent))

@@ -243,15 +243,9 @@ class KeylessPass:
         fewer: dict[int, tuple[int, int]] = {}
         for packed, first, last, key in entries:
             leaf = now.leaves.get(key) if now is not None else None
-            if leaf is None:
-                return False
-            sent = dd.Cells.unpack(packed)
             bounds = sql.SQL("{} BETWEEN {} AND {}").format(self._content, sql.Literal(first), sql.Literal(last))
-            pairs = scan_contents(self._client, self._plan, self._hashing, sent.sub_size, bounds, leaf).cells
-            pairs = pairs.subtract(sent).peel()
-            if pairs is None:
+            if leaf is None or not self._note_fewer(packed, bounds, fewer, leaf):
                 return False
-            _fewer_rows(pairs, fewer)
         self._delete_past(fewer)
         return True
 
@@ -264,18 +258,32 @@ class KeylessPass:
             return True
         fewer: dict[int, tuple[int, int]] = {}  # content -> (rows now, the most any read sent)
         for packed, last in self._landed_reads:
-            sent = dd.Cells.unpack(packed)
             bounds = [sql.SQL("{} <= {}").format(self._content, sql.Literal(last))]
             if state.position is not None:
                 bounds.append(sql.SQL("{} >= {}").format(self._content, sql.Literal(int(state.position[0]))))
-            now = scan_contents(self._client, plan, self._hashing, sent.sub_size, sql.SQL(" AND ").join(bounds))
-            pairs = now.cells.subtract(sent).peel()
-            if pairs is None:
+            if not self._note_fewer(packed, sql.SQL(" AND ").join(bounds), fewer):
                 log.info(f"{plan.state_key}: the rows the last sync read past its state changed too much since")
                 return False
-            _fewer_rows(pairs, fewer)
         self._delete_past(fewer)
         self._landed_reads = []
+        return True
+
+    def _note_fewer(
+        self, packed: str, bounds: sql.Composable, fewer: dict[int, tuple[int, int]], leaf: Leaf | None = None
+    ) -> bool:
+        """Notes in `fewer` the contents that a journal's digest of the (content, rows) pairs sent says were sent
+        more times than the source (the leaf) holds them now, within the bounds: (rows now, the most sent). False
+        when the difference is past that digest."""
+        sent = dd.Cells.unpack(packed)
+        now = scan_contents(self._client, self._plan, self._hashing, sent.sub_size, bounds, leaf).cells
+        pairs = now.subtract(sent).peel()
+        if pairs is None:
+            return False
+        rows_now = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
+        for pair in pairs:
+            content, count = pair.words
+            if pair.sign < 0 and count > rows_now.get(content, 0):
+                fewer[content] = (rows_now.get(content, 0), max(count, fewer.get(content, (0, 0))[1]))
         return True
 
     def _delete_past(self, fewer: dict[int, tuple[int, int]]) -> None:
@@ -480,16 +488,6 @@ def _numbered(batch: list[tuple], rows: list[dict[str, Any]], run: list[int]) ->
         )
     run[:] = [int(contents[-1]), int(ordinals[-1])]
     return ended, counts
-
-
-def _fewer_rows(pairs: list[dd.Pair], fewer: dict[int, tuple[int, int]]) -> None:
-    """Notes, from the peeled difference of the source's (content, rows) pairs less those sent, the contents sent
-    more times than the source holds them now: (rows now, the most sent)."""
-    rows_now = {pair.words[0]: pair.words[1] for pair in pairs if pair.sign > 0}
-    for pair in pairs:
-        content, count = pair.words
-        if pair.sign < 0 and count > rows_now.get(content, 0):
-            fewer[content] = (rows_now.get(content, 0), max(count, fewer.get(content, (0, 0))[1]))
 
 
 def _run_cells(cells: dd.Cells, run: list[int]) -> dd.Cells:
